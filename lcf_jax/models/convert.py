@@ -169,7 +169,7 @@ def load_gguf_model(gguf_path: str | os.PathLike):
     if not gguf_path.exists():
         raise FileNotFoundError(f"GGUF file {gguf_path} does not exist")
     return AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
-                                                torch_dtype="float32")
+                                                dtype="float32")
 
 
 def from_gguf(gguf_path: str | os.PathLike, name: str = "") -> tuple[ModelConfig, dict]:

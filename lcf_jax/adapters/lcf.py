@@ -1,0 +1,246 @@
+"""LCF (Latent Cache Flow), shared context: the sharer's K/V of the aligned token, compressed to a
+rank-r latent and translated into a gated residual on the receiver's own K/V, per receiver layer.
+
+Per receiver layer l that carries an adapter (source sharer layer s = layer_map[l]) and per receiver
+token t (aligned sharer token a(t), see `align.py`):
+
+    k_s   = invert_rope(K_s[a(t)])                        un-rotate with the SHARER's position of a(t)
+                                                          and layer s's theta/scale
+    z     = act(RMSNorm([k_s | V_s[a(t)]] @ W_down + b_down) * norm)             [r]
+    k_hat, v_hat = split(z @ W_up + b_up)                                        [Hr, Dr] each
+    k_hat = apply_rope(k_hat)                             rotate with the RECEIVER's position of t
+                                                          and layer l's theta/scale
+    K_r[t] += g_l * head_k * k_hat,   V_r[t] += g_l * head_v * v_hat,
+    g_l = sigmoid(gate_logit_l) * enabled_l
+
+computed by `lcf_jax.kernels.compress_translate` (vmapped over the stacked adapter layers).
+
+Why RoPE is undone before compressing and re-applied after: cached keys are stored rotated by
+their position, with the sharer's base and per-layer theta (Gemma3 mixes 10k local / 1M global
+layers; SmolLM2 uses 100k). A rotated key mixes content with position through a position-dependent
+rotation, so a fixed linear map cannot translate it consistently across positions. Un-rotating gives
+position-free content the low-rank map can learn once; rotating the translated key with the
+receiver's own tables puts it exactly where the receiver's queries expect a key at that token's
+position (receiver positions differ from the sharer's after re-tokenization). Values carry no
+position and pass straight through.
+
+`enabled` is a non-trainable per-layer 0/1 mask held outside the params (from the config's
+`disabled` layers, optionally multiplied by a runtime mask): exactly 0 leaves the layer's K/V
+bit-identical. Receiver layers without an adapter (no source, or pruned away: not in
+`LCFConfig.layers`) are never touched. Tokens outside the receiver mask, or whose aligned sharer
+slot is padding / -1, are left untouched.
+
+Parameter layout: adapter layers are grouped by rank (one group unless pruning gave layers
+different ranks); each group is a dict of arrays stacked on a leading "layers" axis, keyed "r<rank>":
+  w_down [n, 2*Hs*Ds, r] ("layers","kv_in","rank")    b_down, norm [n, r] ("layers","rank")
+  w_up   [n, r, 2*Hr*Dr] ("layers","rank","kv_out")   b_up [n, 2*Hr*Dr] ("layers","kv_out")
+  head_k, head_v [n, Hr] ("layers","kv_heads")        gate_logit [n] ("layers",)
+Init: W_down lecun-normal, W_up and biases zero, norm/head scales one, gate_logit = gate_init: the
+fresh adapter is an exact no-op and W_up learns first (LoRA-style).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lcf_jax.adapters import _common as C
+from lcf_jax.adapters.layer_map import LAYER_MAP_KINDS, layer_map
+from lcf_jax.kernels.compress_translate import ACTIVATIONS, compress_translate
+from lcf_jax.models.cache import KVCache
+from lcf_jax.models.config import ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class LCFConfig:
+    rank: int = 256
+    layer_map: str = "last_aligned"
+    activation: str = "silu"
+    gate_init: float = 0.0           # initial gate logit (sigmoid(0) = 0.5; W_up = 0 keeps init a no-op)
+    backend: str = "auto"            # compress_translate backend
+    block_tokens: Optional[int] = None
+    eps: float = 1e-6
+    zero_init_up: bool = True        # False: W_up ~ N(0, up_init_std^2) (tests, benchmarks)
+    up_init_std: float = 0.02
+    # Set by pruning (or by hand): receiver layers carrying an adapter (None: every layer with a
+    # source) and their ranks (None: `rank` everywhere).
+    layers: Optional[tuple[int, ...]] = None
+    ranks: Optional[tuple[int, ...]] = None
+    disabled: tuple[int, ...] = ()   # receiver layers whose gate is forced to exactly 0 (enabled = 0)
+
+    kind = "lcf"
+
+    def __post_init__(self):
+        if self.layer_map not in LAYER_MAP_KINDS:
+            raise ValueError(f"LCFConfig.layer_map must be one of {LAYER_MAP_KINDS}, got {self.layer_map!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"LCFConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.rank <= 0:
+            raise ValueError(f"LCFConfig.rank must be positive, got {self.rank}")
+        for name in ("layers", "ranks", "disabled"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, tuple):
+                object.__setattr__(self, name, tuple(int(x) for x in v))
+        if self.ranks is not None:
+            if self.layers is None or len(self.ranks) != len(self.layers):
+                raise ValueError("LCFConfig.ranks needs LCFConfig.layers of the same length "
+                                 f"(got layers={self.layers}, ranks={self.ranks})")
+            if min(self.ranks, default=1) <= 0:
+                raise ValueError(f"LCFConfig.ranks must be positive, got {self.ranks}")
+
+
+class LCFGroup(NamedTuple):
+    name: str                       # params key, "r<rank>"
+    rank: int
+    index: tuple[int, ...]          # positions in the resolved adapter-layer list
+    receiver_layers: tuple[int, ...]
+    sharer_layers: tuple[int, ...]
+
+
+def adapter_layers(cfg: LCFConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig):
+    """(receiver layers with an adapter, their sharer source layers, their ranks), in layer order."""
+    mapping = layer_map(sharer_cfg.num_layers, receiver_cfg.num_layers, cfg.layer_map)
+    layers = cfg.layers if cfg.layers is not None else tuple(i for i, s in enumerate(mapping) if s >= 0)
+    for l in layers:
+        if not 0 <= l < receiver_cfg.num_layers:
+            raise ValueError(f"LCFConfig.layers holds {l}, outside the receiver's {receiver_cfg.num_layers} layers")
+        if mapping[l] < 0:
+            raise ValueError(f"receiver layer {l} has no sharer source under layer_map={cfg.layer_map!r}")
+    if len(set(layers)) != len(layers) or list(layers) != sorted(layers):
+        raise ValueError(f"LCFConfig.layers must be increasing and unique, got {layers}")
+    ranks = cfg.ranks if cfg.ranks is not None else (cfg.rank,) * len(layers)
+    return tuple(layers), tuple(mapping[l] for l in layers), tuple(ranks)
+
+
+def lcf_groups(cfg: LCFConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig) -> tuple[LCFGroup, ...]:
+    layers, sources, ranks = adapter_layers(cfg, sharer_cfg, receiver_cfg)
+    groups = []
+    for r in sorted(set(ranks), reverse=True):
+        idx = tuple(i for i, x in enumerate(ranks) if x == r)
+        groups.append(LCFGroup(f"r{r}", r, idx, tuple(layers[i] for i in idx), tuple(sources[i] for i in idx)))
+    return tuple(groups)
+
+
+def lcf_enabled(cfg: LCFConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig) -> np.ndarray:
+    """float32 [n adapter layers] 0/1: 0 for layers in `cfg.disabled`."""
+    layers, _, _ = adapter_layers(cfg, sharer_cfg, receiver_cfg)
+    return np.array([0.0 if l in cfg.disabled else 1.0 for l in layers], np.float32)
+
+
+class _LCFGroupParams(nn.Module):
+    n: int
+    rank: int
+    kv_in: int
+    kv_out: int
+    kv_heads: int
+    cfg: LCFConfig
+
+    @nn.compact
+    def __call__(self):
+        n, r = self.n, self.rank
+        up_init = (nn.initializers.zeros if self.cfg.zero_init_up
+                   else nn.initializers.normal(self.cfg.up_init_std))
+        return {
+            "w_down": C.declare(self, "w_down", nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,)),
+                                (n, self.kv_in, r), ("layers", "kv_in", "rank")),
+            "b_down": C.declare(self, "b_down", nn.initializers.zeros, (n, r), ("layers", "rank")),
+            "norm": C.declare(self, "norm", nn.initializers.ones, (n, r), ("layers", "rank")),
+            "w_up": C.declare(self, "w_up", up_init, (n, r, self.kv_out), ("layers", "rank", "kv_out")),
+            "b_up": C.declare(self, "b_up", nn.initializers.zeros, (n, self.kv_out), ("layers", "kv_out")),
+            "head_k": C.declare(self, "head_k", nn.initializers.ones, (n, self.kv_heads), ("layers", "kv_heads")),
+            "head_v": C.declare(self, "head_v", nn.initializers.ones, (n, self.kv_heads), ("layers", "kv_heads")),
+            "gate_logit": C.declare(self, "gate_logit", C.constant(self.cfg.gate_init), (n,), ("layers",)),
+        }
+
+
+class LCFModule(nn.Module):
+    """Declares the LCF parameters (see the module docstring); `apply_lcf` runs them."""
+    cfg: LCFConfig
+    sharer_cfg: ModelConfig
+    receiver_cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self):
+        s, r = self.sharer_cfg, self.receiver_cfg
+        return {g.name: _LCFGroupParams(len(g.receiver_layers), g.rank, 2 * s.kv_width, 2 * r.kv_width,
+                                        r.num_kv_heads, self.cfg, name=g.name)()
+                for g in lcf_groups(self.cfg, s, r)}
+
+
+def init_lcf(key: jax.Array, cfg: LCFConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig) -> dict:
+    return C.init_module(LCFModule(cfg, sharer_cfg, receiver_cfg), key)
+
+
+def lcf_param_axes(cfg: LCFConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig) -> dict:
+    return C.module_axes(LCFModule(cfg, sharer_cfg, receiver_cfg))
+
+
+def check_lcf_params(params: dict, cfg: LCFConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig) -> None:
+    want = jax.eval_shape(lambda k: init_lcf(k, cfg, sharer_cfg, receiver_cfg), jax.random.key(0))
+    if set(params) != set(want):
+        raise ValueError(f"LCF params have groups {sorted(params)} but the config implies {sorted(want)}")
+    for g, leaves in want.items():
+        for name, sd in leaves.items():
+            if name not in params[g]:
+                raise ValueError(f"LCF params[{g!r}] is missing {name!r}")
+            if tuple(params[g][name].shape) != tuple(sd.shape):
+                raise ValueError(f"LCF params[{g!r}][{name!r}] has shape {tuple(params[g][name].shape)}, "
+                                 f"the config implies {tuple(sd.shape)}")
+
+
+def apply_lcf(params: dict, sharer_cache: KVCache, receiver_cache: KVCache, alignment: jax.Array, *,
+              cfg: LCFConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig,
+              enabled: Optional[jax.Array] = None) -> KVCache:
+    """Fuses the sharer cache into the receiver cache.
+
+    sharer_cache: KVCache of the sharer [Ls, B, Hs, Ss, Ds]; receiver_cache: [Lr, B, Hr, Sr, Dr];
+    alignment: int [B, Sr], the sharer cache slot fused into each receiver slot (-1: none; see
+    `align.alignment_to_slots`). enabled: optional float [n adapter layers] runtime 0/1 mask (times
+    the config's). Returns the receiver cache with fused K/V (positions, mask, index unchanged).
+    """
+    C.check_kv_cache(sharer_cache, sharer_cfg, "sharer")
+    C.check_kv_cache(receiver_cache, receiver_cfg, "receiver")
+    C.check_alignment(alignment, sharer_cache, receiver_cache)
+    check_lcf_params(params, cfg, sharer_cfg, receiver_cfg)
+    en = jnp.asarray(lcf_enabled(cfg, sharer_cfg, receiver_cfg))
+    if enabled is not None:
+        if tuple(enabled.shape) != tuple(en.shape):
+            raise ValueError(f"enabled has shape {tuple(enabled.shape)}, expected {tuple(en.shape)} (one per adapter layer)")
+        en = en * jax.lax.stop_gradient(enabled.astype(jnp.float32))
+
+    b, hr, sr, dr = (receiver_cache.keys.shape[i] for i in (1, 2, 3, 4))
+    hs, ds = sharer_cache.keys.shape[2], sharer_cache.keys.shape[4]
+    valid = C.fuse_valid(sharer_cache, receiver_cache, alignment)            # [B, Sr]
+    s_pos = C.gather_aligned(sharer_cache.positions, alignment, 1, 0)       # [B, Sr]
+    ct = functools.partial(compress_translate, activation=cfg.activation, eps=cfg.eps,
+                           block_tokens=cfg.block_tokens, backend=cfg.backend)
+
+    def tokens(x, h, d):  # [n, B, H, S, D] -> [n, B*S, H, D]
+        return x.transpose(0, 1, 3, 2, 4).reshape(x.shape[0], b * sr, h, d)
+
+    keys, values = receiver_cache.keys, receiver_cache.values
+    for g in lcf_groups(cfg, sharer_cfg, receiver_cfg):
+        n = len(g.receiver_layers)
+        src, dst = np.asarray(g.sharer_layers), np.asarray(g.receiver_layers)
+        sk = C.gather_aligned(sharer_cache.keys[src], alignment, 3, 1)       # [n, B, Hs, Sr, Ds]
+        sv = C.gather_aligned(sharer_cache.values[src], alignment, 3, 1)
+        scos, ssin = C.layer_rope_tables(s_pos, sharer_cfg, g.sharer_layers)  # [n, B, Sr, Ds]
+        rcos, rsin = C.layer_rope_tables(receiver_cache.positions, receiver_cfg, g.receiver_layers)
+        rk, rv = keys[dst], values[dst]
+        p = params[g.name]
+        kp = {k: p[k] for k in ("w_down", "b_down", "norm", "w_up", "b_up", "head_k", "head_v")}
+        kp["gate"] = jax.nn.sigmoid(p["gate_logit"].astype(jnp.float32)) * en[np.asarray(g.index)]
+        ko, vo = jax.vmap(ct)(tokens(sk, hs, ds), tokens(sv, hs, ds),
+                              scos.reshape(n, b * sr, ds), ssin.reshape(n, b * sr, ds),
+                              tokens(rk, hr, dr), tokens(rv, hr, dr),
+                              rcos.reshape(n, b * sr, dr), rsin.reshape(n, b * sr, dr), kp)
+        back = lambda x: x.reshape(n, b, sr, hr, dr).transpose(0, 1, 3, 2, 4)  # noqa: E731
+        m = valid[None, :, None, :, None]
+        keys = keys.at[dst].set(jnp.where(m, back(ko), rk))
+        values = values.at[dst].set(jnp.where(m, back(vo), rv))
+    return receiver_cache.replace_kv(keys, values)

@@ -1,0 +1,294 @@
+"""LCF-X: cache-to-cache communication between models that read DIFFERENT contexts.
+
+No token alignment exists, so the sharer's cache is summarised into a fixed message of m latent
+vectors of width r (the only thing that crosses between the models), which the receiver decodes into
+m extra position-free K/V entries per layer that its attention sees next to its own tokens
+(`forward(..., extra_kv=ExtraKV)`).
+
+Encoder (sharer side), `encode_message`:
+  1. per sharer token, a joint latent over the used sharer layers U: keys un-rotated with the sharer's
+     positions and each layer's RoPE theta/scale, then
+        z = act(RMSNorm(sum_{l in U} [k_l | v_l] @ W_enc[l] + b_enc) * enc_norm)       [B, S, r]
+     (one projection of the concatenation of all used layers' K/V);
+  2. attention pooling: m learned query slots attend over the valid sharer tokens (masked softmax,
+     `pool_heads` heads over r), then an output projection and RMSNorm:
+        latents = RMSNorm(concat_h softmax(q_h k_h^T / sqrt(r/h)) v_h @ W_o) * out_norm  [B, m, r]
+     A sharer row with no valid token gives all-zero latents.
+  3. conditioned variant: the queries are shifted per slot by a projection of a summary of the
+     receiver's own cache, c = act(RMSNorm(sum_l masked_mean_t([k_l | v_l]) @ W_cond[l] + b_cond))
+     (receiver keys un-rotated too), q_j += c @ W_shift[:, j, :] (W_shift zero-init, so a fresh
+     conditioned encoder equals the unconditioned one). The summary can then ask for what the
+     receiver lacks. Note c [B, r] travels receiver -> sharer (a back-channel of r floats per row).
+
+Decoder (receiver side), `decode_message`: per receiver layer l,
+        h = RMSNorm(latents) * dec_norm[l];  K = h @ W_k[l] + b_k[l];  V = v_gate[l] * (h @ W_v[l] + b_v[l])
+reshaped to all receiver kv heads [B, Hr, m, Dr]. The keys are position-free (the receiver applies
+no RoPE to extra entries; its queries are rotated, so the adapter learns keys in that frame).
+
+Near no-op initialisation. Extra entries are softmaxed together with the receiver's own keys, so
+an exact no-op needs either zero attention weight or zero value AND no renormalisation. There is
+no key that scores very low against every possible query, so we choose values: `v_gate` starts at
+exactly 0 (the extra values are exactly zero, yet W_v still gets gradients through v_gate) and the
+key projection starts small (`key_init_std`) so the extra scores start near 0. The residual effect
+is a renormalisation: each own-token attention weight shrinks by Z/(Z + sum_j exp(s_j)) with
+s_j ~ 0, where Z is the sum of exp-scores of the receiver's own keys (usually large next to m
+because of attention-sink scores). An exact no-op remains available: mask the slots
+(`slot_mask=False`), which gives bit-for-bit the receiver's own attention. Receiver layers not in
+`receiver_layers` get zero keys and values (the same small renormalisation).
+
+Message transport: `message_nbytes`, `quantize_message(latents, "float16" | "int8")` (int8:
+symmetric per-slot absmax scale in float32, error <= scale/2 per element) and `dequantize_message`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lcf_jax.adapters import _common as C
+from lcf_jax.models.cache import ExtraKV, KVCache
+from lcf_jax.models.config import ModelConfig
+from lcf_jax.models.layers import activation as _activation
+from lcf_jax.models.layers import invert_rope, rms_norm
+
+ACTIVATIONS = ("silu", "gelu_tanh")
+
+
+@dataclasses.dataclass(frozen=True)
+class LCFXConfig:
+    rank: int = 256
+    slots: int = 16
+    conditioned: bool = False
+    sharer_layers: Optional[tuple[int, ...]] = None     # sharer layers the encoder reads (None: all)
+    receiver_layers: Optional[tuple[int, ...]] = None   # receiver layers given extra K/V (None: all)
+    cond_layers: Optional[tuple[int, ...]] = None       # receiver layers summarised for conditioning (None: all)
+    pool_heads: int = 4
+    activation: str = "silu"
+    eps: float = 1e-6
+    key_init_std: float = 0.02
+    value_gate_init: float = 0.0
+
+    kind = "lcfx"
+
+    def __post_init__(self):
+        for name in ("sharer_layers", "receiver_layers", "cond_layers"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, tuple):
+                object.__setattr__(self, name, tuple(int(x) for x in v))
+        if self.rank <= 0 or self.slots <= 0:
+            raise ValueError(f"LCFXConfig rank and slots must be positive, got rank={self.rank}, slots={self.slots}")
+        if self.rank % self.pool_heads:
+            raise ValueError(f"LCFXConfig.rank={self.rank} must be a multiple of pool_heads={self.pool_heads}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"LCFXConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+
+
+def _resolve(sel, n: int, what: str) -> tuple[int, ...]:
+    layers = tuple(range(n)) if sel is None else tuple(sel)
+    if not layers:
+        raise ValueError(f"LCFXConfig.{what} is empty")
+    if any(not 0 <= l < n for l in layers) or list(layers) != sorted(set(layers)):
+        raise ValueError(f"LCFXConfig.{what}={layers} must be increasing unique indices in [0, {n})")
+    return layers
+
+
+def used_layers(cfg: LCFXConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig):
+    """(sharer layers encoded, receiver layers decoded, receiver layers summarised for conditioning)."""
+    return (_resolve(cfg.sharer_layers, sharer_cfg.num_layers, "sharer_layers"),
+            _resolve(cfg.receiver_layers, receiver_cfg.num_layers, "receiver_layers"),
+            _resolve(cfg.cond_layers, receiver_cfg.num_layers, "cond_layers") if cfg.conditioned else ())
+
+
+class LCFXModule(nn.Module):
+    cfg: LCFXConfig
+    sharer_cfg: ModelConfig
+    receiver_cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self):
+        c, s, rc = self.cfg, self.sharer_cfg, self.receiver_cfg
+        su, ru, cu = used_layers(c, s, rc)
+        r, m, kv = c.rank, c.slots, rc.kv_width
+        d = lambda *a: C.declare(self, *a)  # noqa: E731
+        fan_in_sum = nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2)
+        plain = nn.initializers.lecun_normal(in_axis=-2, out_axis=-1)
+        stacked = nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
+        p = {
+            "enc_w": d("enc_w", fan_in_sum, (len(su), 2 * s.kv_width, r), ("sharer_layers", "kv_in", "rank")),
+            "enc_b": d("enc_b", nn.initializers.zeros, (r,), ("rank",)),
+            "enc_norm": d("enc_norm", nn.initializers.ones, (r,), ("rank",)),
+            "queries": d("queries", nn.initializers.normal(1.0), (m, r), ("slots", "rank")),
+            "pool_wk": d("pool_wk", plain, (r, r), ("rank_in", "rank")),
+            "pool_wv": d("pool_wv", plain, (r, r), ("rank_in", "rank")),
+            "pool_wo": d("pool_wo", plain, (r, r), ("rank_in", "rank")),
+            "out_norm": d("out_norm", nn.initializers.ones, (r,), ("rank",)),
+            "dec_norm": d("dec_norm", nn.initializers.ones, (len(ru), r), ("layers", "rank")),
+            "dec_wk": d("dec_wk", nn.initializers.normal(c.key_init_std), (len(ru), r, kv), ("layers", "rank", "kv_out")),
+            "dec_bk": d("dec_bk", nn.initializers.zeros, (len(ru), kv), ("layers", "kv_out")),
+            "dec_wv": d("dec_wv", stacked, (len(ru), r, kv), ("layers", "rank", "kv_out")),
+            "dec_bv": d("dec_bv", nn.initializers.zeros, (len(ru), kv), ("layers", "kv_out")),
+            "v_gate": d("v_gate", C.constant(c.value_gate_init), (len(ru),), ("layers",)),
+        }
+        if c.conditioned:
+            p.update({
+                "cond_w": d("cond_w", fan_in_sum, (len(cu), 2 * kv, r), ("receiver_layers", "kv_in", "rank")),
+                "cond_b": d("cond_b", nn.initializers.zeros, (r,), ("rank",)),
+                "cond_norm": d("cond_norm", nn.initializers.ones, (r,), ("rank",)),
+                "cond_shift": d("cond_shift", nn.initializers.zeros, (r, m, r), ("rank_in", "slots", "rank")),
+            })
+        return p
+
+
+def init_lcfx(key: jax.Array, cfg: LCFXConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig) -> dict:
+    return C.init_module(LCFXModule(cfg, sharer_cfg, receiver_cfg), key)
+
+
+def lcfx_param_axes(cfg: LCFXConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig) -> dict:
+    return C.module_axes(LCFXModule(cfg, sharer_cfg, receiver_cfg))
+
+
+def _check_params(params: dict, cfg, sharer_cfg, receiver_cfg) -> None:
+    want = jax.eval_shape(lambda k: init_lcfx(k, cfg, sharer_cfg, receiver_cfg), jax.random.key(0))
+    if set(params) != set(want):
+        raise ValueError(f"LCF-X params have keys {sorted(params)}, the config implies {sorted(want)}")
+    for k, sd in want.items():
+        if tuple(params[k].shape) != tuple(sd.shape):
+            raise ValueError(f"LCF-X params[{k!r}] has shape {tuple(params[k].shape)}, the config implies {tuple(sd.shape)}")
+
+
+def _unrotated_kv(cache: KVCache, mcfg: ModelConfig, layers) -> jax.Array:
+    """[n, B, S, 2*H*D]: per token, [un-rotated key | value] of each of `layers`."""
+    idx = np.asarray(layers)
+    k = cache.keys[idx].transpose(0, 1, 3, 2, 4)      # [n, B, S, H, D]
+    v = cache.values[idx].transpose(0, 1, 3, 2, 4)
+    cos, sin = C.layer_rope_tables(cache.positions, mcfg, layers)   # [n, B, S, D]
+    k = jax.vmap(invert_rope)(k, cos, sin)
+    n, b, s, h, d = k.shape
+    return jnp.concatenate([k.reshape(n, b, s, h * d), v.reshape(n, b, s, h * d)], axis=-1)
+
+
+def receiver_summary(params: dict, receiver_cache: KVCache, *, cfg: LCFXConfig, sharer_cfg: ModelConfig,
+                     receiver_cfg: ModelConfig) -> jax.Array:
+    """Conditioning vector c [B, r] from the receiver's own cache (masked mean of un-rotated K/V)."""
+    _, _, cu = used_layers(cfg, sharer_cfg, receiver_cfg)
+    x = _unrotated_kv(receiver_cache, receiver_cfg, cu).astype(jnp.float32)      # [n, B, S, F]
+    w = receiver_cache.mask.astype(jnp.float32)
+    mean = jnp.einsum("nbsf,bs->bnf", x, w) / jnp.maximum(w.sum(-1), 1.0)[:, None, None]
+    c = jnp.einsum("bnf,nfr->br", mean, params["cond_w"].astype(jnp.float32)) + params["cond_b"]
+    return _activation(rms_norm(c, params["cond_norm"], cfg.eps, plus_one=False), cfg.activation)
+
+
+def encode_message(params: dict, sharer_cache: KVCache, receiver_cache: Optional[KVCache] = None, *,
+                   cfg: LCFXConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig) -> jax.Array:
+    """Sharer cache [Ls, B, Hs, S, Ds] (its own context) -> message latents [B, m, r] (float32).
+
+    receiver_cache ([Lr, B, Hr, Sr, Dr]) is required iff cfg.conditioned.
+    """
+    C.check_kv_cache(sharer_cache, sharer_cfg, "sharer")
+    _check_params(params, cfg, sharer_cfg, receiver_cfg)
+    if cfg.conditioned:
+        if receiver_cache is None:
+            raise ValueError("a conditioned LCF-X encoder needs receiver_cache")
+        C.check_kv_cache(receiver_cache, receiver_cfg, "receiver")
+        if receiver_cache.mask.shape[0] != sharer_cache.mask.shape[0]:
+            raise ValueError(f"receiver batch {receiver_cache.mask.shape[0]} != sharer batch {sharer_cache.mask.shape[0]}")
+    su, _, _ = used_layers(cfg, sharer_cfg, receiver_cfg)
+    f32 = jnp.float32
+    x = _unrotated_kv(sharer_cache, sharer_cfg, su)                                   # [n, B, S, F]
+    w_enc = params["enc_w"]
+    z = jnp.einsum("nbsf,nfr->bsr", x.astype(w_enc.dtype), w_enc, preferred_element_type=f32) + params["enc_b"]
+    z = _activation(rms_norm(z, params["enc_norm"], cfg.eps, plus_one=False), cfg.activation)   # [B, S, r]
+
+    b, s, r = z.shape
+    h, m = cfg.pool_heads, cfg.slots
+    q = jnp.broadcast_to(params["queries"].astype(f32), (b, m, r))
+    if cfg.conditioned:
+        c = receiver_summary(params, receiver_cache, cfg=cfg, sharer_cfg=sharer_cfg, receiver_cfg=receiver_cfg)
+        q = q + jnp.einsum("br,rmq->bmq", c, params["cond_shift"].astype(f32))
+    k = (z @ params["pool_wk"].astype(f32)).reshape(b, s, h, r // h)
+    v = (z @ params["pool_wv"].astype(f32)).reshape(b, s, h, r // h)
+    qh = q.reshape(b, m, h, r // h)
+    scores = jnp.einsum("bmhd,bshd->bhms", qh, k) * (r // h) ** -0.5
+    valid = sharer_cache.mask[:, None, None, :]
+    scores = jnp.where(valid, scores, -1e30)
+    probs = jax.nn.softmax(scores, axis=-1) * valid
+    pooled = jnp.einsum("bhms,bshd->bmhd", probs, v).reshape(b, m, r)
+    lat = rms_norm(pooled @ params["pool_wo"].astype(f32), params["out_norm"], cfg.eps, plus_one=False)
+    any_valid = sharer_cache.mask.any(axis=-1)[:, None, None]
+    return jnp.where(any_valid, lat, 0.0).astype(f32)
+
+
+def decode_message(params: dict, latents: jax.Array, *, cfg: LCFXConfig, receiver_cfg: ModelConfig,
+                   sharer_cfg: Optional[ModelConfig] = None, slot_mask: Optional[jax.Array] = None) -> ExtraKV:
+    """Message latents [B, m, r] -> ExtraKV for every receiver layer: keys/values [Lr, B, Hr, m, Dr]
+    (zeros on layers outside cfg.receiver_layers), mask [B, m] (slot_mask, default all True).
+
+    sharer_cfg is only needed for cfg.conditioned parameter checks and may be omitted otherwise.
+    """
+    if latents.ndim != 3 or latents.shape[1:] != (cfg.slots, cfg.rank):
+        raise ValueError(f"latents must be [B, slots={cfg.slots}, rank={cfg.rank}], got {tuple(latents.shape)}")
+    ru = _resolve(cfg.receiver_layers, receiver_cfg.num_layers, "receiver_layers")
+    if params["dec_wk"].shape != (len(ru), cfg.rank, receiver_cfg.kv_width):
+        raise ValueError(f"dec_wk has shape {tuple(params['dec_wk'].shape)}, expected "
+                         f"{(len(ru), cfg.rank, receiver_cfg.kv_width)} for this receiver")
+    b, m, r = latents.shape
+    hr, dr, L = receiver_cfg.num_kv_heads, receiver_cfg.head_dim, receiver_cfg.num_layers
+    f32 = jnp.float32
+    lat = latents.astype(f32)
+
+    def one(norm, wk, bk, wv, bv, g):
+        hh = rms_norm(lat, norm, cfg.eps, plus_one=False)
+        k = jnp.einsum("bmr,rk->bmk", hh.astype(wk.dtype), wk, preferred_element_type=f32) + bk
+        v = (jnp.einsum("bmr,rk->bmk", hh.astype(wv.dtype), wv, preferred_element_type=f32) + bv) * g
+        shape = lambda x: x.reshape(b, m, hr, dr).transpose(0, 2, 1, 3)  # noqa: E731
+        return shape(k), shape(v)
+
+    k, v = jax.vmap(one)(params["dec_norm"], params["dec_wk"], params["dec_bk"], params["dec_wv"],
+                         params["dec_bv"], params["v_gate"].astype(f32))
+    if len(ru) != L:
+        idx = np.asarray(ru)
+        k = jnp.zeros((L,) + k.shape[1:], f32).at[idx].set(k)
+        v = jnp.zeros((L,) + v.shape[1:], f32).at[idx].set(v)
+    if slot_mask is None:
+        slot_mask = jnp.ones((b, m), bool)
+    elif tuple(slot_mask.shape) != (b, m):
+        raise ValueError(f"slot_mask must be [B, slots]={(b, m)}, got {tuple(slot_mask.shape)}")
+    return ExtraKV(keys=k, values=v, mask=slot_mask.astype(bool))
+
+
+# ------------------------------------------------------------------------------------------------
+# Message transport
+# ------------------------------------------------------------------------------------------------
+MESSAGE_DTYPES = ("float32", "bfloat16", "float16", "int8")
+
+
+def message_nbytes(message: Any) -> int:
+    """Bytes on the wire of a message: latents, or a (q, scale) pair from `quantize_message`."""
+    return int(sum(np.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(message)))
+
+
+def quantize_message(latents: jax.Array, dtype: str = "int8"):
+    """latents [B, m, r] -> (q, scale). float16/bfloat16/float32: (cast, None). int8: symmetric per
+    slot, scale [B, m, 1] float32 = max|x| / 127, q = round(x / scale); |x - q*scale| <= scale/2."""
+    if dtype not in MESSAGE_DTYPES:
+        raise ValueError(f"message dtype must be one of {MESSAGE_DTYPES}, got {dtype!r}")
+    x = latents.astype(jnp.float32)
+    if dtype != "int8":
+        return x.astype(dtype), None
+    scale = jnp.max(jnp.abs(x), axis=-1, keepdims=True) / 127.0
+    safe = jnp.where(scale > 0, scale, 1.0)
+    q = jnp.clip(jnp.round(x / safe), -127, 127).astype(jnp.int8)
+    return q, scale
+
+
+def dequantize_message(q: jax.Array, scale: Optional[jax.Array] = None) -> jax.Array:
+    """Inverse of `quantize_message` -> float32 latents."""
+    if scale is None:
+        if q.dtype == jnp.int8:
+            raise ValueError("an int8 message needs its scale")
+        return q.astype(jnp.float32)
+    return q.astype(jnp.float32) * scale.astype(jnp.float32)

@@ -1,0 +1,1 @@
+"""Data: split rules, raw-file readers, TFDS builders and the tokenisation pipeline."""

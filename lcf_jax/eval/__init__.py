@@ -1,0 +1,1 @@
+"""Evaluation: SQuAD-style EM/F1, multiple-choice accuracy, message size."""
