@@ -24,7 +24,7 @@ def declare(module: nn.Module, name: str, init: Callable, shape: Sequence[int],
 
 def init_module(module: nn.Module, key: jax.Array) -> dict:
     """Plain (unboxed) param dict of a module whose `__call__()` takes no input."""
-    return nn.meta.unbox(module.init(key)["params"])
+    return nn.meta.unbox(jax.jit(module.init)(key)["params"])
 
 
 def module_axes(module: nn.Module) -> dict:

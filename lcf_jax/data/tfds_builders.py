@@ -132,7 +132,9 @@ def _builder(name: str, cache_dir, max_examples, options) -> LcfData:
     cfg = LcfDataConfig(set_name=name, max_examples=max_examples, options=options)
     if cfg.name in LcfData.builder_configs:  # a predefined config must be named, not re-made
         cfg = cfg.name
-    cache_dir = pathlib.Path(cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR)
+    if cache_dir is None:
+        cache_dir = os.environ.get("TFDS_DATA_DIR") or DEFAULT_CACHE_DIR
+    cache_dir = pathlib.Path(cache_dir)
     return LcfData(config=cfg, data_dir=os.fspath(cache_dir))
 
 
@@ -141,7 +143,7 @@ def build(name: str, data_dir=None, cache_dir=None, max_examples: Optional[int] 
     """Build `name` into `cache_dir` once (array_record); later calls reuse it. Returns the builder.
 
     `data_dir` is the raw data dir (None: see `sources.resolve_data_dir`); `cache_dir` defaults to
-    `<repo>/.cache/tfds`. `max_examples` keeps the first N examples of each split (for tests).
+    $TFDS_DATA_DIR, else `<repo>/.cache/tfds`. `max_examples` keeps the first N examples of each split (for tests).
     """
     builder = _builder(name, cache_dir, max_examples, options)
     if not is_built(builder):

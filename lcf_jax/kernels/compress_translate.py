@@ -186,7 +186,8 @@ def _pick_block(n: int, layout: _Layout, block_tokens: int | None) -> int:
         return block_tokens
     if layout.block_pow2:
         return min(layout.default_block, max(layout.block_multiple, _next_pow2(n)))
-    return min(layout.default_block, _round_up(max(n, 1), layout.block_multiple))
+    # 16: a whole bf16 sublane tile on TPU even when N is tiny.
+    return min(layout.default_block, _round_up(max(n, 1), max(16, layout.block_multiple)))
 
 
 def _pad2(x: jax.Array, rows: int, cols: int) -> jax.Array:

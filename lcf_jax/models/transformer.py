@@ -115,7 +115,7 @@ def _layer_statics(config: ModelConfig) -> dict:
 def forward(params: dict, tokens: jax.Array, positions: jax.Array, cache: Optional[KVCache] = None, *,
             config: ModelConfig, token_mask: Optional[jax.Array] = None,
             extra_kv: Optional[ExtraKV] = None, kv_delta: Optional[tuple[jax.Array, jax.Array]] = None,
-            return_hidden: bool = False):
+            return_hidden: bool = False, last_logits_only: bool = False):
     """Runs the decoder on `tokens` and returns (logits, cache).
 
     tokens, positions: [B, T] int; token_mask: [B, T] bool (False for padding; default all True).
@@ -124,7 +124,8 @@ def forward(params: dict, tokens: jax.Array, positions: jax.Array, cache: Option
     kv_delta: (dk, dv), each [layers, B, kv_heads, T, head_dim], added to this call's keys (after
     RoPE) and values before they are attended to and cached.
     Returns logits [B, T, vocab] (float32) and the updated cache; with return_hidden also the final
-    hidden states [B, T, D].
+    hidden states [B, T, D]. With last_logits_only, logits are [B, 1, vocab] for the last position
+    (prefill and decode need no more; saves a [B, T, vocab] matmul).
     """
     c = config
     b, t = tokens.shape
@@ -187,7 +188,8 @@ def forward(params: dict, tokens: jax.Array, positions: jax.Array, cache: Option
     x, (keys, values) = jax.lax.scan(layer, x, xs)
     x = L.rms_norm(x, params["final_norm"], c.rms_eps, c.norm_plus_one)
     head = params["embed"].T if c.tie_embeddings else params["lm_head"]
-    logits = jnp.einsum("btd,dv->btv", x, head, preferred_element_type=jnp.float32)
+    logits = jnp.einsum("btd,dv->btv", x[:, -1:] if last_logits_only else x, head,
+                        preferred_element_type=jnp.float32)
     if c.final_logit_softcap:
         logits = jnp.tanh(logits / c.final_logit_softcap) * c.final_logit_softcap
     new_cache = KVCache(keys=keys, values=values, positions=new_pos, mask=new_mask, index=start + t)
@@ -196,7 +198,7 @@ def forward(params: dict, tokens: jax.Array, positions: jax.Array, cache: Option
     return logits, new_cache
 
 
-forward_jit = jax.jit(forward, static_argnames=("config", "return_hidden"))
+forward_jit = jax.jit(forward, static_argnames=("config", "return_hidden", "last_logits_only"))
 
 
 def positions_from_mask(mask: jax.Array) -> jax.Array:
@@ -209,5 +211,5 @@ def prefill(params: dict, tokens: jax.Array, mask: jax.Array, cache: KVCache, *,
             extra_kv: Optional[ExtraKV] = None):
     """Prefill of a left-padded batch into `cache`; returns (last logits [B, vocab], cache)."""
     logits, cache = forward(params, tokens, positions_from_mask(mask), cache, config=config,
-                            token_mask=mask, extra_kv=extra_kv)
+                            token_mask=mask, extra_kv=extra_kv, last_logits_only=True)
     return logits[:, -1], cache

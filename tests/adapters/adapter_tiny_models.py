@@ -39,8 +39,18 @@ def tiny(family: str) -> ModelConfig:
 FAMILIES = ("llama", "qwen2", "qwen3", "gemma3")
 
 
-def model_params(cfg: ModelConfig, seed: int) -> dict:
-    return T.init_params(cfg, jax.random.key(seed), scale=0.2)
+def model_params(cfg: ModelConfig, seed: int, scale: float = 0.2) -> dict:
+    """Random weights drawn with numpy (no XLA compiles)."""
+    rng = np.random.default_rng(seed)
+    shapes = T.param_shapes(cfg)
+    return jax.tree.map(lambda s: jnp.asarray(scale * rng.standard_normal(s), jnp.float32), shapes,
+                        is_leaf=lambda x: isinstance(x, tuple))
+
+
+def random_like(tree, seed: int, scale: float = 0.1):
+    """numpy-random arrays shaped like a tree of arrays / ShapeDtypeStructs."""
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda x: jnp.asarray(scale * rng.standard_normal(x.shape), jnp.float32), tree)
 
 
 def left_padded_batch(lengths, width, seed, vocab=VOCAB):
@@ -55,12 +65,12 @@ def prefill_cache(params, cfg, tokens, mask, extra_room: int = 0):
     from lcf_jax.models.cache import KVCache
     b, t = tokens.shape
     cache = KVCache.empty(cfg, b, t + extra_room)
-    _, cache = T.forward(params, tokens, T.positions_from_mask(mask), cache, config=cfg, token_mask=mask)
+    _, cache = T.forward_jit(params, tokens, T.positions_from_mask(mask), cache, config=cfg, token_mask=mask)
     return cache
 
 
 def question_logits(params, cfg, cache, question, question_pos, extra_kv=None):
-    logits, _ = T.forward(params, question, question_pos, cache, config=cfg, extra_kv=extra_kv)
+    logits, _ = T.forward_jit(params, question, question_pos, cache, config=cfg, extra_kv=extra_kv)
     return logits
 
 
@@ -78,8 +88,10 @@ def random_alignment(sharer_mask, receiver_mask, seed):
 def random_cache(cfg, lengths, width, seed, dtype=jnp.float32):
     """A KVCache of random K/V with left-padded real tokens (positions from the mask)."""
     from lcf_jax.models.cache import KVCache
-    k1, k2 = jax.random.split(jax.random.key(seed))
-    mask = jnp.asarray(np.arange(width)[None, :] >= (width - np.asarray(lengths))[:, None])
+    rng = np.random.default_rng(seed)
+    mask = np.arange(width)[None, :] >= (width - np.asarray(lengths))[:, None]
     shape = (cfg.num_layers, len(lengths), cfg.num_kv_heads, width, cfg.head_dim)
-    return KVCache(keys=jax.random.normal(k1, shape, dtype), values=jax.random.normal(k2, shape, dtype),
-                   positions=T.positions_from_mask(mask), mask=mask, index=jnp.asarray(width, jnp.int32))
+    pos = np.maximum(np.cumsum(mask, axis=-1) - 1, 0)
+    return KVCache(keys=jnp.asarray(rng.standard_normal(shape), dtype),
+                   values=jnp.asarray(rng.standard_normal(shape), dtype),
+                   positions=jnp.asarray(pos, jnp.int32), mask=jnp.asarray(mask), index=jnp.asarray(width, jnp.int32))

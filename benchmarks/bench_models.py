@@ -1,0 +1,127 @@
+"""JAX ports vs transformers PyTorch eager on this CPU, same run: prefill and decode speed, peak memory.
+
+    .venv/bin/python benchmarks/bench_models.py [--quick]
+
+Each (model, implementation) runs in its own subprocess so its peak RSS is its own. Prefill: a
+512-token prompt at batch 1 and 8, last-position logits only on both sides (`logits_to_keep=1` in
+transformers). Decode: greedy tokens/s after a 64-token prompt, batch 1, EOS ignored, prefill
+excluded (time(prompt + N tokens) - time(prompt + 1 token)). Compilation is excluded (warm-up call).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+MODELS = ("smollm2-135m-instruct", "gemma3-270m")
+
+
+def _median_time(fn, repeats: int) -> float:
+    fn()  # warm-up / compile
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _measure(name: str, impl: str, prefill_len: int, batches: list[int], new_tokens: int, repeats: int) -> dict:
+    import numpy as np
+
+    rng = np.random.RandomState(0)
+    out: dict = {"model": name, "impl": impl}
+    if impl == "jax":
+        import dataclasses
+
+        import jax
+        import jax.numpy as jnp
+
+        from lcf_jax.models import generate, registry, transformer
+        from lcf_jax.models.cache import KVCache
+
+        config, params = registry.load_model(name)
+        config = dataclasses.replace(config, eos_token_ids=())
+        params = jax.tree.map(jnp.asarray, params)
+        for b in batches:
+            toks = jnp.asarray(rng.randint(3, 1000, (b, prefill_len)))
+            mask = jnp.ones((b, prefill_len), bool)
+            cache = KVCache.empty(config, b, prefill_len)
+            run = lambda: jax.block_until_ready(transformer.prefill(params, toks, mask, cache, config=config))
+            out[f"prefill_b{b}_s"] = _median_time(run, repeats)
+        prompt = jnp.asarray(rng.randint(3, 1000, (1, 64)))
+        pmask = jnp.ones((1, 64), bool)
+
+        def gen(n):
+            return lambda: jax.block_until_ready(
+                generate.generate(params, prompt, pmask, jax.random.PRNGKey(0), config=config, max_new_tokens=n))
+        t_n, t_1 = _median_time(gen(new_tokens), repeats), _median_time(gen(1), repeats)
+    else:
+        import torch
+
+        from lcf_jax.models import registry
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        model = registry.load_hf_model(name)
+        pad = model.config.pad_token_id or 0
+        with torch.inference_mode():
+            for b in batches:
+                toks = torch.tensor(rng.randint(3, 1000, (b, prefill_len)))
+                run = lambda: model(toks, logits_to_keep=1)
+                out[f"prefill_b{b}_s"] = _median_time(run, repeats)
+            prompt = torch.tensor(rng.randint(3, 1000, (1, 64)))
+
+            def gen(n):
+                return lambda: model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n,
+                                              min_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=pad)
+            t_n, t_1 = _median_time(gen(new_tokens), repeats), _median_time(gen(1), repeats)
+    out["decode_tok_s"] = (new_tokens - 1) / max(t_n - t_1, 1e-9)
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="short prompt, few tokens (a smoke run)")
+    ap.add_argument("--models", nargs="*", default=list(MODELS))
+    ap.add_argument("--child", nargs=2, metavar=("MODEL", "IMPL"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    prefill_len, batches, new_tokens, repeats = (64, [1, 2], 8, 1) if args.quick else (512, [1, 8], 64, 3)
+    if args.child:
+        print(json.dumps(_measure(args.child[0], args.child[1], prefill_len, batches, new_tokens, repeats)))
+        return
+    rows = []
+    for name in args.models:
+        pair = {}
+        for impl in ("torch", "jax"):
+            cmd = [sys.executable, __file__, "--child", name, impl] + (["--quick"] if args.quick else [])
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            if res.returncode:
+                sys.exit(f"{name}/{impl} failed:\n{res.stderr[-3000:]}")
+            pair[impl] = json.loads(res.stdout.strip().splitlines()[-1])
+        rows.append(pair)
+    cpu = f"{os.cpu_count()} CPU cores"
+    print(f"# bench_models ({cpu}; prefill {prefill_len} tokens; decode {new_tokens} tokens after a 64-token prompt)")
+    header = ["model"] + [f"prefill b{b} (s) torch / jax / ratio" for b in batches] + [
+        "decode tok/s torch / jax / ratio", "peak RSS MiB torch / jax"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for pair in rows:
+        t, j = pair["torch"], pair["jax"]
+        cells = [t["model"]]
+        for b in batches:
+            k = f"prefill_b{b}_s"
+            cells.append(f"{t[k]:.3f} / {j[k]:.3f} / {t[k] / j[k]:.2f}x")
+        cells.append(f"{t['decode_tok_s']:.1f} / {j['decode_tok_s']:.1f} / {j['decode_tok_s'] / t['decode_tok_s']:.2f}x")
+        cells.append(f"{t['peak_rss_mib']:.0f} / {j['peak_rss_mib']:.0f}")
+        print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    main()
