@@ -81,6 +81,23 @@ def c2c_temperature(cfg: C2CConfig, step) -> jax.Array:
     return cfg.initial_temperature * (cfg.final_temperature / cfg.initial_temperature) ** ratio
 
 
+class _FFN(nn.Module):
+    """Parameters of C2C's StandardFFNLayer (pre-RMSNorm, W1, W2, bias-free), stacked over layers
+    (and over blocks when `blocks` is set)."""
+    lead: tuple[int, ...]
+    lead_axes: tuple[str, ...]
+    hidden: int
+    inter: int
+
+    @nn.compact
+    def __call__(self):
+        d = lambda *a: C.declare(self, *a)  # noqa: E731
+        lin = C.torch_linear_init
+        return {"norm": d("norm", nn.initializers.ones, self.lead + (self.hidden,), self.lead_axes + ("hidden",)),
+                "w1": d("w1", lin(self.hidden), self.lead + (self.hidden, self.inter), self.lead_axes + ("hidden", "mlp")),
+                "w2": d("w2", lin(self.inter), self.lead + (self.inter, self.hidden), self.lead_axes + ("mlp", "hidden"))}
+
+
 class _Branch(nn.Module):
     n: int
     in_dim: int
@@ -95,22 +112,14 @@ class _Branch(nn.Module):
         d = lambda *a: C.declare(self, *a)  # noqa: E731
         lin = C.torch_linear_init
         out_init = nn.initializers.zeros if c.zero_init else lin(hd)
-
-        def ffn(prefix, inter, blocks=None):
-            lead = (n,) if blocks is None else (n, blocks)
-            lax = ("layers",) if blocks is None else ("layers", "blocks")
-            return {"norm": d(f"{prefix}_norm", nn.initializers.ones, lead + (hd,), lax + ("hidden",)),
-                    "w1": d(f"{prefix}_w1", lin(hd), lead + (hd, inter), lax + ("hidden", "mlp")),
-                    "w2": d(f"{prefix}_w2", lin(inter), lead + (inter, hd), lax + ("mlp", "hidden"))}
-
         return {
             "in_w": d("in_w", lin(self.in_dim), (n, self.in_dim, hd), ("layers", "kv_in", "hidden")),
             "in_b": d("in_b", lin(self.in_dim), (n, hd), ("layers", "hidden")),
-            "mlp1": ffn("mlp1", it),
-            "scalar_mlp2": ffn("scalar_mlp2", hd),
+            "mlp1": _FFN((n,), ("layers",), hd, it, name="mlp1")(),
+            "scalar_mlp2": _FFN((n,), ("layers",), hd, hd, name="scalar_mlp2")(),
             "scalar_head_w": d("scalar_head_w", lin(hd), (n, hd, self.heads), ("layers", "hidden", "kv_heads")),
             "scalar_head_b": d("scalar_head_b", lin(hd), (n, self.heads), ("layers", "kv_heads")),
-            "proj_mlp2": ffn("proj_mlp2", it, nb),
+            "proj_mlp2": _FFN((n, nb), ("layers", "blocks"), hd, it, name="proj_mlp2")(),
             "proj_out_w": d("proj_out_w", out_init, (n, hd, self.out_dim), ("layers", "hidden", "kv_out")),
             "proj_out_b": d("proj_out_b", out_init, (n, self.out_dim), ("layers", "kv_out")),
             "gate_logit": d("gate_logit", nn.initializers.zeros, (n,), ("layers",)),

@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from lcf_jax.models import convert
 from lcf_jax.models.config import ModelConfig
 
@@ -147,3 +149,40 @@ def load_tokenizer(name: str):
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         convert.atomic_write_dir(tok_dir, lambda tmp: tok.save_pretrained(str(tmp)))
     return AutoTokenizer.from_pretrained(str(tok_dir))
+
+
+# Tiny random models for tests and smoke runs ("tiny-<family>"): no weights, no tokenizer.
+def _tiny(family: str) -> ModelConfig:
+    extra: dict = {}
+    if family == "gemma3":
+        extra = dict(layer_types=("sliding", "full", "sliding"), sliding_window=8, local_rope_theta=10000.0,
+                     qk_norm=True, sandwich_norm=True, norm_plus_one=True, embed_scale=32 ** 0.5,
+                     activation="gelu_tanh", query_pre_attn_scalar=16)
+    elif family == "qwen2":
+        extra = dict(qkv_bias=True)
+    elif family == "qwen3":
+        extra = dict(qk_norm=True)
+    layers = 3 if family == "gemma3" else 2
+    return ModelConfig(family=family, name=f"tiny-{family}", vocab_size=96, hidden_size=32, intermediate_size=64,
+                       num_layers=layers, num_heads=4, num_kv_heads=2 if family != "gemma3" else 1, head_dim=8,
+                       max_position_embeddings=512, eos_token_ids=(2,), bos_token_id=1, pad_token_id=0, **extra)
+
+
+TINY_CONFIGS = {f"tiny-{f}": _tiny(f) for f in ("llama", "qwen2", "qwen3", "gemma3")}
+
+
+def load_any(name: str, seed: int = 0) -> tuple[ModelConfig, dict]:
+    """A bundled model's real weights, or a tiny random model (deterministic in name and seed)."""
+    if name in TINY_CONFIGS:
+        import zlib
+
+        import jax
+
+        from lcf_jax.models.transformer import init_params
+        config = TINY_CONFIGS[name]
+        key = jax.random.PRNGKey(zlib.crc32(name.encode()) + seed)
+        return config, jax.tree.map(np.asarray, init_params(config, key, scale=0.1))
+    if name not in BUNDLED:
+        raise KeyError(f"unknown model {name!r}; use a bundled model {sorted(BUNDLED)} or a tiny one "
+                       f"{sorted(TINY_CONFIGS)}")
+    return load_model(name)

@@ -1,0 +1,61 @@
+"""LCF-X as a channel between two agents: sharer cache -> message (m x r latents) -> receiver extra KV.
+
+The three stages are separate jitted functions so a caller can time them and ship the message
+(optionally quantized) between processes: `send` runs on the sharer's side, `receive` on the receiver's.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from lcf_jax.adapters import lcfx
+from lcf_jax.comm.agents import Agent, generate_answers, pad_rows, prefill_cache
+from lcf_jax.models.cache import ExtraKV
+from lcf_jax.models.config import ModelConfig
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "sharer_cfg", "receiver_cfg"))
+def _encode(adapter_params, sharer_cache, receiver_cache, *, cfg, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig):
+    return lcfx.encode_message(adapter_params, sharer_cache, receiver_cache, cfg=cfg, sharer_cfg=sharer_cfg,
+                               receiver_cfg=receiver_cfg)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "receiver_cfg", "sharer_cfg"))
+def _decode(adapter_params, latents, *, cfg, receiver_cfg: ModelConfig, sharer_cfg: ModelConfig) -> ExtraKV:
+    extra = lcfx.decode_message(adapter_params, latents, cfg=cfg, receiver_cfg=receiver_cfg, sharer_cfg=sharer_cfg)
+    return ExtraKV(extra.keys.astype(jnp.float32), extra.values.astype(jnp.float32), extra.mask)
+
+
+def send(sharer: Agent, receiver: Agent, adapter_params, cfg, sharer_rows: Sequence[Sequence[int]],
+         prompt_rows: Optional[Sequence[Sequence[int]]] = None, *, multiple: int = 64) -> jax.Array:
+    """The message [B, m, r] for each sharer context (the conditioned variant also reads the receiver's
+    own prompt cache: what it already holds)."""
+    s_tok, s_mask = pad_rows(sharer_rows, sharer.config.pad_token_id, multiple)
+    s_cache = prefill_cache(sharer.params, jnp.asarray(s_tok), jnp.asarray(s_mask), config=sharer.config)
+    r_cache = None
+    if cfg.conditioned:
+        if prompt_rows is None:
+            raise ValueError("the conditioned LCF-X variant needs the receiver's prompt rows")
+        r_tok, r_mask = pad_rows(prompt_rows, receiver.config.pad_token_id, 32)
+        r_cache = prefill_cache(receiver.params, jnp.asarray(r_tok), jnp.asarray(r_mask), config=receiver.config)
+    return _encode(adapter_params, s_cache, r_cache, cfg=cfg, sharer_cfg=sharer.config, receiver_cfg=receiver.config)
+
+
+def receive(receiver: Agent, sharer_cfg: ModelConfig, adapter_params, cfg, latents: jax.Array) -> ExtraKV:
+    return _decode(adapter_params, latents, cfg=cfg, receiver_cfg=receiver.config, sharer_cfg=sharer_cfg)
+
+
+def answer(sharer: Agent, receiver: Agent, adapter_params, cfg, sharer_rows, prompt_rows, *,
+           max_new_tokens: int, quantize: Optional[str] = None) -> tuple[list[str], int]:
+    """Answers through LCF-X; returns (answers, bytes of one message)."""
+    latents = send(sharer, receiver, adapter_params, cfg, sharer_rows, prompt_rows)
+    nbytes = int(lcfx.message_nbytes(latents[:1]))
+    if quantize:
+        q, scale = lcfx.quantize_message(latents, quantize)
+        nbytes = lcfx.message_nbytes((q[:1], None if scale is None else scale[:1]))
+        latents = lcfx.dequantize_message(q, scale)
+    extra = receive(receiver, sharer.config, adapter_params, cfg, latents)
+    return generate_answers(receiver, prompt_rows, max_new_tokens=max_new_tokens, extra_kv=extra), nbytes

@@ -1,0 +1,208 @@
+"""The run config: an ml_collections ConfigDict, locked so unknown keys and wrong types fail at load.
+
+`base_config()` holds every key with its default; files in `configs/` call it and override. The
+adapter section has one sub-dict per kind, generated from the adapter config dataclass, so the
+dataclass stays the single source of truth for adapter hyper-parameters.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+from lcf_jax.adapters import ADAPTER_KINDS
+
+KINDS = tuple(ADAPTER_KINDS)
+
+
+def _adapter_section(kind: str) -> ml_collections.ConfigDict:
+    cls = ADAPTER_KINDS[kind].config
+    d = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            v = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            v = f.default_factory()  # type: ignore[misc]
+        else:
+            continue
+        d[f.name] = list(v) if isinstance(v, tuple) else v
+    return ml_collections.ConfigDict(d)
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = "run"
+    c.model = ml_collections.ConfigDict(dict(
+        sharer="smollm2-135m-instruct",  # a bundled model, or "tiny-<family>" (random, tests)
+        receiver="gemma3-270m",
+    ))
+    c.adapter = ml_collections.ConfigDict({"kind": "lcfx", **{k: _adapter_section(k) for k in KINDS}})
+    c.data = ml_collections.ConfigDict(dict(
+        task="qa",  # "qa" (different contexts) | "synthetic" (random tokens; tests, benchmarks)
+        train_sets=["qa_train/drop", "qa_train/quoref", "qa_train/ropes", "qa_train/multirc", "qa_train/cosmosqa"],
+        eval_set="squad",
+        eval_split="dev",
+        eval_examples=50,
+        data_dir="",  # "" = $LCF_DATA_DIR or <repo>/../shared/data
+        cache_dir="",  # "" = <repo>/.cache/tfds
+        batch_size=8,
+        max_sharer_len=256,
+        max_prompt_len=48,
+        max_target_len=16,
+        max_train_examples=-1,
+        prompt_template="Question: {question}\nAnswer:",
+        seed=0,
+    ))
+    c.train = ml_collections.ConfigDict(dict(
+        steps=1000,
+        lr=1e-3,
+        warmup_steps=50,
+        weight_decay=0.01,
+        clip_norm=1.0,
+        compute_dtype="float32",  # or "bfloat16" (fp32 master weights)
+        sharer_cache="on_the_fly",  # or "precomputed"
+        seed=0,
+        log_every=10,
+        eval_every=200,
+        ckpt_every=100,
+        keep_last=3,
+        keep_best=1,
+        async_checkpoint=True,
+        workdir="runs/default",  # local path or gs://bucket/path
+        max_new_tokens=16,
+    ))
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1, shard_frozen=False))
+    return c
+
+
+def lock(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    c.lock()
+    return c
+
+
+def load_config_file(path: str | Path) -> ml_collections.ConfigDict:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"config file {path} does not exist; shipped configs are in configs/")
+    spec = importlib.util.spec_from_file_location(f"lcf_config_{path.stem}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    if not hasattr(mod, "get_config"):
+        raise AttributeError(f"config file {path} has no get_config()")
+    return validate(mod.get_config())
+
+
+def apply_overrides(c: ml_collections.ConfigDict, overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+    """Dotted-key overrides ("train.steps": 100). Unknown keys and wrong types raise naming the key."""
+    for key, value in overrides.items():
+        node, *_ = c, None
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if p not in node:
+                raise KeyError(f"unknown config key {key!r} (no section {p!r})")
+            node = node[p]
+        if parts[-1] not in node:
+            raise KeyError(f"unknown config key {key!r}; keys here: {sorted(node.keys())}")
+        try:
+            node[parts[-1]] = value
+        except TypeError as e:
+            raise TypeError(f"config key {key!r}: {e}") from e
+    return validate(c)
+
+
+def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    ref = base_config()
+
+    def walk(node, ref_node, prefix):
+        for k in node.keys():
+            path = f"{prefix}{k}"
+            if k not in ref_node:
+                raise KeyError(f"unknown config key {path!r}; valid keys here: {sorted(ref_node.keys())}")
+            v, rv = node[k], ref_node[k]
+            if isinstance(rv, ml_collections.ConfigDict):
+                if not isinstance(v, ml_collections.ConfigDict):
+                    raise TypeError(f"config key {path!r} must be a section")
+                walk(v, rv, path + ".")
+            elif rv is not None and v is not None and not _same_type(v, rv):
+                raise TypeError(f"config key {path!r} must be {type(rv).__name__}, got {type(v).__name__} ({v!r})")
+
+    walk(c, ref, "")
+    if c.adapter.kind not in KINDS:
+        raise ValueError(f"adapter.kind {c.adapter.kind!r} is not one of {KINDS}")
+    if c.train.compute_dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"train.compute_dtype must be float32 or bfloat16, got {c.train.compute_dtype!r}")
+    if c.train.sharer_cache not in ("on_the_fly", "precomputed"):
+        raise ValueError(f"train.sharer_cache must be on_the_fly or precomputed, got {c.train.sharer_cache!r}")
+    if c.data.task not in ("qa", "synthetic"):
+        raise ValueError(f"data.task must be qa or synthetic, got {c.data.task!r}")
+    adapter_config(c)  # the dataclass validates values
+    return lock(c)
+
+
+def _same_type(v, rv) -> bool:
+    if isinstance(rv, bool) or isinstance(v, bool):
+        return isinstance(v, bool) and isinstance(rv, bool)
+    if isinstance(rv, float):
+        return isinstance(v, (int, float))
+    if isinstance(rv, (list, tuple)):
+        return isinstance(v, (list, tuple))
+    return isinstance(v, type(rv))
+
+
+def adapter_config(c: ml_collections.ConfigDict):
+    kind = c.adapter.kind
+    cls = ADAPTER_KINDS[kind].config
+    kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in c.adapter[kind].to_dict().items()}
+    return cls(**kw)
+
+
+def config_hash(c: ml_collections.ConfigDict) -> str:
+    return hashlib.sha256(json.dumps(c.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def pair_config(sharer: str, receiver: str, kind: str, **sections) -> ml_collections.ConfigDict:
+    """A config for one model pair and adapter kind; `sections` update sub-dicts, e.g. train={"lr": 3e-4}."""
+    c = base_config()
+    c.name = f"{sharer}_to_{receiver}_{kind}"
+    c.model.sharer, c.model.receiver = sharer, receiver
+    c.adapter.kind = kind
+    c.train.workdir = f"runs/{c.name}"
+    if kind != "lcfx":
+        c.data.task = "synthetic"  # shared-context training data: see README "What is not done"
+    for section, values in sections.items():
+        for k, v in values.items():
+            if k not in c[section]:
+                raise KeyError(f"unknown config key {section}.{k!r}")
+            c[section][k] = v
+    return c
+
+
+def parse_argv(argv: list[str]) -> ml_collections.ConfigDict:
+    """`--config=PATH` plus `--config.section.key=value` overrides (values parsed as Python literals)."""
+    import ast
+
+    path, overrides = None, {}
+    for arg in argv:
+        if arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        elif arg.startswith("--config."):
+            key, sep, raw = arg[len("--config."):].partition("=")
+            if not sep:
+                raise ValueError(f"override {arg!r} needs a value: --config.{key}=VALUE")
+            try:
+                value = ast.literal_eval(raw)
+            except (ValueError, SyntaxError):
+                value = raw  # a bare string
+            overrides[key] = value
+        else:
+            raise ValueError(f"unknown argument {arg!r}; usage: --config=configs/X.py [--config.train.steps=100 ...]")
+    if path is None:
+        raise ValueError("missing --config=configs/X.py")
+    c = load_config_file(path)
+    c.unlock()
+    return apply_overrides(c, overrides)

@@ -1,0 +1,112 @@
+"""Batches for the loop: resumable iterators with `state()`/`restore()`, one per data task.
+
+`synthetic`: random tokens in the exact batch layout `objective.py` expects (tests, benchmarks);
+deterministic in (seed, step) so its state is one integer.
+`qa`: the TFDS-built QA sets (different contexts), tokenised for the model pair by `QAFeatures`.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from lcf_jax.models.config import ModelConfig
+
+
+class SyntheticBatches:
+    def __init__(self, kind: str, sharer: ModelConfig, receiver: ModelConfig, batch_size: int, seed: int,
+                 sharer_len: int = 16, prompt_len: int = 6, target_len: int = 4, context_len: int = 12):
+        self.kind, self.sharer, self.receiver = kind, sharer, receiver
+        self.batch_size, self.seed = batch_size, seed
+        self.sharer_len, self.prompt_len, self.target_len, self.context_len = sharer_len, prompt_len, target_len, context_len
+        self.position = 0
+
+    def state(self) -> dict:
+        return {"position": self.position}
+
+    def restore(self, state: dict) -> None:
+        self.position = int(state["position"])
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        rng = np.random.RandomState([self.seed, self.position])
+        self.position += 1
+        b = self.batch_size
+        s_len = rng.randint(self.sharer_len // 2, self.sharer_len + 1, b)
+        s_mask = np.arange(self.sharer_len)[None] >= (self.sharer_len - s_len)[:, None]
+        batch = {
+            "sharer_ids": np.where(s_mask, rng.randint(3, self.sharer.vocab_size, (b, self.sharer_len)), 0).astype(np.int32),
+            "sharer_mask": s_mask,
+            "sharer_positions": np.maximum(np.cumsum(s_mask, 1) - 1, 0).astype(np.int32),
+        }
+        tr = self.prompt_len + self.target_len
+        ids = rng.randint(3, self.receiver.vocab_size, (b, tr)).astype(np.int32)
+        # The target copies the sharer's first tokens (mod vocab): learnable only through the adapter.
+        first = np.take_along_axis(batch["sharer_ids"], (self.sharer_len - s_len)[:, None] + np.arange(self.target_len), 1)
+        ids[:, self.prompt_len:] = 3 + first % (self.receiver.vocab_size - 3)
+        batch.update(receiver_ids=ids, receiver_mask=np.ones((b, tr), bool),
+                     loss_mask=np.arange(tr)[None].repeat(b, 0) >= self.prompt_len)
+        if self.kind in ("lcf", "c2c"):
+            tc = self.context_len
+            c_mask = np.arange(tc)[None] >= (tc - np.minimum(s_len, tc))[:, None]
+            batch["receiver_ctx_ids"] = np.where(c_mask, rng.randint(3, self.receiver.vocab_size, (b, tc)), 0).astype(np.int32)
+            batch["receiver_ctx_mask"] = c_mask
+            # receiver slot k holds real token j -> the sharer's j-th real token (monotone alignment)
+            align = np.full((b, tc), -1, np.int32)
+            for i in range(b):
+                r_slots, s_slots = np.nonzero(c_mask[i])[0], np.nonzero(s_mask[i])[0]
+                align[i, r_slots] = s_slots[np.minimum(np.arange(len(r_slots)), len(s_slots) - 1)]
+            batch["alignment"] = align
+        return batch
+
+
+def device_arrays(batch: dict) -> dict:
+    """The array part of a batch (drops ids/answers lists)."""
+    return {k: v for k, v in batch.items() if isinstance(v, np.ndarray)}
+
+
+class QAData:
+    """Tokenised train and eval QA examples for one model pair (different contexts)."""
+
+    def __init__(self, cfg, sharer_tok, receiver_tok):
+        from lcf_jax.data import pipeline, tfds_builders
+
+        d = cfg.data
+        data_dir = d.data_dir or None
+        cache_dir = d.cache_dir or None
+        self.features = pipeline.QAFeatures(sharer_tok, receiver_tok, max_sharer_len=d.max_sharer_len,
+                                            max_prompt_len=d.max_prompt_len, max_target_len=d.max_target_len,
+                                            prompt_template=d.prompt_template)
+        train: list[dict] = []
+        for name in d.train_sets:
+            tfds_builders.build(name, data_dir, cache_dir)
+            train.extend(tfds_builders.load(name, "train", data_dir, cache_dir))
+        if d.max_train_examples > 0:
+            order = np.random.RandomState(d.seed).permutation(len(train))[: d.max_train_examples]
+            train = [train[i] for i in sorted(order)]
+        if not train:
+            raise ValueError(f"data.train_sets {list(d.train_sets)} gave no examples")
+        tfds_builders.build(d.eval_set, data_dir, cache_dir)
+        evals = tfds_builders.load(d.eval_set, d.eval_split, data_dir, cache_dir)
+        self.eval_examples = [evals[i] for i in range(min(d.eval_examples, len(evals)))]
+        self.train_tokens = self.features.tokenize_many(train)
+        self.batch_size = d.batch_size
+        self.seed = d.seed
+
+    def train_iterator(self):
+        from lcf_jax.data import pipeline
+        return pipeline.QABatchIterator(self.features, self.train_tokens, self.batch_size, self.seed, mode="train")
+
+
+def make_feed(cfg, kind: str, sharer: ModelConfig, receiver: ModelConfig, tokenizers: Optional[tuple] = None):
+    if cfg.data.task == "synthetic":
+        return SyntheticBatches(kind, sharer, receiver, cfg.data.batch_size, cfg.data.seed), None
+    if kind != "lcfx":
+        raise ValueError("data.task='qa' trains different-context adapters (adapter.kind='lcfx'); "
+                         "shared-context kinds (lcf, c2c) use data.task='synthetic' in this version")
+    if tokenizers is None:
+        raise ValueError("data.task='qa' needs the models' tokenizers (bundled models)")
+    qa = QAData(cfg, *tokenizers)
+    return qa.train_iterator(), qa

@@ -1,0 +1,226 @@
+"""The training loop: composes models, adapter, data, mesh, optimizer and checkpoints.
+
+Restart-safe: the latest good checkpoint (adapter params, optimizer state, RNG, step, data-iterator
+state) is restored automatically, so rerunning the same command after a crash or preemption resumes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from lcf_jax.adapters import ADAPTER_KINDS
+from lcf_jax.models import registry
+from lcf_jax.models.transformer import PARAM_AXES, param_axes
+from lcf_jax.train import config as config_lib
+from lcf_jax.train import distributed, feed as feed_lib, optim, sharding
+from lcf_jax.train.ckpt import Checkpointer
+from lcf_jax.train.objective import Setup
+from lcf_jax.train.step import NonFiniteLossError, TrainState, init_state, jit_train_step
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+class RunLog:
+    """metrics.jsonl + TensorBoard events (process 0 only)."""
+
+    def __init__(self, workdir: str, enabled: bool):
+        self.enabled = enabled and _is_local(workdir)
+        self.path = Path(workdir) / "metrics.jsonl"
+        self.tb = None
+        if self.enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                from tensorboardX import SummaryWriter
+                self.tb = SummaryWriter(str(Path(workdir) / "tensorboard"))
+            except ImportError:  # TensorBoard is a convenience; the JSONL is the record
+                self.tb = None
+
+    def write(self, step: int, kind: str, values: dict) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, "kind": kind, **values}) + "\n")
+        if self.tb is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)) and math.isfinite(v):
+                    self.tb.add_scalar(f"{kind}/{k}", v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_metrics(workdir: str | Path) -> list[dict]:
+    """metrics.jsonl rows; a step logged twice (work redone after a restart) keeps its last row."""
+    path = Path(workdir) / "metrics.jsonl"
+    rows: dict[tuple, dict] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            rows[(r["kind"], r["step"])] = r
+    return sorted(rows.values(), key=lambda r: (r["kind"], r["step"]))
+
+
+def plot_curve(workdir: str | Path) -> Optional[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(workdir)
+    train = [r for r in rows if r["kind"] == "train"]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    if not train:
+        return None
+    fig, ax = plt.subplots(1, 2 if evals else 1, figsize=(10 if evals else 5, 3.5), squeeze=False)
+    ax[0, 0].plot([r["step"] for r in train], [r["loss"] for r in train])
+    ax[0, 0].set(xlabel="step", ylabel="train loss (target CE)", title="training curve")
+    if evals:
+        for key in [k for k in evals[-1] if k not in ("step", "kind", "n")]:
+            ax[0, 1].plot([r["step"] for r in evals], [r.get(key, float("nan")) for r in evals], marker="o", label=key)
+        ax[0, 1].set(xlabel="step", title="evaluation")
+        ax[0, 1].legend()
+    fig.tight_layout()
+    out = Path(workdir) / "curve.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def _frozen_shardings(params: dict, cfg, model_cfg, mesh):
+    if not cfg.mesh.shard_frozen:
+        return sharding.replicated(params, mesh)
+    return sharding.tree_shardings(params, param_axes(model_cfg), mesh)
+
+
+def build(cfg):
+    """Models, adapter, setup, mesh and shardings of a run (no data, no checkpoint)."""
+    kind = cfg.adapter.kind
+    acfg = config_lib.adapter_config(cfg)
+    s_cfg, s_params = registry.load_any(cfg.model.sharer)
+    r_cfg, r_params = registry.load_any(cfg.model.receiver)
+    setup = Setup(kind, acfg, s_cfg, r_cfg, cfg.train.compute_dtype)
+    mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.model)
+    sharding.check_global_batch(cfg.data.batch_size, mesh)
+    spec = ADAPTER_KINDS[kind]
+    params = spec.init(jax.random.PRNGKey(cfg.train.seed), acfg, s_cfg, r_cfg)
+    p_sh = sharding.tree_shardings(params, spec.param_axes(acfg, s_cfg, r_cfg), mesh)
+    optimizer = optim.make_optimizer(cfg.train.lr, cfg.train.warmup_steps, cfg.train.steps,
+                                     cfg.train.weight_decay, cfg.train.clip_norm)
+    opt_abstract = jax.eval_shape(optimizer.init, params)
+    rep = NamedSharding(mesh, P())
+    o_sh = optax.tree_map_params(optimizer, lambda _, sh: sh, opt_abstract, p_sh,
+                                 transform_non_params=lambda _: rep)
+    state_sh = TrainState(rep, p_sh, o_sh, rep)
+    frozen = (s_params, r_params)
+    frozen_sh = (_frozen_shardings(s_params, cfg, s_cfg, mesh), _frozen_shardings(r_params, cfg, r_cfg, mesh))
+    return dict(setup=setup, mesh=mesh, params=params, optimizer=optimizer, state_sh=state_sh, frozen=frozen,
+                frozen_sh=frozen_sh)
+
+
+def _put(tree, shardings):
+    return jax.tree.map(lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x))
+                        if jax.process_count() > 1 else jax.device_put(x, s), tree, shardings)
+
+
+def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None) -> dict:
+    """Runs (or resumes) training to cfg.train.steps. `evaluate(params, step) -> dict` is optional.
+
+    Returns the last logged train metrics. Raises NonFiniteLossError on a NaN/inf loss.
+    """
+    distributed.initialize()
+    lead = jax.process_index() == 0
+    b = build(cfg)
+    setup, mesh = b["setup"], b["mesh"]
+    tokenizers = None
+    if cfg.data.task == "qa":
+        tokenizers = (registry.load_tokenizer(cfg.model.sharer), registry.load_tokenizer(cfg.model.receiver))
+    feed, qa = feed_lib.make_feed(cfg, setup.kind, setup.sharer, setup.receiver, tokenizers)
+    if evaluate is None and qa is not None:
+        from lcf_jax.comm import evaluation
+        evaluate = evaluation.make_train_evaluator(cfg, setup, b["frozen"], qa, tokenizers)
+
+    workdir = cfg.train.workdir if not _is_local(cfg.train.workdir) else str(Path(cfg.train.workdir).resolve())
+    ckpt = Checkpointer(f"{workdir}/checkpoints", keep_last=cfg.train.keep_last,
+                        keep_best=cfg.train.keep_best if evaluate else 0,
+                        best_metric="f1" if evaluate else None, best_mode="max",
+                        async_save=cfg.train.async_checkpoint)
+    state = init_state(b["params"], b["optimizer"], cfg.train.seed)
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, b["state_sh"])
+    restored = ckpt.restore_latest(abstract.params, {"opt": abstract.opt_state, "rng": abstract.rng})
+    if restored is not None:
+        params, opt, step0, data_state, _ = restored
+        state = TrainState(jnp.asarray(step0, jnp.int32), params, opt["opt"], opt["rng"])
+        feed.restore(data_state)
+        if lead:
+            print(f"resumed from checkpoint step {step0} in {workdir}/checkpoints", flush=True)
+    state = _put(state, b["state_sh"])
+    frozen = _put(b["frozen"], b["frozen_sh"])
+    before_peek = feed.state()
+    batch_sh = sharding.batch_sharding(feed_lib.device_arrays(next(feed)), mesh)
+    feed.restore(before_peek)
+    step_fn = jit_train_step(setup, b["optimizer"], mesh, b["state_sh"], b["frozen_sh"], batch_sh)
+    if lead:
+        Path(workdir).mkdir(parents=True, exist_ok=True) if _is_local(workdir) else None
+        if _is_local(workdir):
+            (Path(workdir) / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1, default=str))
+    log = RunLog(workdir, lead)
+    total = cfg.train.steps
+    start = int(state.step)
+    end = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
+    last: dict = {}
+    t0, tokens_done, step = time.perf_counter(), 0.0, start
+    bar = None
+    if lead:
+        from tqdm import tqdm
+        bar = tqdm(total=total, initial=start, desc=cfg.name, dynamic_ncols=True)
+    try:
+        for step in range(start + 1, end + 1):
+            batch = feed_lib.device_arrays(next(feed))
+            state, m = step_fn(state, frozen, _put(batch, batch_sh))
+            if step % cfg.train.log_every == 0 or step == end:
+                m = jax.device_get(m)
+                if not bool(m["finite"]):
+                    raise NonFiniteLossError(
+                        f"non-finite loss or gradient at step {step} (loss={float(m['loss'])}); the update was "
+                        "skipped. Lower train.lr, keep train.clip_norm > 0, or use train.compute_dtype=float32")
+                tokens_done += float(m["target_tokens"]) * cfg.train.log_every
+                dt = time.perf_counter() - t0
+                last = {"loss": float(m["loss"]), "grad_norm": float(m["grad_norm"]),
+                        "target_tokens_per_s": tokens_done / max(dt, 1e-9), "lr": float(optim.make_schedule(
+                            cfg.train.lr, cfg.train.warmup_steps, cfg.train.steps)(step))}
+                log.write(step, "train", last)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['target_tokens_per_s']:.0f}")
+            if bar is not None:
+                bar.update(1)
+            metrics = None
+            if evaluate is not None and (step % cfg.train.eval_every == 0 or step == total):
+                metrics = evaluate(state.params, step)
+                log.write(step, "eval", metrics)
+                if bar is not None:
+                    bar.write(f"step {step} eval: " + ", ".join(f"{k}={v:.2f}" for k, v in metrics.items()
+                                                                if isinstance(v, float)))
+            if step % cfg.train.ckpt_every == 0 or step == total or metrics is not None:
+                ckpt.save(step, state.params, {"opt": state.opt_state, "rng": state.rng}, data_state=feed.state(),
+                          config=cfg.to_dict(), metrics=metrics)
+    finally:
+        ckpt.wait()
+        ckpt.close()
+        log.close()
+        if bar is not None:
+            bar.close()
+    if lead and _is_local(workdir) and step == total:
+        plot_curve(workdir)
+    return last
+

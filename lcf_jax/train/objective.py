@@ -1,0 +1,131 @@
+"""The training objective: the receiver's cross-entropy on target tokens given what the adapter injects.
+
+The frozen models are inputs (closed over as arrays, wrapped in stop_gradient); only the adapter's
+parameters are differentiated. Two batch layouts:
+
+different contexts (lcfx), from `data.pipeline.QAFeatures` (train mode):
+  sharer_ids/sharer_mask/sharer_positions [B, Ts] (left-padded passage),
+  receiver_ids/receiver_mask/loss_mask [B, Tr] (right-padded prompt + target; loss_mask marks targets)
+shared context (lcf, c2c), from `data.shared_context.SharedContextFeatures`:
+  sharer_* as above over the shared context, receiver_ctx_ids/receiver_ctx_mask [B, Tc] (left-padded,
+  the same context in the receiver's tokenizer), alignment [B, Tc] (sharer slot per receiver slot),
+  receiver_ids/receiver_mask/loss_mask [B, Tr] (the continuation, right-padded).
+Either layout may carry a precomputed sharer cache: sharer_keys/sharer_values [Ls, B, Hs, Ts, Ds].
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+
+from lcf_jax.adapters import c2c, lcf, lcfx
+from lcf_jax.models import transformer
+from lcf_jax.models.cache import ExtraKV, KVCache
+from lcf_jax.models.config import ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """Everything static about a run's forward: hashable, a jit static argument."""
+    kind: str  # "lcf" | "lcfx" | "c2c"
+    adapter: Any  # LCFConfig | LCFXConfig | C2CConfig
+    sharer: ModelConfig
+    receiver: ModelConfig
+    compute_dtype: str = "float32"  # "bfloat16": frozen models and adapter math in bf16, fp32 master weights
+
+    @property
+    def dtype(self):
+        return jnp.dtype(self.compute_dtype)
+
+
+def sharer_cache(sharer_params: dict, batch: dict, setup: Setup) -> KVCache:
+    """The sharer's cache over its context: precomputed in the batch, or computed now (no gradient)."""
+    ids, mask, pos = batch["sharer_ids"], batch["sharer_mask"], batch["sharer_positions"]
+    if "sharer_keys" in batch:
+        return KVCache(keys=batch["sharer_keys"].astype(setup.dtype), values=batch["sharer_values"].astype(setup.dtype),
+                       positions=pos.astype(jnp.int32), mask=mask.astype(bool),
+                       index=jnp.asarray(ids.shape[1], jnp.int32))
+    _, cache = transformer.forward(sharer_params, ids, pos, None, config=setup.sharer, token_mask=mask,
+                                   last_logits_only=True)
+    return jax.tree.map(jax.lax.stop_gradient, cache)
+
+
+def precompute_sharer_cache(sharer_params: dict, batch: dict, setup: Setup) -> dict:
+    """Adds sharer_keys/sharer_values to a batch (stored once per data set when configured)."""
+    cache = sharer_cache(sharer_params, batch, setup)
+    return {**batch, "sharer_keys": cache.keys, "sharer_values": cache.values}
+
+
+def _cast(tree, dtype):
+    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def _right_padded_positions(mask: jax.Array, offset=0) -> jax.Array:
+    return jnp.broadcast_to(jnp.arange(mask.shape[1], dtype=jnp.int32), mask.shape) + offset
+
+
+def receiver_logits(adapter_params: dict, sharer_params: dict, receiver_params: dict, batch: dict, setup: Setup, *,
+                    train: bool = True, rng: Optional[jax.Array] = None, step=0) -> jax.Array:
+    """Receiver logits [B, Tr, vocab] over `receiver_ids` with the adapter's injection."""
+    dt = setup.dtype
+    frozen_s, frozen_r = jax.lax.stop_gradient(_cast(sharer_params, dt)), jax.lax.stop_gradient(_cast(receiver_params, dt))
+    ap = _cast(adapter_params, dt) if dt != jnp.float32 else adapter_params
+    s_cache = sharer_cache(frozen_s, batch, setup)
+    ids, mask = batch["receiver_ids"], batch["receiver_mask"]
+    if setup.kind == "lcfx":
+        r_cache = None
+        if setup.adapter.conditioned:
+            prompt_mask = mask & ~batch["loss_mask"].astype(bool)
+            _, r_cache = transformer.forward(frozen_r, ids, _right_padded_positions(mask), None, config=setup.receiver,
+                                             token_mask=prompt_mask, last_logits_only=True)
+            r_cache = r_cache._replace(mask=prompt_mask)
+        latents = lcfx.encode_message(ap, s_cache, r_cache, cfg=setup.adapter, sharer_cfg=setup.sharer,
+                                      receiver_cfg=setup.receiver)
+        extra = lcfx.decode_message(ap, latents, cfg=setup.adapter, receiver_cfg=setup.receiver, sharer_cfg=setup.sharer)
+        extra = ExtraKV(extra.keys.astype(dt), extra.values.astype(dt), extra.mask)
+        logits, _ = transformer.forward(frozen_r, ids, _right_padded_positions(mask), None, config=setup.receiver,
+                                        token_mask=mask, extra_kv=extra)
+        return logits
+    # Shared context: prefill the receiver's own context, fuse, then run the continuation on the fused cache.
+    ctx_ids, ctx_mask = batch["receiver_ctx_ids"], batch["receiver_ctx_mask"]
+    tc, tr = ctx_ids.shape[1], ids.shape[1]
+    r_cache = KVCache.empty(setup.receiver, ids.shape[0], tc + tr, dt)
+    _, r_cache = transformer.forward(frozen_r, ctx_ids, transformer.positions_from_mask(ctx_mask), r_cache,
+                                     config=setup.receiver, token_mask=ctx_mask, last_logits_only=True)
+    alignment = jnp.concatenate([batch["alignment"], jnp.full((ids.shape[0], tr), -1, jnp.int32)], axis=1)
+    if setup.kind == "lcf":
+        fused = lcf.apply_lcf(ap, s_cache, r_cache, alignment, cfg=setup.adapter, sharer_cfg=setup.sharer,
+                              receiver_cfg=setup.receiver)
+    elif setup.kind == "c2c":
+        temperature = c2c.c2c_temperature(setup.adapter, step)
+        fused = c2c.apply_c2c(ap, s_cache, r_cache, alignment, cfg=setup.adapter, sharer_cfg=setup.sharer,
+                              receiver_cfg=setup.receiver, train=train, temperature=temperature, rng=rng)
+    else:
+        raise ValueError(f"unknown adapter kind {setup.kind!r}; expected lcf, lcfx or c2c")
+    offset = jnp.sum(ctx_mask, axis=1, dtype=jnp.int32)[:, None]
+    logits, _ = transformer.forward(frozen_r, ids, _right_padded_positions(mask, offset), fused,
+                                    config=setup.receiver, token_mask=mask)
+    return logits
+
+
+def token_cross_entropy(logits: jax.Array, ids: jax.Array, loss_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Mean CE of predicting ids[:, t] from logits[:, t-1] where loss_mask[:, t]; returns (loss, n_tokens)."""
+    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
+    tgt = ids[:, 1:]
+    w = loss_mask[:, 1:].astype(jnp.float32)
+    nll = -jnp.take_along_axis(logp, tgt[..., None], axis=-1)[..., 0]
+    n = jnp.sum(w)
+    return jnp.sum(nll * w) / jnp.maximum(n, 1.0), n
+
+
+def loss_fn(adapter_params: dict, sharer_params: dict, receiver_params: dict, batch: dict, setup: Setup, *,
+            train: bool = True, rng: Optional[jax.Array] = None, step=0):
+    logits = receiver_logits(adapter_params, sharer_params, receiver_params, batch, setup, train=train, rng=rng,
+                             step=step)
+    weights = batch["loss_mask"].astype(bool)
+    if "example_mask" in batch:
+        weights = weights & batch["example_mask"].astype(bool)[:, None]
+    loss, n = token_cross_entropy(logits, batch["receiver_ids"], weights)
+    return loss, {"loss": loss, "target_tokens": n}

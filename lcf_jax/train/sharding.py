@@ -1,0 +1,97 @@
+"""The mesh and the ONE table that maps logical axis names to mesh axes.
+
+Every weight and activation carries logical names (`models/transformer.PARAM_AXES`, the adapters'
+`*_param_axes`, `BATCH_AXES` below); only this file knows how they land on devices. A dimension
+whose size the mesh axis does not divide is replicated instead (e.g. Gemma3's single KV head).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "model")
+
+# logical axis -> mesh axis (None: replicated). Adapter ranks and model hidden widths shard over
+# "model" (tensor parallel); the batch over "data".
+LOGICAL_RULES: dict[str, Optional[str]] = {
+    "batch": "data",
+    "vocab": "model",
+    "mlp": "model",
+    "q_heads": "model",
+    "kv_heads": None,
+    "head_dim": None,
+    "embed": None,
+    "layers": None,
+    "seq": None,
+    # adapters
+    "rank": "model",
+    "kv_in": None,
+    "kv_out": None,
+    "rank_in": None,
+    "slots": None,
+    "heads": None,
+    "units": None,
+    "hidden": "model",
+    "sharer_layers": None,
+    "receiver_layers": None,
+    "cond_layers": None,
+}
+
+
+def make_mesh(data: int = -1, model: int = 1, devices: Optional[Sequence[Any]] = None) -> Mesh:
+    """A (data, model) mesh over all (or the given) devices; -1 fills the axis with what is left."""
+    devices = list(devices if devices is not None else jax.devices())
+    n = len(devices)
+    if model <= 0 or n % model:
+        raise ValueError(f"mesh model axis {model} does not divide the {n} devices")
+    if data == -1:
+        data = n // model
+    if data * model != n:
+        raise ValueError(f"mesh shape (data={data}, model={model}) needs {data * model} devices but {n} are "
+                         f"available: set mesh.data * mesh.model = {n}")
+    return Mesh(np.array(devices).reshape(data, model), MESH_AXES, axis_types=(AxisType.Auto,) * 2)
+
+
+def logical_to_spec(axes: Sequence[Optional[str]], shape: Sequence[int], mesh: Mesh,
+                    rules: dict[str, Optional[str]] = LOGICAL_RULES) -> P:
+    if len(axes) != len(shape):
+        raise ValueError(f"logical axes {tuple(axes)} do not match shape {tuple(shape)}")
+    spec, used = [], set()
+    for name, size in zip(axes, shape):
+        if name is not None and name not in rules:
+            raise KeyError(f"logical axis {name!r} has no entry in LOGICAL_RULES")
+        mesh_axis = rules.get(name) if name else None
+        if mesh_axis is None or mesh_axis in used or size % mesh.shape[mesh_axis]:
+            spec.append(None)
+        else:
+            spec.append(mesh_axis)
+            used.add(mesh_axis)
+    return P(*spec)
+
+
+def tree_shardings(tree: Any, axes: Any, mesh: Mesh) -> Any:
+    """NamedShardings for a pytree of arrays (or ShapeDtypeStructs) given a matching tree of axes."""
+    return jax.tree.map(lambda x, ax: NamedSharding(mesh, logical_to_spec(ax, x.shape, mesh)), tree, axes,
+                        is_leaf=lambda x: isinstance(x, tuple) and all(isinstance(a, (str, type(None))) for a in x))
+
+
+def replicated(tree: Any, mesh: Mesh) -> Any:
+    return jax.tree.map(lambda _: NamedSharding(mesh, P()), tree)
+
+
+def batch_sharding(batch: dict, mesh: Mesh) -> dict:
+    """Leading (batch) axis over "data" when divisible; everything else replicated."""
+    def one(x):
+        n = mesh.shape["data"]
+        lead = "data" if np.ndim(x) and x.shape[0] % n == 0 else None
+        return NamedSharding(mesh, P(lead, *([None] * (np.ndim(x) - 1))) if np.ndim(x) else P())
+    return jax.tree.map(one, batch)
+
+
+def check_global_batch(global_batch: int, mesh: Mesh) -> None:
+    if global_batch % mesh.shape["data"]:
+        raise ValueError(f"global batch {global_batch} is not divisible by the mesh data axis "
+                         f"({mesh.shape['data']}): change data.batch_size or mesh.data")

@@ -1,0 +1,64 @@
+"""The pure train step and its sharded, donated jit.
+
+`train_step(state, frozen, batch) -> (state, metrics)`: frozen = (sharer_params, receiver_params) is an
+input, never a trainable; only `state.params` (the adapter) reaches the optimizer.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lcf_jax.train import objective, sharding
+from lcf_jax.train.objective import Setup
+
+
+class TrainState(NamedTuple):
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    rng: jax.Array
+
+
+def init_state(params: Any, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
+    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), jax.random.PRNGKey(seed))
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+def train_step(state: TrainState, frozen: tuple, batch: dict, *, setup: Setup,
+               optimizer: optax.GradientTransformation) -> tuple[TrainState, dict]:
+    rng, sub = jax.random.split(state.rng)
+    grad_fn = jax.value_and_grad(objective.loss_fn, has_aux=True)
+    (_, aux), grads = grad_fn(state.params, frozen[0], frozen[1], batch, setup, train=True, rng=sub, step=state.step)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    finite = jnp.isfinite(aux["loss"]) & jnp.isfinite(optax.global_norm(grads))
+    # A NaN/inf step leaves the state untouched; the loop raises with the step number.
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+    new_state = TrainState(state.step + 1, keep(params, state.params), keep(opt_state, state.opt_state), rng)
+    metrics = {**aux, "grad_norm": optax.global_norm(grads), "finite": finite}
+    return new_state, metrics
+
+
+def eval_step(params: Any, frozen: tuple, batch: dict, *, setup: Setup) -> dict:
+    _, aux = objective.loss_fn(params, frozen[0], frozen[1], batch, setup, train=False)
+    return aux
+
+
+def jit_train_step(setup: Setup, optimizer, mesh, state_shardings, frozen_shardings, batch_shardings):
+    step = functools.partial(train_step, setup=setup, optimizer=optimizer)
+    return jax.jit(step, in_shardings=(state_shardings, frozen_shardings, batch_shardings),
+                   out_shardings=(state_shardings, sharding.replicated({"loss": 0, "target_tokens": 0, "grad_norm": 0,
+                                                                         "finite": 0}, mesh)),
+                   donate_argnums=(0,))
+
+
+def jit_eval_step(setup: Setup, params_shardings, frozen_shardings, batch_shardings):
+    return jax.jit(functools.partial(eval_step, setup=setup),
+                   in_shardings=(params_shardings, frozen_shardings, batch_shardings))
