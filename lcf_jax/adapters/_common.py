@@ -24,12 +24,12 @@ def declare(module: nn.Module, name: str, init: Callable, shape: Sequence[int],
 
 def init_module(module: nn.Module, key: jax.Array) -> dict:
     """Plain (unboxed) param dict of a module whose `__call__()` takes no input."""
-    return nn.meta.unbox(jax.jit(module.init)(key)["params"])
+    return nn.meta.unbox(jax.jit(module.init)(key).get("params", {}))
 
 
 def module_axes(module: nn.Module) -> dict:
     """Same tree as `init_module`, each leaf a tuple of logical axis names (no weights created)."""
-    boxed = jax.eval_shape(lambda k: module.init(k)["params"], jax.random.key(0))
+    boxed = jax.eval_shape(lambda k: module.init(k).get("params", {}), jax.random.key(0))
     specs = nn.get_partition_spec(boxed)
     return jax.tree.map(lambda s: tuple(s), specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
 

@@ -223,11 +223,10 @@ def encode_message(params: dict, sharer_cache: KVCache, receiver_cache: Optional
 
 
 def decode_message(params: dict, latents: jax.Array, *, cfg: LCFXConfig, receiver_cfg: ModelConfig,
-                   sharer_cfg: Optional[ModelConfig] = None, slot_mask: Optional[jax.Array] = None) -> ExtraKV:
+                   slot_mask: Optional[jax.Array] = None) -> ExtraKV:
     """Message latents [B, m, r] -> ExtraKV for every receiver layer: keys/values [Lr, B, Hr, m, Dr]
-    (zeros on layers outside cfg.receiver_layers), mask [B, m] (slot_mask, default all True).
-
-    sharer_cfg is only needed for cfg.conditioned parameter checks and may be omitted otherwise.
+    float32 (zeros on layers outside cfg.receiver_layers), mask [B, m] (slot_mask, default all True).
+    Only the decoder params (dec_*, v_gate) are read: the receiver needs no encoder weights.
     """
     if latents.ndim != 3 or latents.shape[1:] != (cfg.slots, cfg.rank):
         raise ValueError(f"latents must be [B, slots={cfg.slots}, rank={cfg.rank}], got {tuple(latents.shape)}")
@@ -292,3 +291,13 @@ def dequantize_message(q: jax.Array, scale: Optional[jax.Array] = None) -> jax.A
             raise ValueError("an int8 message needs its scale")
         return q.astype(jnp.float32)
     return q.astype(jnp.float32) * scale.astype(jnp.float32)
+
+
+DECODER_KEYS = ("dec_norm", "dec_wk", "dec_bk", "dec_wv", "dec_bv", "v_gate")
+
+
+def split_params(params: dict) -> tuple[dict, dict]:
+    """(sharer-side encoder params, receiver-side decoder params). The conditioning projection
+    (cond_*) sits with the encoder: it consumes the receiver summary sent back to the sharer."""
+    return ({k: v for k, v in params.items() if k not in DECODER_KEYS},
+            {k: v for k, v in params.items() if k in DECODER_KEYS})

@@ -23,9 +23,9 @@ def _encode(adapter_params, sharer_cache, receiver_cache, *, cfg, sharer_cfg: Mo
                                receiver_cfg=receiver_cfg)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "receiver_cfg", "sharer_cfg"))
-def _decode(adapter_params, latents, *, cfg, receiver_cfg: ModelConfig, sharer_cfg: ModelConfig) -> ExtraKV:
-    extra = lcfx.decode_message(adapter_params, latents, cfg=cfg, receiver_cfg=receiver_cfg, sharer_cfg=sharer_cfg)
+@functools.partial(jax.jit, static_argnames=("cfg", "receiver_cfg"))
+def _decode(adapter_params, latents, *, cfg, receiver_cfg: ModelConfig) -> ExtraKV:
+    extra = lcfx.decode_message(adapter_params, latents, cfg=cfg, receiver_cfg=receiver_cfg)
     return ExtraKV(extra.keys.astype(jnp.float32), extra.values.astype(jnp.float32), extra.mask)
 
 
@@ -44,8 +44,8 @@ def send(sharer: Agent, receiver: Agent, adapter_params, cfg, sharer_rows: Seque
     return _encode(adapter_params, s_cache, r_cache, cfg=cfg, sharer_cfg=sharer.config, receiver_cfg=receiver.config)
 
 
-def receive(receiver: Agent, sharer_cfg: ModelConfig, adapter_params, cfg, latents: jax.Array) -> ExtraKV:
-    return _decode(adapter_params, latents, cfg=cfg, receiver_cfg=receiver.config, sharer_cfg=sharer_cfg)
+def receive(receiver: Agent, adapter_params, cfg, latents: jax.Array) -> ExtraKV:
+    return _decode(adapter_params, latents, cfg=cfg, receiver_cfg=receiver.config)
 
 
 def answer(sharer: Agent, receiver: Agent, adapter_params, cfg, sharer_rows, prompt_rows, *,
@@ -57,5 +57,5 @@ def answer(sharer: Agent, receiver: Agent, adapter_params, cfg, sharer_rows, pro
         q, scale = lcfx.quantize_message(latents, quantize)
         nbytes = lcfx.message_nbytes((q[:1], None if scale is None else scale[:1]))
         latents = lcfx.dequantize_message(q, scale)
-    extra = receive(receiver, sharer.config, adapter_params, cfg, latents)
+    extra = receive(receiver, adapter_params, cfg, latents)
     return generate_answers(receiver, prompt_rows, max_new_tokens=max_new_tokens, extra_kv=extra), nbytes

@@ -115,7 +115,7 @@ def _layer_statics(config: ModelConfig) -> dict:
 def forward(params: dict, tokens: jax.Array, positions: jax.Array, cache: Optional[KVCache] = None, *,
             config: ModelConfig, token_mask: Optional[jax.Array] = None,
             extra_kv: Optional[ExtraKV] = None, kv_delta: Optional[tuple[jax.Array, jax.Array]] = None,
-            return_hidden: bool = False, last_logits_only: bool = False):
+            return_hidden: bool = False, last_logits_only: bool = False, hidden_only: bool = False):
     """Runs the decoder on `tokens` and returns (logits, cache).
 
     tokens, positions: [B, T] int; token_mask: [B, T] bool (False for padding; default all True).
@@ -125,7 +125,8 @@ def forward(params: dict, tokens: jax.Array, positions: jax.Array, cache: Option
     RoPE) and values before they are attended to and cached.
     Returns logits [B, T, vocab] (float32) and the updated cache; with return_hidden also the final
     hidden states [B, T, D]. With last_logits_only, logits are [B, 1, vocab] for the last position
-    (prefill and decode need no more; saves a [B, T, vocab] matmul).
+    (prefill and decode need no more; saves a [B, T, vocab] matmul). With hidden_only, returns
+    (final hidden states [B, T, D], cache) and no logits: apply `lm_head` where they are needed.
     """
     c = config
     b, t = tokens.shape
@@ -187,18 +188,25 @@ def forward(params: dict, tokens: jax.Array, positions: jax.Array, cache: Option
 
     x, (keys, values) = jax.lax.scan(layer, x, xs)
     x = L.rms_norm(x, params["final_norm"], c.rms_eps, c.norm_plus_one)
-    head = params["embed"].T if c.tie_embeddings else params["lm_head"]
-    logits = jnp.einsum("btd,dv->btv", x[:, -1:] if last_logits_only else x, head,
-                        preferred_element_type=jnp.float32)
-    if c.final_logit_softcap:
-        logits = jnp.tanh(logits / c.final_logit_softcap) * c.final_logit_softcap
     new_cache = KVCache(keys=keys, values=values, positions=new_pos, mask=new_mask, index=start + t)
+    if hidden_only:
+        return x, new_cache
+    logits = lm_head(params, x[:, -1:] if last_logits_only else x, config=c)
     if return_hidden:
         return logits, new_cache, x
     return logits, new_cache
 
 
-forward_jit = jax.jit(forward, static_argnames=("config", "return_hidden", "last_logits_only"))
+def lm_head(params: dict, hidden: jax.Array, *, config: ModelConfig) -> jax.Array:
+    """Final hidden states [..., D] -> float32 logits [..., vocab] (tied or separate head, soft-capped)."""
+    head = params["embed"].T if config.tie_embeddings else params["lm_head"]
+    logits = jnp.einsum("...d,dv->...v", hidden, head, preferred_element_type=jnp.float32)
+    if config.final_logit_softcap:
+        logits = jnp.tanh(logits / config.final_logit_softcap) * config.final_logit_softcap
+    return logits
+
+
+forward_jit = jax.jit(forward, static_argnames=("config", "return_hidden", "last_logits_only", "hidden_only"))
 
 
 def positions_from_mask(mask: jax.Array) -> jax.Array:

@@ -5,8 +5,8 @@ One checkpoint step holds five items::
     params      adapter params pytree          (StandardSave / StandardRestore)
     opt_state   optax state pytree             (StandardSave / StandardRestore)
     step        {"step": int}                  (JsonSave / JsonRestore)
-    data_state  JSON-able dict (data iterator)  (JsonSave / JsonRestore)
-    config      JSON-able dict (run config)     (JsonSave / JsonRestore)
+    data_state  JSON-able dict (data iterator)  (JsonSave / JsonRestore); non-JSON -> TypeError
+    config      JSON-able dict (run config)     (JsonSave / JsonRestore); non-JSON values -> str
 
 plus Orbax's own ``metrics`` item when a ``best_metric`` is tracked.
 
@@ -101,20 +101,28 @@ def _flat_shapes(tree) -> dict[tuple[str, ...], tuple | None]:
     out: dict[tuple[str, ...], tuple | None] = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         shape = getattr(leaf, "shape", None)
+        dtype = getattr(leaf, "dtype", None)
+        if shape is not None and dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+            # Typed PRNG keys are stored as their key data (e.g. () -> (2,) for threefry).
+            shape = jax.eval_shape(jax.random.key_data, leaf).shape
         if shape is None and isinstance(leaf, (int, float, complex, bool, np.generic)):
             shape = ()
         out[tuple(_key_str(k) for k in path)] = None if shape is None else tuple(shape)
     return out
 
 
-def _to_json(obj: Any, what: str) -> Any:
-    """Validate JSON-ability now (a failure inside an async save is much harder to read)."""
+def _to_json(obj: Any, what: str, *, lenient: bool = False) -> Any:
+    """Validate JSON-ability now (a failure inside an async save is much harder to read).
+
+    ``lenient`` stringifies non-JSON values (used for the run config, which is a
+    record for humans) instead of raising (used for data_state, which must round trip).
+    """
     if obj is None:
         return {}
     if not isinstance(obj, Mapping):
         raise TypeError(f"{what} must be a JSON-able dict, got {type(obj).__name__}")
     try:
-        return json.loads(json.dumps(obj))
+        return json.loads(json.dumps(dict(obj), default=str if lenient else None))
     except (TypeError, ValueError) as e:
         raise TypeError(f"{what} is not JSON-serialisable: {e}") from e
 
@@ -242,7 +250,7 @@ class Checkpointer:
         """
         step = int(step)
         data_json = _to_json(data_state, "data_state")
-        config_json = _to_json(config, "config")
+        config_json = _to_json(config, "config", lenient=True)
         metrics_json = _metrics_to_json(metrics)
         if self.best_metric is not None and metrics_json is not None and self.best_metric not in metrics_json:
             raise ValueError(f"metrics {sorted(metrics_json)} lack best_metric {self.best_metric!r}")

@@ -76,7 +76,8 @@ def base_config() -> ml_collections.ConfigDict:
         workdir="runs/default",  # local path or gs://bucket/path
         max_new_tokens=16,
     ))
-    c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1, shard_frozen=False))
+    # num_devices: 0 = every device; N = the first N (e.g. 1 to compare against a sharded run)
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1, num_devices=0, shard_frozen=False))
     return c
 
 

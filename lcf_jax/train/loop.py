@@ -109,8 +109,9 @@ def build(cfg):
     acfg = config_lib.adapter_config(cfg)
     s_cfg, s_params = registry.load_any(cfg.model.sharer)
     r_cfg, r_params = registry.load_any(cfg.model.receiver)
-    setup = Setup(kind, acfg, s_cfg, r_cfg, cfg.train.compute_dtype)
-    mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.model)
+    setup = Setup(kind, acfg, s_cfg, r_cfg, cfg.train.compute_dtype, loss_positions=cfg.data.max_target_len)
+    mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.model,
+                              jax.devices()[:cfg.mesh.num_devices] if cfg.mesh.num_devices > 0 else None)
     sharding.check_global_batch(cfg.data.batch_size, mesh)
     spec = ADAPTER_KINDS[kind]
     params = spec.init(jax.random.PRNGKey(cfg.train.seed), acfg, s_cfg, r_cfg)
@@ -128,9 +129,42 @@ def build(cfg):
                 frozen_sh=frozen_sh)
 
 
+def sharer_cache_fn(setup: Setup, sharer_params):
+    """batch -> (keys, values) of the sharer's cache, jitted once (the precomputed path)."""
+    from lcf_jax.train import objective
+    params = jax.tree.map(jnp.asarray, sharer_params)
+    fn = jax.jit(lambda p, ids, mask, pos: objective.sharer_cache(
+        jax.tree.map(lambda x: x.astype(setup.dtype), p), {"sharer_ids": ids, "sharer_mask": mask, "sharer_positions": pos},
+        setup))
+
+    def compute(batch):
+        c = fn(params, batch["sharer_ids"], batch["sharer_mask"], batch["sharer_positions"])
+        return c.keys, c.values
+    return compute
+
+
+def _enable_compilation_cache() -> None:
+    """Persistent XLA cache: a resumed or repeated run skips recompiling its step (minutes on CPU)."""
+    import os
+    path = os.environ.get("LCF_JAX_COMPILE_CACHE", str(registry.cache_dir() / "xla"))
+    if path and jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def _put(tree, shardings):
-    return jax.tree.map(lambda x, s: jax.make_array_from_process_local_data(s, np.asarray(x))
-                        if jax.process_count() > 1 else jax.device_put(x, s), tree, shardings)
+    """Host values -> global arrays. Every process holds the same full value (the feed is deterministic in
+    (seed, step)), so the global shape is the local shape and each device takes its own slice; without
+    `global_shape` JAX would treat each process's rows as distinct and multiply the global batch by the
+    process count. Arrays that are already global (restored from a checkpoint) are kept as they are."""
+    def one(x, s):
+        if jax.process_count() == 1:
+            return jax.device_put(x, s)
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return x if x.sharding == s else jax.device_put(x, s)
+        x = np.asarray(x)
+        return jax.make_array_from_process_local_data(s, x, x.shape)
+    return jax.tree.map(one, tree, shardings)
 
 
 def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None) -> dict:
@@ -139,6 +173,7 @@ def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None) -> dict:
     Returns the last logged train metrics. Raises NonFiniteLossError on a NaN/inf loss.
     """
     distributed.initialize()
+    _enable_compilation_cache()
     lead = jax.process_index() == 0
     b = build(cfg)
     setup, mesh = b["setup"], b["mesh"]
@@ -146,6 +181,8 @@ def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None) -> dict:
     if cfg.data.task == "qa":
         tokenizers = (registry.load_tokenizer(cfg.model.sharer), registry.load_tokenizer(cfg.model.receiver))
     feed, qa = feed_lib.make_feed(cfg, setup.kind, setup.sharer, setup.receiver, tokenizers)
+    if cfg.train.sharer_cache == "precomputed":
+        feed = feed_lib.WithSharerCache(feed, sharer_cache_fn(setup, b["frozen"][0]))
     if evaluate is None and qa is not None:
         from lcf_jax.comm import evaluation
         evaluate = evaluation.make_train_evaluator(cfg, setup, b["frozen"], qa, tokenizers)

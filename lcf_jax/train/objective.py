@@ -34,6 +34,9 @@ class Setup:
     sharer: ModelConfig
     receiver: ModelConfig
     compute_dtype: str = "float32"  # "bfloat16": frozen models and adapter math in bf16, fp32 master weights
+    # Logits are computed only at this many target positions per row (0: every position). The
+    # receiver's vocabulary (262k for Gemma3) makes the full [B, T, vocab] head the costliest matmul.
+    loss_positions: int = 0
 
     @property
     def dtype(self):
@@ -66,9 +69,9 @@ def _right_padded_positions(mask: jax.Array, offset=0) -> jax.Array:
     return jnp.broadcast_to(jnp.arange(mask.shape[1], dtype=jnp.int32), mask.shape) + offset
 
 
-def receiver_logits(adapter_params: dict, sharer_params: dict, receiver_params: dict, batch: dict, setup: Setup, *,
+def receiver_hidden(adapter_params: dict, sharer_params: dict, receiver_params: dict, batch: dict, setup: Setup, *,
                     train: bool = True, rng: Optional[jax.Array] = None, step=0) -> jax.Array:
-    """Receiver logits [B, Tr, vocab] over `receiver_ids` with the adapter's injection."""
+    """Receiver final hidden states [B, Tr, D] over `receiver_ids` with the adapter's injection."""
     dt = setup.dtype
     frozen_s, frozen_r = jax.lax.stop_gradient(_cast(sharer_params, dt)), jax.lax.stop_gradient(_cast(receiver_params, dt))
     ap = _cast(adapter_params, dt) if dt != jnp.float32 else adapter_params
@@ -83,11 +86,11 @@ def receiver_logits(adapter_params: dict, sharer_params: dict, receiver_params: 
             r_cache = r_cache._replace(mask=prompt_mask)
         latents = lcfx.encode_message(ap, s_cache, r_cache, cfg=setup.adapter, sharer_cfg=setup.sharer,
                                       receiver_cfg=setup.receiver)
-        extra = lcfx.decode_message(ap, latents, cfg=setup.adapter, receiver_cfg=setup.receiver, sharer_cfg=setup.sharer)
+        extra = lcfx.decode_message(ap, latents, cfg=setup.adapter, receiver_cfg=setup.receiver)
         extra = ExtraKV(extra.keys.astype(dt), extra.values.astype(dt), extra.mask)
-        logits, _ = transformer.forward(frozen_r, ids, _right_padded_positions(mask), None, config=setup.receiver,
-                                        token_mask=mask, extra_kv=extra)
-        return logits
+        hidden, _ = transformer.forward(frozen_r, ids, _right_padded_positions(mask), None, config=setup.receiver,
+                                        token_mask=mask, extra_kv=extra, hidden_only=True)
+        return hidden
     # Shared context: prefill the receiver's own context, fuse, then run the continuation on the fused cache.
     ctx_ids, ctx_mask = batch["receiver_ctx_ids"], batch["receiver_ctx_mask"]
     tc, tr = ctx_ids.shape[1], ids.shape[1]
@@ -105,16 +108,22 @@ def receiver_logits(adapter_params: dict, sharer_params: dict, receiver_params: 
     else:
         raise ValueError(f"unknown adapter kind {setup.kind!r}; expected lcf, lcfx or c2c")
     offset = jnp.sum(ctx_mask, axis=1, dtype=jnp.int32)[:, None]
-    logits, _ = transformer.forward(frozen_r, ids, _right_padded_positions(mask, offset), fused,
-                                    config=setup.receiver, token_mask=mask)
-    return logits
+    hidden, _ = transformer.forward(frozen_r, ids, _right_padded_positions(mask, offset), fused,
+                                    config=setup.receiver, token_mask=mask, hidden_only=True)
+    return hidden
 
 
-def token_cross_entropy(logits: jax.Array, ids: jax.Array, loss_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Mean CE of predicting ids[:, t] from logits[:, t-1] where loss_mask[:, t]; returns (loss, n_tokens)."""
-    logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
-    tgt = ids[:, 1:]
-    w = loss_mask[:, 1:].astype(jnp.float32)
+def target_cross_entropy(hidden: jax.Array, receiver_params: dict, ids: jax.Array, weights: jax.Array, setup: Setup
+                         ) -> tuple[jax.Array, jax.Array]:
+    """Mean CE of predicting ids[:, t] from hidden[:, t-1] where weights[:, t]; returns (loss, n_tokens)."""
+    h, tgt, w = hidden[:, :-1], ids[:, 1:], weights[:, 1:].astype(jnp.float32)
+    k = setup.loss_positions
+    if k and k < h.shape[1]:
+        order = jnp.argsort(w <= 0, axis=1, stable=True)[:, :k]  # target positions first, in order
+        h = jnp.take_along_axis(h, order[..., None], axis=1)
+        tgt, w = jnp.take_along_axis(tgt, order, axis=1), jnp.take_along_axis(w, order, axis=1)
+    logits = transformer.lm_head(jax.lax.stop_gradient(_cast(receiver_params, h.dtype)), h, config=setup.receiver)
+    logp = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(logp, tgt[..., None], axis=-1)[..., 0]
     n = jnp.sum(w)
     return jnp.sum(nll * w) / jnp.maximum(n, 1.0), n
@@ -122,10 +131,10 @@ def token_cross_entropy(logits: jax.Array, ids: jax.Array, loss_mask: jax.Array)
 
 def loss_fn(adapter_params: dict, sharer_params: dict, receiver_params: dict, batch: dict, setup: Setup, *,
             train: bool = True, rng: Optional[jax.Array] = None, step=0):
-    logits = receiver_logits(adapter_params, sharer_params, receiver_params, batch, setup, train=train, rng=rng,
+    hidden = receiver_hidden(adapter_params, sharer_params, receiver_params, batch, setup, train=train, rng=rng,
                              step=step)
     weights = batch["loss_mask"].astype(bool)
     if "example_mask" in batch:
         weights = weights & batch["example_mask"].astype(bool)[:, None]
-    loss, n = token_cross_entropy(logits, batch["receiver_ids"], weights)
+    loss, n = target_cross_entropy(hidden, receiver_params, batch["receiver_ids"], weights, setup)
     return loss, {"loss": loss, "target_tokens": n}

@@ -34,6 +34,7 @@ LOGICAL_RULES: dict[str, Optional[str]] = {
     "slots": None,
     "heads": None,
     "units": None,
+    "blocks": None,
     "hidden": "model",
     "sharer_layers": None,
     "receiver_layers": None,

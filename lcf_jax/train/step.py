@@ -38,11 +38,11 @@ def train_step(state: TrainState, frozen: tuple, batch: dict, *, setup: Setup,
     (_, aux), grads = grad_fn(state.params, frozen[0], frozen[1], batch, setup, train=True, rng=sub, step=state.step)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(aux["loss"]) & jnp.isfinite(optax.global_norm(grads))
+    finite = jnp.isfinite(aux["loss"]) & jnp.isfinite(optax.tree.norm(grads))
     # A NaN/inf step leaves the state untouched; the loop raises with the step number.
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
     new_state = TrainState(state.step + 1, keep(params, state.params), keep(opt_state, state.opt_state), rng)
-    metrics = {**aux, "grad_norm": optax.global_norm(grads), "finite": finite}
+    metrics = {**aux, "grad_norm": optax.tree.norm(grads), "finite": finite}
     return new_state, metrics
 
 

@@ -55,6 +55,10 @@ def test_gate_threshold_drops_layers(trained):
     for l in (0, 2, 3):                                          # kept layers: bit-identical
         np.testing.assert_array_equal(out.keys[l], ref.keys[l])
     assert "dropped [1]" in format_report(rep)
+    p3, cfg3, rep3 = prune_lcf(p, cfg, s, r, gate_threshold=1.0)   # everything dropped
+    assert cfg3.layers == () and p3 == {} and rep3["params_after"] == 0
+    out = _apply(p3, cfg3, s, r, sc, rc, al)
+    np.testing.assert_array_equal(out.keys, rc.keys)
 
 
 @pytest.mark.parametrize("method", ["svd", "units"])

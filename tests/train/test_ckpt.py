@@ -213,3 +213,17 @@ def test_validation():
         Checkpointer("gs://bucket/never-touched", keep_last=1, keep_best=1)
     with pytest.raises(ValueError):
         Checkpointer("gs://bucket/never-touched", keep_last=1, best_metric="f1", best_mode="best")
+
+
+def test_typed_prng_key_and_lenient_config(tmp_path):
+    params, _ = _toy()
+    extra = {"rng": jax.random.key(3), "legacy_rng": jax.random.PRNGKey(4)}
+    with Checkpointer(str(tmp_path / "ck"), keep_last=1, async_save=False) as ck:
+        ck.save(2, params, extra, config={"dims": (1, 2), "obj": object()})
+        with pytest.raises(TypeError, match="data_state"):
+            ck.save(3, params, extra, data_state={"bad": object()})
+        r = ck.restore_latest(_abstract(params), jax.eval_shape(lambda: extra))
+    assert r.opt_state["rng"].dtype == extra["rng"].dtype
+    np.testing.assert_array_equal(jax.random.key_data(r.opt_state["rng"]), jax.random.key_data(extra["rng"]))
+    np.testing.assert_array_equal(r.opt_state["legacy_rng"], extra["legacy_rng"])
+    assert r.config["dims"] == [1, 2] and isinstance(r.config["obj"], str)

@@ -41,35 +41,36 @@ def test_missing_args_are_reported(monkeypatch):
         distributed.initialize()
 
 
-def test_two_cpu_processes_gloo():
+def test_two_cpu_processes_gloo(tmp_path):
+    """Process 0 passes explicit args, process 1 only LCF_* env vars; both see 8 global devices."""
     port = _free_port()
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("JAX_PLATFORMS", None)
-    env["JAX_PLATFORMS"] = "cpu"
-    # The conftest's 8-device XLA flag is left in place on purpose: num_cpu_devices=4 must win.
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(WORKER), f"127.0.0.1:{port}", "2", str(pid), "4"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        for pid in range(2)
+    base = dict(os.environ)
+    base["PYTHONPATH"] = str(ROOT) + os.pathsep + base.get("PYTHONPATH", "")
+    base["JAX_PLATFORMS"] = "cpu"
+    for k in ("LCF_COORDINATOR", "LCF_NUM_PROCESSES", "LCF_PROCESS_ID", "LCF_NUM_CPU_DEVICES"):
+        base.pop(k, None)
+    # The conftest's 8-device XLA flag stays on purpose: num_cpu_devices=4 must win.
+    ckpt_dir = str(tmp_path / "ck")
+    env1 = dict(base, LCF_COORDINATOR=f"127.0.0.1:{port}", LCF_NUM_PROCESSES="2", LCF_PROCESS_ID="1",
+                LCF_NUM_CPU_DEVICES="4")
+    cmds = [
+        ([sys.executable, str(WORKER), f"127.0.0.1:{port}", "2", "0", "4", ckpt_dir], base),
+        ([sys.executable, str(WORKER), "env", ckpt_dir], env1),
     ]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for cmd, env in cmds]
     outs = []
     try:
         for p in procs:
             out, err = p.communicate(timeout=TIMEOUT_S)
             outs.append((p.returncode, out, err))
     except subprocess.TimeoutExpired:
-        for p in procs:
-            p.kill()
-        for p in procs:
-            p.communicate()
         pytest.fail(f"2-process run did not finish within {TIMEOUT_S} s")
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
+                p.communicate()
     results = []
     for rc, out, err in outs:
         assert rc == 0, f"worker failed (rc={rc}):\n{out}\n{err[-3000:]}"
@@ -82,3 +83,4 @@ def test_two_cpu_processes_gloo():
         assert r["n_local"] == 4 and r["n_global"] == 8
         assert r["sum"] == r["expected"] == sum(range(16 * 3))
         assert r["psum"] == [r["expected"]] * 4
+        assert r["ckpt"] == {"step": 1, "shards_equal": True, "sharding_same": True, "data_state": {"pos": 5}}
