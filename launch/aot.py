@@ -169,6 +169,8 @@ def main(argv=None) -> int:
     cfg = config_lib.parse_argv(rest)
     cfg.unlock()
     cfg.mesh.data, cfg.mesh.model, cfg.data.batch_size = args.mesh_data, args.mesh_model, args.batch
+    if "num_devices" in cfg.mesh:
+        cfg.mesh.num_devices = 0  # this process has exactly mesh-data x mesh-model devices
     cfg.lock()
     result: dict = {"tpu": None, "tpu_error": None, "cpu": None, "cpu_error": None}
     if args.tpu_topology:

@@ -87,9 +87,16 @@ def load_config(config_path: str, overrides: list[str]):
 
 def plan(config_path: str, overrides: list[str], devices: int, where: str) -> Plan:
     cfg = load_config(config_path, overrides)
+    warnings = []
+    used = int(cfg.mesh.get("num_devices", 0) or 0)  # 0 = every device; N = the first N
+    if used > devices:
+        raise LaunchError(f"mesh.num_devices={used} exceeds the {devices} devices of {where}: set it to 0 (all)")
+    if 0 < used < devices:
+        warnings.append(f"mesh.num_devices={used}: the run uses only {used} of the {devices} devices of {where}")
+        devices, where = used, f"{where} (mesh.num_devices={used})"
     data, model = resolve_mesh(cfg.mesh.data, cfg.mesh.model, devices, where)
     check_batch(cfg.data.batch_size, data)
-    warnings = check_models(cfg)
+    warnings += check_models(cfg)
     notes = [
         ("config", f"ok: {cfg.model.sharer} -> {cfg.model.receiver}, adapter {cfg.adapter.kind}, "
                    f"{cfg.train.steps} steps, compute {cfg.train.compute_dtype}"),

@@ -106,7 +106,8 @@ def _compile_check(args, overrides, plan, slc) -> tuple[list, list]:
         f" (scaled from data={plan.data}, batch {plan.batch}: same per-device batch)")
     print(f"compiling the train step ahead of time on {d * m} devices (about 20-60 s) ...", file=sys.stderr,
           flush=True)
-    topo = slc.jax_topology_name if slc is not None and (d, b) == (plan.data, plan.batch) else None
+    same = slc is not None and plan.devices == slc.chips and (d, b) == (plan.data, plan.batch)
+    topo = slc.jax_topology_name if same else None  # TPU AOT only for the whole, unscaled slice
     res = checks.aot_compile(args.config, overrides, d, m, b, tpu_topology=topo,
                              chip_config=slc.family.chip_config if slc else "default", timeout=args.compile_timeout)
     for target in ("tpu", "cpu"):
@@ -147,7 +148,8 @@ def main_tpu(args, overrides) -> int:
     c_notes, c_warn = _compile_check(args, overrides, plan, slc)
     notes += c_notes
     warnings += c_warn
-    mode = "dry run: nothing is executed" if args.dry_run else "executing"
+    mode = ("dry run: nothing is executed" if args.dry_run else "checks only, nothing is reserved"
+            if args.action == "check" else "executing")
     header = _report(f"lcf_jax TPU launch: {args.action} on {slc.name} with {args.config} ({mode})", notes, warnings)
     if args.action == "check":
         print("\n".join(header))

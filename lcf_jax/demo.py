@@ -1,34 +1,51 @@
-"""The main job on the bundled models: each model answers a prompt (`python -m lcf_jax.demo`)."""
+"""The main job: LCF-X against text between the bundled models (`python -m lcf_jax.demo`).
+
+SmolLM2-135M-Instruct (the sharer) reads a passage; Gemma-3-270M (the receiver) gets only the
+question and answers (a) through LCF-X, the shipped adapter's 16 x 256 latent message, and (b) through
+a text message the sharer writes. Prints both answers with their time and bytes, then F1/EM on
+SQuAD dev questions (dev split: articles 0-23).
+"""
 from __future__ import annotations
 
 import argparse
+import os
 import time
-
-import jax
-import jax.numpy as jnp
-
-from lcf_jax.models import generate, registry
-
-DEFAULT_PROMPT = "What is the capital of France? Answer in one sentence."
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--prompt", default=DEFAULT_PROMPT)
-    ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=50, help="dev questions for the F1/EM table")
+    ap.add_argument("--budget", type=int, default=64, help="text message budget (tokens)")
+    ap.add_argument("--adapter", default=None, help="exported LCF-X adapter dir (default: the shipped one)")
     args = ap.parse_args(argv)
-    for name, bundled in registry.BUNDLED.items():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    from lcf_jax.comm import protocols, shipped
+    from lcf_jax.comm.agents import Agent
+    from lcf_jax.data import sources
+    from lcf_jax.eval import metrics
+
+    cfg, params, meta = shipped.load_lcfx_adapter(args.adapter or shipped.SHIPPED_LCFX)
+    sharer = Agent.load(meta["sharer"]["name"])
+    receiver = Agent.load(meta["receiver"]["name"])
+    session = protocols.Session(receiver=receiver, sharer=sharer, adapter=(cfg, params))
+    tasks = protocols.tasks_from_examples(sources.read("squad", "dev", max_examples=max(args.n, 2)))
+    task = tasks[0]
+    print(f"passage (sharer only): {task.sharer_context[:300]}...\nquestion (receiver): {task.question}\n"
+          f"reference answers: {list(task.answers)}\n")
+    for label, proto, kw in [("LCF-X", "lcfx", {}), (f"text (B={args.budget})", "text", {"budget": args.budget})]:
+        [reply] = protocols.run_protocol(session, proto, [task], **kw)
+        lat = session.time_one(proto, task, repeats=3, **kw)
+        phases = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in lat.items())
+        print(f"[{label}] answer: {reply.answer!r}\n    {sum(lat.values()):.2f} s ({phases}); {reply.bytes_sent} bytes sent")
+    print(f"\nSQuAD dev, first {args.n} questions (F1 / EM, %):")
+    print("| protocol | F1 | EM | seconds |\n|---|---|---|---|")
+    for label, proto, kw in [("receiver alone", "alone", {}), (f"text (B={args.budget})", "text", {"budget": args.budget}),
+                             ("LCF-X", "lcfx", {})]:
         t = time.perf_counter()
-        config, params = registry.load_model(name)
-        tok = registry.load_tokenizer(name)
-        params = jax.tree.map(jnp.asarray, params)
-        load_s = time.perf_counter() - t
-        prompt = args.prompt if bundled.chat else f"Question: {args.prompt}\nAnswer:"
-        t = time.perf_counter()
-        [answer] = generate.generate_text(params, config, tok, [prompt], max_new_tokens=args.max_new_tokens,
-                                          chat=bundled.chat)
-        print(f"[{name}] (load {load_s:.1f} s, generate {time.perf_counter() - t:.1f} s incl. compile)\n"
-              f"  prompt: {prompt!r}\n  answer: {answer.strip()!r}")
+        replies = protocols.run_protocol(session, proto, tasks[:args.n], **kw)
+        s = metrics.squad_scores([r.answer for r in replies], [list(x.answers) for x in tasks[:args.n]])
+        print(f"| {label} | {s['f1']:.1f} | {s['em']:.1f} | {time.perf_counter() - t:.0f} |")
 
 
 if __name__ == "__main__":

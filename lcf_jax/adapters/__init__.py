@@ -7,15 +7,14 @@ param_axes(cfg, sharer_cfg, receiver_cfg) -> tree of logical axis-name tuples).
   lcfx : different contexts, m-slot latent message decoded to extra K/V (`lcfx.encode_message`,
          `lcfx.decode_message`)
   c2c  : the C2C baseline fuser (`c2c.apply_c2c`)
+
+The names below are resolved lazily (PEP 562) so that the JAX-free submodules (`layer_map`, `align`,
+`export_format`) can be imported without JAX/Flax, e.g. by the PyTorch port in `lcf_jax.torch`.
 """
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable, NamedTuple
-
-from lcf_jax.adapters.c2c import C2CConfig, apply_c2c, c2c_param_axes, init_c2c
-from lcf_jax.adapters.lcf import LCFConfig, apply_lcf, init_lcf, lcf_param_axes
-from lcf_jax.adapters.lcfx import (LCFXConfig, decode_message, dequantize_message, encode_message, init_lcfx,
-                                   lcfx_param_axes, message_nbytes, quantize_message)
 
 
 class AdapterKind(NamedTuple):
@@ -24,11 +23,33 @@ class AdapterKind(NamedTuple):
     param_axes: Callable[..., Any]
 
 
-ADAPTER_KINDS: dict[str, AdapterKind] = {
-    "lcf": AdapterKind(LCFConfig, init_lcf, lcf_param_axes),
-    "lcfx": AdapterKind(LCFXConfig, init_lcfx, lcfx_param_axes),
-    "c2c": AdapterKind(C2CConfig, init_c2c, c2c_param_axes),
+_LAZY = {
+    "C2CConfig": "c2c", "apply_c2c": "c2c", "c2c_param_axes": "c2c", "init_c2c": "c2c",
+    "LCFConfig": "lcf", "apply_lcf": "lcf", "init_lcf": "lcf", "lcf_param_axes": "lcf",
+    "LCFXConfig": "lcfx", "decode_message": "lcfx", "dequantize_message": "lcfx", "encode_message": "lcfx",
+    "init_lcfx": "lcfx", "lcfx_param_axes": "lcfx", "message_nbytes": "lcfx", "quantize_message": "lcfx",
 }
+
+
+def _adapter_kinds() -> dict[str, AdapterKind]:
+    from lcf_jax.adapters import c2c, lcf, lcfx
+    return {
+        "lcf": AdapterKind(lcf.LCFConfig, lcf.init_lcf, lcf.lcf_param_axes),
+        "lcfx": AdapterKind(lcfx.LCFXConfig, lcfx.init_lcfx, lcfx.lcfx_param_axes),
+        "c2c": AdapterKind(c2c.C2CConfig, c2c.init_c2c, c2c.c2c_param_axes),
+    }
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ADAPTER_KINDS":
+        value: Any = _adapter_kinds()
+    elif name in _LAZY:
+        value = getattr(importlib.import_module(f"lcf_jax.adapters.{_LAZY[name]}"), name)
+    else:
+        raise AttributeError(f"module 'lcf_jax.adapters' has no attribute {name!r}")
+    globals()[name] = value  # cache: later lookups skip __getattr__
+    return value
+
 
 __all__ = ["ADAPTER_KINDS", "AdapterKind", "C2CConfig", "LCFConfig", "LCFXConfig", "apply_c2c", "apply_lcf",
            "decode_message", "dequantize_message", "encode_message", "init_c2c", "init_lcf", "init_lcfx",

@@ -1,0 +1,216 @@
+"""The paper's tables on the bundled models and the real data, written to results/ as Markdown + CSV.
+
+T1 shared context (multiple choice, log-likelihood), T2 different contexts (SQuAD/NQ/HotpotQA F1/EM
+with latency and bytes), T3 adapter sizes (from configs alone). Every table records its split, the
+number of examples, the seed and a hash of the settings that produced it.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from lcf_jax.eval import metrics
+
+T2_SETS = {"squad": "test", "nq_openbook": "test", "hotpotqa": "test"}
+T1_SETS = {"mc/mmlu_redux": "test", "mc/arc_challenge": "test", "mc/arc_easy": "test", "mc/openbook_qa": "test"}
+
+
+@dataclasses.dataclass
+class Table:
+    name: str
+    columns: list[str]
+    rows: list[list[Any]]
+    notes: list[str]
+    settings: dict
+
+    def settings_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def markdown(self) -> str:
+        fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else ("—" if v is None else str(v))  # noqa: E731
+        lines = [f"## {self.name}", "", "| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
+        lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in self.rows]
+        lines += [""] + [f"- {n}" for n in self.notes]
+        lines += [f"- settings hash `{self.settings_hash()}`: `{json.dumps(self.settings, sort_keys=True, default=str)}`", ""]
+        return "\n".join(lines)
+
+    def write(self, out_dir: Path, stem: str) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / f"{stem}.md").write_text(self.markdown())
+        with (out_dir / f"{stem}.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(self.columns + ["settings_hash"])
+            for r in self.rows:
+                w.writerow(list(r) + [self.settings_hash()])
+
+
+# -- T3: sizes -----------------------------------------------------------------------------------
+def table_sizes(pairs: Sequence[tuple[str, str]], dtype: str = "bfloat16", pruned_rank: int = 64) -> Table:
+    from lcf_jax.adapters import C2CConfig, LCFConfig, LCFXConfig, size
+    from lcf_jax.models.registry import PRESET_CONFIGS
+
+    rows = []
+    for s, r in pairs:
+        sc, rc = PRESET_CONFIGS[s], PRESET_CONFIGS[r]
+        c2c_mb = size.adapter_size_mb(C2CConfig(), sc, rc, dtype)
+        lcf = LCFConfig()
+        from lcf_jax.adapters.lcf import adapter_layers
+        layers = adapter_layers(lcf, sc, rc)[0]
+        pruned = LCFConfig(layers=layers, ranks=(pruned_rank,) * len(layers))
+        for name, cfg in [("C2C", C2CConfig()), ("LCF (r=256)", lcf), (f"LCF pruned (r={pruned_rank})", pruned),
+                          ("LCF-X (r=256, m=16)", LCFXConfig())]:
+            mb = size.adapter_size_mb(cfg, sc, rc, dtype)
+            rows.append([f"{s} → {r}", name, size.adapter_param_count(cfg, sc, rc), mb, 100.0 * mb / c2c_mb])
+    return Table("T3: adapter sizes (from configs, no weights)",
+                 ["pair", "adapter", "parameters", f"MB ({dtype})", "% of C2C"], rows,
+                 [f"MB = 10^6 bytes in {dtype}; C2C's paper figure for Qwen2.5-0.5B → Qwen3-0.6B is 956 MB.",
+                  f"'LCF pruned' keeps every layer at rank {pruned_rank} (what `prune.py` yields at that target rank "
+                  "when no gate is off); a trained adapter's pruning also drops layers whose gate is off."],
+                 {"pairs": list(pairs), "dtype": dtype, "pruned_rank": pruned_rank})
+
+
+# -- T1: shared context, multiple choice ---------------------------------------------------------
+def mc_loglik(agent, question: str, choices: Sequence[str]) -> list[float]:
+    """Sum of log-probabilities of each choice's tokens after the question (one batched forward)."""
+    import jax.numpy as jnp
+
+    from lcf_jax.models import transformer
+    prompt = agent.encode(f"Question: {question}\nAnswer:")
+    rows = [prompt + agent.encode(" " + c, special=False) for c in choices]
+    n = max(len(r) for r in rows)
+    n = -(-n // 32) * 32
+    toks = np.full((len(rows), n), agent.config.pad_token_id, np.int32)
+    for i, r in enumerate(rows):
+        toks[i, :len(r)] = r
+    pos = np.broadcast_to(np.arange(n), toks.shape)
+    mask = np.arange(n)[None] < np.array([len(r) for r in rows])[:, None]
+    logits, _ = transformer.forward_jit(agent.params, jnp.asarray(toks), jnp.asarray(pos), config=agent.config,
+                                        token_mask=jnp.asarray(mask))
+    logp = np.asarray(jax_log_softmax(logits))
+    out = []
+    for i, r in enumerate(rows):
+        idx = np.arange(len(prompt), len(r))
+        out.append(float(logp[i, idx - 1, np.asarray(r)[idx]].sum()))
+    return out
+
+
+def jax_log_softmax(x):
+    import jax
+    return jax.nn.log_softmax(x, axis=-1)
+
+
+def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_dir=None) -> Table:
+    from lcf_jax.data import sources
+
+    rows, notes = [], []
+    per_set: dict[str, dict[str, float]] = {}
+    for name, split in sets.items():
+        exs = sources.read(name, split, data_dir=data_dir, max_examples=n)
+        for role, agent in agents.items():
+            ll = [mc_loglik(agent, e["question"], e["choices"]) for e in exs]
+            lens = [[max(len(agent.encode(" " + c, special=False)), 1) for c in e["choices"]] for e in exs]
+            acc = metrics.mc_accuracy(ll, [e["gold"] for e in exs], normalize_by_length=True, choice_lengths=lens)
+            per_set.setdefault(role, {})[name] = acc
+    for role in agents:
+        rows.append([role] + [per_set[role][s] for s in sets] + [None])
+    for method in ("text-to-text", "C2C", "LCF", "LCF pruned"):
+        rows.append([method] + [None] * len(sets) + [None])
+    notes.append(f"accuracy (%) by length-normalised log-likelihood of each choice, first {n} rows of each test split "
+                 "(index % 2 == 1).")
+    notes.append("text-to-text, C2C, LCF and pruned LCF rows are empty: no shared-context adapter was trained in "
+                 "this version (see README, 'What is not done').")
+    return Table("T1: shared context, multiple choice (test splits)",
+                 ["method"] + [s.split("/")[-1] for s in sets] + ["adapter MB"], rows, notes,
+                 {"sets": sets, "n": n, "agents": {k: v.name for k, v in agents.items()}})
+
+
+# -- T2: different contexts -----------------------------------------------------------------------
+def table_cross_context(session, sets: dict = T2_SETS, n: int = 50, budgets=(32, 64, 128), latency_repeats: int = 3,
+                        data_dir=None, seed: int = 0) -> tuple[Table, list[dict]]:
+    """Receiver alone, text (B tokens), LCF-X (+ control), oracle on each set; F1/EM, latency, bytes."""
+    from lcf_jax.comm.protocols import tasks_from_examples
+    from lcf_jax.data import sources
+
+    results: list[dict] = []
+    methods: list[tuple[str, str, dict]] = [("receiver alone", "alone", {})]
+    methods += [(f"text (B={b})", "text", {"budget": b}) for b in budgets]
+    if session.adapter is not None:
+        cfg = session.adapter[0]
+        methods += [(f"LCF-X (m={cfg.slots}{', conditioned' if cfg.conditioned else ''})", "lcfx", {}),
+                    ("LCF-X control (unrelated passage)", "lcfx_control", {})]
+    methods.append(("oracle (receiver reads the passage)", "oracle", {}))
+    for set_name, split in sets.items():
+        tasks = tasks_from_examples(sources.read(set_name, split, data_dir=data_dir, max_examples=n))
+        for label, proto, kw in methods:
+            t0 = time.perf_counter()
+            fn = {"alone": session.alone, "oracle": session.oracle, "text": session.text, "lcfx": session.lcfx,
+                  "lcfx_control": session.lcfx_control}[proto]
+            replies = fn(tasks, **kw)
+            sc = metrics.squad_scores([r.answer for r in replies], [list(t.answers) for t in tasks])
+            lat = session.time_one(proto, tasks[0], repeats=latency_repeats, **({"budget": kw["budget"]} if kw else {}))
+            results.append({"set": set_name, "split": split, "method": label, "protocol": proto, **kw,
+                            "f1": float(sc["f1"]), "em": float(sc["em"]), "n": int(sc["n"]),
+                            "bytes": statistics.median(r.bytes_sent for r in replies),
+                            "latency_s": float(sum(lat.values())), "phases": lat,
+                            "eval_seconds": time.perf_counter() - t0})
+    rows = []
+    for r in results:
+        text_ref = [x for x in results if x["set"] == r["set"] and x["protocol"] == "text" and x.get("budget") == 64]
+        speedup = (text_ref[0]["latency_s"] / r["latency_s"]) if text_ref and r["latency_s"] > 0 else None
+        rows.append([r["set"], r["method"], r["f1"], r["em"], r["latency_s"], speedup, r["bytes"]])
+    notes = [f"first {n} examples of each test split; greedy decoding, at most {session.max_new_tokens} answer tokens; "
+             f"text and oracle prompts: `{session.context_prompt}` (chosen on the dev split, see README).",
+             "latency: one question at batch 1, median of repeated runs after a compiling run, phases summed "
+             "(sharer prefill/decode, adapter, receiver prefill/decode); speed-up is against text (B=64) measured "
+             "in the same run.",
+             "bytes: median bytes crossing from sharer to receiver per question (UTF-8 text, or the float32 latent "
+             "message)."]
+    settings = {"sets": sets, "n": n, "budgets": list(budgets), "seed": seed, "sharer": session.sharer.name if session.sharer else None,
+                "receiver": session.receiver.name, "max_new_tokens": session.max_new_tokens,
+                "context_prompt": session.context_prompt, "adapter": dataclasses.asdict(session.adapter[0]) if session.adapter else None}
+    return Table(f"T2: different contexts, {settings['sharer']} → {settings['receiver']}",
+                 ["set", "method", "F1", "EM", "latency (s)", "speed-up vs text B=64", "bytes/message"], rows, notes,
+                 settings), results
+
+
+def plot_f1_latency(results: list[dict], out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for set_name in sorted({r["set"] for r in results}):
+        rs = [r for r in results if r["set"] == set_name]
+        ax.scatter([r["latency_s"] for r in rs], [r["f1"] for r in rs], label=set_name)
+        for r in rs:
+            ax.annotate(r["method"].split(" (")[0] + (f" B={r['budget']}" if "budget" in r else ""),
+                        (r["latency_s"], r["f1"]), fontsize=6)
+    ax.set(xlabel="latency per question (s, CPU)", ylabel="F1", title="F1 against latency (T2)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def plot_sizes(table: Table, out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    labels = [f"{r[0].split(' → ')[0][:8]}→{r[0].split(' → ')[1][:8]}\n{r[1]}" for r in table.rows]
+    ax.barh(range(len(labels)), [r[3] for r in table.rows])
+    ax.set_yticks(range(len(labels)), labels, fontsize=5)
+    ax.set_xscale("log")
+    ax.set(xlabel="adapter size (MB, log scale)", title="Adapter size (T3)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,37 @@
+"""Export a trained adapter for use outside lcf_jax (PyTorch / Hugging Face transformers).
+
+    python -m lcf_jax.export --checkpoint runs/lcfx_smollm2_to_gemma3 --out exported/lcfx [--step N]
+                             [--dtype float32|bfloat16|float16]
+
+--checkpoint is a run's workdir (holding checkpoints/) or its checkpoints directory; the latest step is
+exported unless --step is given. The output directory holds adapter.safetensors and adapter.json
+(see lcf_jax/adapters/export_format.py); load it with `lcf_jax.torch.load_adapter` (no JAX needed)
+or back into lcf_jax with `lcf_jax.adapters.export_jax.import_adapter`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lcf_jax.export", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", required=True, help="run workdir or its checkpoints/ directory")
+    ap.add_argument("--out", required=True, help="output directory (written atomically)")
+    ap.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    args = ap.parse_args(argv)
+
+    from lcf_jax.adapters import export_format as F
+    from lcf_jax.adapters.export_jax import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.out, step=args.step, dtype=args.dtype)
+    meta = F.read_meta(out).raw
+    src = meta.get("source", {})
+    print(f"exported {meta['kind']} adapter ({meta['sharer']['name']} -> {meta['receiver']['name']}, "
+          f"step {src.get('step')}, {meta['num_params']:,} params, {meta['dtype']}) to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

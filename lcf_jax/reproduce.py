@@ -1,0 +1,65 @@
+"""python -m lcf_jax.reproduce --table {t1,t2,t3,all} [--n 50] [--out results]
+
+Writes results/<table>.md and .csv (with splits, n, seeds and a settings hash) and the plots.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+PAPER_PAIR = ("qwen2.5-0.5b-instruct", "qwen3-0.6b")
+BUNDLED_PAIRS = (("smollm2-135m-instruct", "gemma3-270m"), ("gemma3-270m", "smollm2-135m-instruct"))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--table", choices=["t1", "t2", "t3", "all"], default="all")
+    ap.add_argument("--n", type=int, default=50, help="examples per data set")
+    ap.add_argument("--out", type=Path, default=Path("results"))
+    ap.add_argument("--adapter", default=None, help="exported LCF-X adapter (default: the shipped one)")
+    ap.add_argument("--sets", default="squad,nq_openbook,hotpotqa", help="T2 data sets")
+    ap.add_argument("--budgets", default="32,64,128", help="T2 text budgets")
+    ap.add_argument("--latency-repeats", type=int, default=3)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from lcf_jax.eval import reproduce as R
+
+    tables = ["t1", "t2", "t3"] if args.table == "all" else [args.table]
+    if "t3" in tables:
+        t3 = R.table_sizes([PAPER_PAIR, *BUNDLED_PAIRS])
+        t3.write(args.out, "t3_sizes")
+        R.plot_sizes(t3, args.out / "sizes.png")
+        print(t3.markdown())
+    if "t1" in tables or "t2" in tables:
+        from lcf_jax.comm import protocols, shipped
+        from lcf_jax.comm.agents import Agent
+        agents = {name: Agent.load(name) for name in dict(BUNDLED_PAIRS)}
+    if "t1" in tables:
+        t1 = R.table_shared_context({f"{n} alone": a for n, a in agents.items()}, n=args.n)
+        t1.write(args.out, "t1_shared_context")
+        print(t1.markdown())
+    if "t2" in tables:
+        cfg, params, meta = shipped.load_lcfx_adapter(args.adapter or shipped.SHIPPED_LCFX)
+        sets = {s: R.T2_SETS[s] for s in args.sets.split(",")}
+        budgets = tuple(int(b) for b in args.budgets.split(","))
+        all_results = []
+        for s_name, r_name in BUNDLED_PAIRS:
+            has_adapter = (meta["sharer"]["name"], meta["receiver"]["name"]) == (s_name, r_name)
+            session = protocols.Session(receiver=agents[r_name], sharer=agents[s_name],
+                                        adapter=(cfg, params) if has_adapter else None)
+            table, results = R.table_cross_context(session, sets, n=args.n, budgets=budgets,
+                                                   latency_repeats=args.latency_repeats)
+            if not has_adapter:
+                table.notes.append("no LCF-X adapter is shipped for this direction: its LCF-X rows are absent.")
+            stem = f"t2_{s_name}_to_{r_name}"
+            table.write(args.out, stem)
+            (args.out / f"{stem}.json").write_text(json.dumps(results, indent=1))
+            all_results += [{**r, "set": f"{r['set']} ({r_name} recv.)"} for r in results]
+            print(table.markdown())
+        R.plot_f1_latency(all_results, args.out / "f1_latency.png")
+
+
+if __name__ == "__main__":
+    main()

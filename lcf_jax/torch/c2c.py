@@ -1,0 +1,102 @@
+"""The C2C baseline fuser in PyTorch, evaluation mode only (`lcf_jax.adapters.c2c.apply_c2c(train=False)`):
+hard gates 1[gate_logit > 0], no dropout, no Gumbel noise. Keys are fused as cached (rotated).
+
+Per receiver layer l with a projector (source s), receiver slot t, branch X in {key, value}:
+    x = [X_s[a(t)] flat | X_r[t] flat];  h = FFN(x @ W_in^T + b_in)
+    proj = FFN^(num_layers-2)(h) @ W_out^T + b_out;  scal = FFN'(h) @ W_s^T + b_s
+    X_r[t] += 1[gate_logit > 0] * sigmoid(scal)[head] * proj[head]
+with FFN(h) = h + W2 GELU(W1 RMSNorm(h)) (exact GELU, bias-free).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as Fn
+from torch import nn
+
+from lcf_jax.adapters import export_format as F
+from lcf_jax.models.config import ModelConfig
+from lcf_jax.torch import common as C
+from lcf_jax.torch.common import KV
+
+
+class FFN(nn.Module):
+    def __init__(self, hidden: int, inter: int):
+        super().__init__()
+        self.norm = C.Norm(hidden)
+        self.w1 = nn.Linear(hidden, inter, bias=False)
+        self.w2 = nn.Linear(inter, hidden, bias=False)
+
+    def forward(self, h: torch.Tensor, eps: float) -> torch.Tensor:
+        y = C.rms_norm(h, self.norm.weight, eps)
+        return h + C.linear(Fn.gelu(C.linear(y, self.w1)), self.w2)
+
+
+class C2CLayer(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int, heads: int, hidden: int, inter: int, blocks: int):
+        super().__init__()
+        self.in_proj = nn.Linear(in_dim, hidden)
+        self.mlp1 = FFN(hidden, inter)
+        self.scalar_mlp2 = FFN(hidden, hidden)
+        self.scalar_head = nn.Linear(hidden, heads)
+        self.proj_mlp2 = nn.ModuleList([FFN(hidden, inter) for _ in range(blocks)])
+        self.proj_out = nn.Linear(hidden, out_dim)
+        self.gate_logit = nn.Parameter(torch.zeros(()))
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor, eps: float) -> torch.Tensor:
+        """src [N, Hs*Ds], tgt [N, Hr, Dr] -> [N, Hr, Dr] float32."""
+        n, hr, dr = tgt.shape
+        tgt = tgt.to(torch.float32)
+        x = torch.cat([src.to(torch.float32), tgt.reshape(n, hr * dr)], dim=-1)
+        h = self.mlp1(C.linear(x, self.in_proj), eps)
+        hp = h
+        for blk in self.proj_mlp2:
+            hp = blk(hp, eps)
+        proj = C.linear(hp, self.proj_out).reshape(n, hr, dr)
+        scal = C.linear(self.scalar_mlp2(h, eps), self.scalar_head)                  # [N, Hr]
+        gate = (self.gate_logit.to(torch.float32) > 0).to(torch.float32)
+        return tgt + gate * torch.sigmoid(scal)[..., None] * proj
+
+
+class C2CBranch(nn.Module):
+    def __init__(self, layers, in_dim, out_dim, heads, hidden, inter, blocks):
+        super().__init__()
+        self.layers = nn.ModuleDict({str(l): C2CLayer(in_dim, out_dim, heads, hidden, inter, blocks) for l in layers})
+
+
+class C2CAdapter(nn.Module):
+    kind = "c2c"
+
+    def __init__(self, config: dict, sharer_config: ModelConfig, receiver_config: ModelConfig):
+        super().__init__()
+        self.config = cfg = F.normalize_config("c2c", config)
+        self.sharer_config, self.receiver_config = sharer_config, receiver_config
+        self.receiver_layers, self.sharer_layers = F.c2c_layers(cfg, sharer_config, receiver_config)
+        args = (self.receiver_layers, sharer_config.kv_width + receiver_config.kv_width, receiver_config.kv_width,
+                receiver_config.num_kv_heads, int(cfg["hidden_dim"]), int(cfg["intermediate_dim"]),
+                int(cfg["num_layers"]) - 2)
+        self.key = C2CBranch(*args)
+        self.value = C2CBranch(*args)
+
+    def forward(self, sharer: KV, receiver: KV, alignment: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shapes as `LCFAdapter.forward`; returns the fused receiver (keys, values)."""
+        s_cfg, r_cfg, eps = self.sharer_config, self.receiver_config, self.config["eps"]
+        C.check_kv(sharer, s_cfg, "sharer")
+        C.check_kv(receiver, r_cfg, "receiver")
+        b, sr = receiver.mask.shape
+        if tuple(alignment.shape) != (b, sr):
+            raise ValueError(f"alignment has shape {tuple(alignment.shape)}, "
+                             f"expected [batch, receiver slots]={(b, sr)}")
+        alignment = alignment.to(torch.long)
+        valid = (receiver.mask & (alignment >= 0) & C.gather_tokens(sharer.mask, alignment))[:, None, :, None]
+        hs, ds, hr, dr = s_cfg.num_kv_heads, s_cfg.head_dim, r_cfg.num_kv_heads, r_cfg.head_dim
+        out = []
+        branches = ((self.key, sharer.keys, receiver.keys), (self.value, sharer.values, receiver.values))
+        for branch, s_all, r_all in branches:
+            new = r_all.clone()
+            for l, s in zip(self.receiver_layers, self.sharer_layers):
+                src = C.gather_slots(s_all[s], alignment).transpose(1, 2).reshape(b * sr, hs * ds)
+                tgt = r_all[l].transpose(1, 2).reshape(b * sr, hr, dr)
+                y = branch.layers[str(l)](src, tgt, eps).reshape(b, sr, hr, dr).transpose(1, 2).to(r_all.dtype)
+                new[l] = torch.where(valid, y, r_all[l])
+            out.append(new)
+        return out[0], out[1]

@@ -1,0 +1,158 @@
+"""LCF-X (different contexts) in PyTorch: `lcf_jax.adapters.lcfx.encode_message` / `decode_message`.
+
+Encoder (sharer side): per sharer token, z = act(RMSNorm(sum_s [unrot k_s | v_s] @ W_s^T + b) * norm); m learned
+queries (optionally shifted by a summary of the receiver's own cache, the conditioned variant) attention-pool z
+over the valid sharer tokens into latents [B, m, r]. Decoder (receiver side): per receiver layer,
+K = RMSNorm(latents) @ Wk^T + bk, V = v_gate * (RMSNorm(latents) @ Wv^T + bv) -> [B, Hr, m, Dr] position-free
+extra K/V (layers outside receiver_layers get zeros). All in float32.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from lcf_jax.adapters import export_format as F
+from lcf_jax.models.config import ModelConfig
+from lcf_jax.torch import common as C
+from lcf_jax.torch.common import KV, ExtraKV
+
+
+def unrotated_kv(kv: KV, cfg: ModelConfig, layers) -> list[torch.Tensor]:
+    """Per layer of `layers`: [B, S, 2*H*D] float32 [un-rotated key | value], padding slots zeroed."""
+    out = []
+    valid = kv.mask[..., None]
+    for l in layers:
+        k = kv.keys[l].transpose(1, 2).to(torch.float32)         # [B, S, H, D]
+        v = kv.values[l].transpose(1, 2).to(torch.float32)
+        cos, sin = C.layer_rope(kv.positions, cfg, l)
+        k = C.invert_rope(k, cos, sin)
+        b, s, h, d = k.shape
+        x = torch.cat([k.reshape(b, s, h * d), v.reshape(b, s, h * d)], dim=-1)
+        out.append(torch.where(valid, x, torch.zeros((), dtype=x.dtype)))   # padding may hold non-finite junk
+    return out
+
+
+class LCFXEncoder(nn.Module):
+    def __init__(self, cfg: dict, s: ModelConfig, r: ModelConfig):
+        super().__init__()
+        su, _, cu = F.lcfx_layers(cfg, s, r)
+        rk, m = int(cfg["rank"]), int(cfg["slots"])
+        self.in_proj = nn.ModuleDict({str(l): nn.Linear(2 * s.kv_width, rk, bias=False) for l in su})
+        self.in_proj_bias = nn.Parameter(torch.zeros(rk))
+        self.norm = C.Norm(rk)
+        self.queries = nn.Parameter(torch.zeros(m, rk))
+        self.pool_k = nn.Linear(rk, rk, bias=False)
+        self.pool_v = nn.Linear(rk, rk, bias=False)
+        self.pool_o = nn.Linear(rk, rk, bias=False)
+        self.out_norm = C.Norm(rk)
+        if cfg["conditioned"]:
+            self.cond_proj = nn.ModuleDict({str(l): nn.Linear(2 * r.kv_width, rk, bias=False) for l in cu})
+            self.cond_bias = nn.Parameter(torch.zeros(rk))
+            self.cond_norm = C.Norm(rk)
+            self.cond_shift = nn.Linear(rk, m * rk, bias=False)
+
+
+class LCFXDecoderLayer(nn.Module):
+    def __init__(self, rank: int, kv: int):
+        super().__init__()
+        self.norm = C.Norm(rank)
+        self.k = nn.Linear(rank, kv)
+        self.v = nn.Linear(rank, kv)
+        self.v_gate = nn.Parameter(torch.zeros(()))
+
+
+class LCFXDecoder(nn.Module):
+    def __init__(self, cfg: dict, s: ModelConfig, r: ModelConfig):
+        super().__init__()
+        _, ru, _ = F.lcfx_layers(cfg, s, r)
+        self.layers = nn.ModuleDict({str(l): LCFXDecoderLayer(int(cfg["rank"]), r.kv_width) for l in ru})
+
+
+class LCFXAdapter(nn.Module):
+    """encode(sharer KV[, receiver KV]) -> latents [B, m, r]; decode(latents) -> ExtraKV for the receiver."""
+
+    kind = "lcfx"
+
+    def __init__(self, config: dict, sharer_config: ModelConfig, receiver_config: ModelConfig):
+        super().__init__()
+        self.config = F.normalize_config("lcfx", config)
+        self.sharer_config, self.receiver_config = sharer_config, receiver_config
+        self.sharer_layers, self.receiver_layers, self.cond_layers = F.lcfx_layers(
+            self.config, sharer_config, receiver_config)
+        self.encoder = LCFXEncoder(self.config, sharer_config, receiver_config)
+        self.decoder = LCFXDecoder(self.config, sharer_config, receiver_config)
+
+    @property
+    def slots(self) -> int:
+        return int(self.config["slots"])
+
+    def receiver_summary(self, receiver: KV) -> torch.Tensor:
+        """Conditioning vector c [B, r]: masked mean of the receiver's un-rotated K/V, projected."""
+        cfg, e = self.config, self.encoder
+        xs = unrotated_kv(receiver, self.receiver_config, self.cond_layers)
+        w = receiver.mask.to(torch.float32)
+        denom = torch.clamp(w.sum(-1), min=1.0)[:, None]
+        c = sum(C.linear(torch.einsum("bsf,bs->bf", x, w) / denom, e.cond_proj[str(l)])
+                for x, l in zip(xs, self.cond_layers))
+        c = c + e.cond_bias.to(torch.float32)
+        return C.activation(C.rms_norm(c, e.cond_norm.weight, cfg["eps"]), cfg["activation"])
+
+    def encode(self, sharer: KV, receiver: Optional[KV] = None) -> torch.Tensor:
+        """Sharer KV [Ls, B, Hs, S, Ds] of its own context -> latents [B, m, r] float32. The conditioned
+        variant also needs the receiver's own KV."""
+        cfg, e = self.config, self.encoder
+        C.check_kv(sharer, self.sharer_config, "sharer")
+        if cfg["conditioned"]:
+            if receiver is None:
+                raise ValueError("a conditioned LCF-X encoder needs the receiver's KV")
+            C.check_kv(receiver, self.receiver_config, "receiver")
+        xs = unrotated_kv(sharer, self.sharer_config, self.sharer_layers)
+        z = sum(C.linear(x, e.in_proj[str(l)]) for x, l in zip(xs, self.sharer_layers))
+        z = z + e.in_proj_bias.to(torch.float32)
+        z = C.activation(C.rms_norm(z, e.norm.weight, cfg["eps"]), cfg["activation"])     # [B, S, r]
+        b, s, r = z.shape
+        h, m = int(cfg["pool_heads"]), int(cfg["slots"])
+        q = e.queries.to(torch.float32).expand(b, m, r)
+        if cfg["conditioned"]:
+            c = self.receiver_summary(receiver)
+            q = q + C.linear(c, e.cond_shift).reshape(b, m, r)
+        k = C.linear(z, e.pool_k).reshape(b, s, h, r // h)
+        v = C.linear(z, e.pool_v).reshape(b, s, h, r // h)
+        qh = q.reshape(b, m, h, r // h)
+        scores = torch.einsum("bmhd,bshd->bhms", qh, k) * (r // h) ** -0.5
+        valid = sharer.mask[:, None, None, :]
+        scores = torch.where(valid, scores, torch.full((), -1e30))
+        probs = torch.softmax(scores, dim=-1) * valid
+        pooled = torch.einsum("bhms,bshd->bmhd", probs, v).reshape(b, m, r)
+        lat = C.rms_norm(C.linear(pooled, e.pool_o), e.out_norm.weight, cfg["eps"])
+        any_valid = sharer.mask.any(dim=-1)[:, None, None]
+        return torch.where(any_valid, lat, torch.zeros((), dtype=lat.dtype))
+
+    def decode(self, latents: torch.Tensor, slot_mask: Optional[torch.Tensor] = None) -> ExtraKV:
+        """Latents [B, m, r] -> ExtraKV: keys/values [Lr, B, Hr, m, Dr] float32, mask [B, m]."""
+        cfg, rc = self.config, self.receiver_config
+        m, r = int(cfg["slots"]), int(cfg["rank"])
+        if latents.ndim != 3 or tuple(latents.shape[1:]) != (m, r):
+            raise ValueError(f"latents must be [B, slots={m}, rank={r}], got {tuple(latents.shape)}")
+        b = latents.shape[0]
+        hr, dr = rc.num_kv_heads, rc.head_dim
+        lat = latents.to(torch.float32)
+        keys = torch.zeros(rc.num_layers, b, hr, m, dr, dtype=torch.float32, device=lat.device)
+        values = torch.zeros_like(keys)
+        for l in self.receiver_layers:
+            p = self.decoder.layers[str(l)]
+            hh = C.rms_norm(lat, p.norm.weight, cfg["eps"])
+            k = C.linear(hh, p.k)
+            v = C.linear(hh, p.v) * p.v_gate.to(torch.float32)
+            keys[l] = k.reshape(b, m, hr, dr).transpose(1, 2)
+            values[l] = v.reshape(b, m, hr, dr).transpose(1, 2)
+        if slot_mask is None:
+            slot_mask = torch.ones(b, m, dtype=torch.bool, device=lat.device)
+        elif tuple(slot_mask.shape) != (b, m):
+            raise ValueError(f"slot_mask must be [B, slots]={(b, m)}, got {tuple(slot_mask.shape)}")
+        return ExtraKV(keys, values, slot_mask.to(torch.bool))
+
+    def forward(self, sharer: KV, receiver: Optional[KV] = None, slot_mask: Optional[torch.Tensor] = None) -> ExtraKV:
+        return self.decode(self.encode(sharer, receiver), slot_mask)
