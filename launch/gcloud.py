@@ -22,7 +22,6 @@ REMOTE_DIR = "~/lcf_jax"
 REMOTE_VENV = "~/lcf_venv"
 LOG = "~/lcf_train.log"
 PIDFILE = "~/lcf_train.pid"
-TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
 @dataclasses.dataclass
@@ -78,8 +77,9 @@ def setup_steps(t: Target, extra_files: tuple = ()) -> list[Step]:
         f"sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {t.python} {t.python}-venv; fi",
         f"{t.python} -m venv {REMOTE_VENV}",
         f"{REMOTE_VENV}/bin/pip install -q -U pip",
-        f"{REMOTE_VENV}/bin/pip install -q -r {REMOTE_DIR}/requirements.txt \"jax[tpu]=={jax_version()}\" gcsfs "
-        f"--extra-index-url {TORCH_CPU_INDEX}",
+        # torch serves only the parity tests and the PyTorch export: training on TPU does not need it.
+        f"grep -v '^torch==' {REMOTE_DIR}/requirements.txt > {REMOTE_DIR}/requirements-tpu.txt",
+        f"{REMOTE_VENV}/bin/pip install -q -r {REMOTE_DIR}/requirements-tpu.txt \"jax[tpu]=={jax_version()}\" gcsfs",
         f"{REMOTE_VENV}/bin/python -c \"import jax; print(jax.process_index(), jax.device_count(), jax.devices()[0])\"",
     ])
     scp = ["gcloud", "compute", "tpus", "tpu-vm", "scp", "--recurse", *CODE, *extra_files,

@@ -133,17 +133,27 @@ def test_masked_slots_leave_the_receiver_unchanged(tmp_path, models):
     assert torch.equal(off, plain)
 
 
-def test_lcfx_beyond_the_sliding_window_is_refused(tmp_path, models):
-    s_hf, s_cfg, _ = models["llama"]
-    r_hf, r_cfg, _ = models["gemma3"]
-    cfg = lcfx.LCFXConfig(rank=16, slots=4, pool_heads=2)
-    ad = load_adapter(export_adapter(tmp_path / "a", lcfx.init_lcfx(jax.random.key(0), cfg, s_cfg, r_cfg), cfg,
-                                     s_cfg, r_cfg))
-    s_ids, q_ids = torch.tensor(_rows(1, [12])), torch.tensor(_rows(2, [10]))
+def test_lcfx_up_to_the_sliding_window_matches_and_beyond_is_refused(tmp_path, models):
+    s_hf, s_cfg, s_params = models["llama"]
+    r_hf, r_cfg, r_params = models["gemma3"]
+    cfg = lcfx.LCFXConfig(rank=16, slots=4, pool_heads=2, value_gate_init=1.0, key_init_std=0.5)
+    p = perturbed(lcfx.init_lcfx(jax.random.key(0), cfg, s_cfg, r_cfg), 3, 0.1)
+    ad = load_adapter(export_adapter(tmp_path / "a", p, cfg, s_cfg, r_cfg))
+    s_ids, q_ids = np.asarray(_rows(1, [12])), np.asarray(_rows(2, [10]))
     with pytest.raises(SlidingWindowMismatchError, match=f"sliding window \\({WINDOW}\\)"):
-        answer_with_lcfx(s_hf, r_hf, ad, s_ids, q_ids, WINDOW)
-    # within the window it runs
-    answer_with_lcfx(s_hf, r_hf, ad, s_ids, q_ids, WINDOW - 4 - q_ids.shape[1])
+        answer_with_lcfx(s_hf, r_hf, ad, torch.from_numpy(s_ids), torch.from_numpy(q_ids), WINDOW)
+    # slots + prompt + new tokens == window: the last query still sees every slot, as in lcf_jax
+    new = WINDOW - 4 - q_ids.shape[1]
+    out = answer_with_lcfx(s_hf, r_hf, ad, torch.from_numpy(s_ids), torch.from_numpy(q_ids), new, eos_token_id=None)
+    _, s_cache = _jax_prefill(s_params, s_cfg, s_ids, np.ones_like(s_ids, bool))
+    extra = lcfx.decode_message(p, lcfx.encode_message(p, s_cache, cfg=cfg, sharer_cfg=s_cfg, receiver_cfg=r_cfg),
+                                cfg=cfg, receiver_cfg=r_cfg)
+    import dataclasses
+    gen = generate.generate(r_params, jnp.asarray(q_ids, jnp.int32), jnp.ones(q_ids.shape, bool),
+                            jax.random.PRNGKey(0), config=dataclasses.replace(r_cfg, eos_token_ids=()),
+                            max_new_tokens=new, extra_kv=extra)
+    assert out.shape[1] == q_ids.shape[1] + new
+    assert _hf_new_tokens(out, q_ids.shape[1], 0, new) == _jax_new_tokens(gen, 0)
 
 
 @pytest.mark.parametrize("kind", ["lcf", "c2c"])
