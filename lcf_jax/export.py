@@ -14,6 +14,18 @@ import argparse
 import sys
 
 
+def export_adapter(out_dir, params, cfg, sharer_cfg, receiver_cfg, **kw):
+    """In-memory lcf_jax adapter params -> exported directory (see `lcf_jax.adapters.export_jax`)."""
+    from lcf_jax.adapters.export_jax import export_adapter as f
+    return f(out_dir, params, cfg, sharer_cfg, receiver_cfg, **kw)
+
+
+def import_adapter(directory, **kw):
+    """Exported directory -> (kind, cfg, params) in lcf_jax (see `lcf_jax.adapters.export_jax`)."""
+    from lcf_jax.adapters.export_jax import import_adapter as f
+    return f(directory, **kw)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lcf_jax.export", description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True, help="run workdir or its checkpoints/ directory")

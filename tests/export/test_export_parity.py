@@ -106,7 +106,7 @@ def test_lcfx_parity(tmp_path, pair, conditioned):
     lat_t = ad.encode(to_torch_kv(sc), to_torch_kv(rc) if conditioned else None)
     _close(lat_t, lat, "lcfx latents")
     assert float(np.abs(np.asarray(lat)[2]).max()) == 0.0
-    ex = ad.decode(lat_t, torch.from_numpy(np.asarray(slot_mask)))
+    ex = ad.decode(lat_t, torch.from_numpy(np.array(slot_mask)))
     _close(ex.keys, extra.keys, "lcfx extra keys")
     _close(ex.values, extra.values, "lcfx extra values")
     assert float(np.abs(np.asarray(extra.values)).max()) > 1e-2

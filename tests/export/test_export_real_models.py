@@ -59,11 +59,23 @@ def _decode(tokenizer, ids, eos):
     return first_line(tokenizer.decode(ids, skip_special_tokens=True))
 
 
+@pytest.fixture(scope="module")
+def loaded():
+    """Each bundled model once for the module: name -> (JAX Agent, transformers model)."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = (Agent.load(name), registry.load_hf_model(name))
+        return cache[name]
+    return get
+
+
 @pytest.mark.parametrize("pair", [("smollm2-135m-instruct", "gemma3-270m"), ("gemma3-270m", "smollm2-135m-instruct")],
                          ids=["smollm2->gemma3", "gemma3->smollm2"])
-def test_pytorch_answers_equal_jax_answers_on_squad(tmp_path, pair):
+def test_pytorch_answers_equal_jax_answers_on_squad(tmp_path, loaded, pair):
     t0 = time.perf_counter()
-    sharer, receiver = Agent.load(pair[0]), Agent.load(pair[1])
+    (sharer, s_hf), (receiver, r_hf) = loaded(pair[0]), loaded(pair[1])
     out_dir, which = _adapter(tmp_path, sharer.config, receiver.config)
     _, cfg, params = import_adapter(out_dir)
     feats = pipeline.QAFeatures(sharer.tokenizer, receiver.tokenizer, **DATA)
@@ -75,7 +87,6 @@ def test_pytorch_answers_equal_jax_answers_on_squad(tmp_path, pair):
     jax_answers, _ = lcfx_channel.answer(sharer, receiver, params, cfg, s_rows, p_rows, max_new_tokens=MAX_NEW_TOKENS)
     t_jax = time.perf_counter() - t0
 
-    s_hf, r_hf = registry.load_hf_model(pair[0]), registry.load_hf_model(pair[1])
     ad = load_adapter(out_dir, sharer_model=s_hf, receiver_model=r_hf)
     s_ids, s_mask = _left_pad(s_rows, sharer.config.pad_token_id)
     p_ids, p_mask = _left_pad(p_rows, receiver.config.pad_token_id)
