@@ -13,8 +13,12 @@ median of the timed steps. Prints tokens/s (receiver tokens), the LCF/C2C ratio 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 import jax.numpy as jnp

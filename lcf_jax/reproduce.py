@@ -49,8 +49,11 @@ def main(argv=None) -> None:
             has_adapter = (meta["sharer"]["name"], meta["receiver"]["name"]) == (s_name, r_name)
             session = protocols.Session(receiver=agents[r_name], sharer=agents[s_name],
                                         adapter=(cfg, params) if has_adapter else None)
+            dev_scores = R.select_context_prompt(session, n=args.n)
             table, results = R.table_cross_context(session, sets, n=args.n, budgets=budgets,
                                                    latency_repeats=args.latency_repeats)
+            table.notes.append(f"context prompt chosen on SQuAD dev (first {args.n}) by oracle F1: {dev_scores}; "
+                               f"frozen: `{session.context_prompt}`.")
             if not has_adapter:
                 table.notes.append("no LCF-X adapter is shipped for this direction: its LCF-X rows are absent.")
             stem = f"t2_{s_name}_to_{r_name}"

@@ -133,6 +133,21 @@ def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_
 
 
 # -- T2: different contexts -----------------------------------------------------------------------
+def select_context_prompt(session, n: int = 30, data_dir=None) -> dict:
+    """Chooses the oracle/text context prompt (0-shot or 1-shot) by oracle F1 on SQuAD *dev*, then freezes
+    it on the session. Returns the dev scores of each candidate."""
+    from lcf_jax.comm.protocols import tasks_from_examples
+    from lcf_jax.data import sources
+
+    tasks = tasks_from_examples(sources.read("squad", "dev", data_dir=data_dir, max_examples=n))
+    scores = {}
+    for name in ("context_0shot", "context_1shot"):
+        session.context_prompt = name
+        replies = session.oracle(tasks)
+        scores[name] = float(metrics.squad_scores([r.answer for r in replies], [list(t.answers) for t in tasks])["f1"])
+    session.context_prompt = max(scores, key=scores.get)
+    return scores
+
 def table_cross_context(session, sets: dict = T2_SETS, n: int = 50, budgets=(32, 64, 128), latency_repeats: int = 3,
                         data_dir=None, seed: int = 0) -> tuple[Table, list[dict]]:
     """Receiver alone, text (B tokens), LCF-X (+ control), oracle on each set; F1/EM, latency, bytes."""

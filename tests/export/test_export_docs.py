@@ -94,3 +94,9 @@ def test_usage_example_runs_with_the_bundled_models(tmp_path):
         dirs.append(_with_tokenizer(registry.cache_dir() / "hf" / n, n, tmp_path / n))
     out = _run_example(dirs[0], dirs[1], tmp_path, registry.PRESET_CONFIGS[PAIR[0]], registry.PRESET_CONFIGS[PAIR[1]])
     assert len(out.splitlines()) == 1, out
+
+
+def test_readme_shows_the_same_example():
+    """The README's PyTorch section carries the example the tests above run, verbatim."""
+    readme = (ROOT / "README.md").read_text()
+    assert usage_example().strip() in readme, "README.md's PyTorch example differs from docs/pytorch_usage.md"

@@ -1,0 +1,51 @@
+"""The reproduction tables end to end on tiny models (real data files, a few examples each)."""
+import json
+
+import jax
+import pytest
+
+from lcf_jax.adapters import LCFXConfig, init_lcfx
+from lcf_jax.comm import protocols
+from lcf_jax.data import sources
+from lcf_jax.eval import reproduce as R
+from tests.comm.tiny_agents import tiny_agent
+
+pytestmark = pytest.mark.skipif(not sources.resolve_data_dir().exists(), reason="../shared/data is absent")
+
+
+@pytest.fixture(scope="module")
+def session():
+    sharer, receiver = tiny_agent("tiny-llama", bos=False), tiny_agent("tiny-gemma3", bos=True, seed=1)
+    cfg = LCFXConfig(rank=16, slots=4, pool_heads=2)
+    params = init_lcfx(jax.random.PRNGKey(0), cfg, sharer.config, receiver.config)
+    return protocols.Session(receiver=receiver, sharer=sharer, adapter=(cfg, params), max_new_tokens=3,
+                             max_context_tokens=48, batch_size=4)
+
+
+def test_t2_writes_markdown_csv_and_plot(session, tmp_path):
+    scores = R.select_context_prompt(session, n=2)
+    assert set(scores) == {"context_0shot", "context_1shot"} and session.context_prompt in scores
+    table, results = R.table_cross_context(session, {"squad": "test"}, n=3, budgets=(4,), latency_repeats=1)
+    methods = [r[1] for r in table.rows]
+    assert methods[0] == "receiver alone" and any(m.startswith("LCF-X (m=4") for m in methods)
+    assert any("control" in m for m in methods) and methods[-1].startswith("oracle")
+    assert all(0 <= r[2] <= 100 and 0 <= r[3] <= 100 for r in table.rows)
+    lcfx_row = [r for r in table.rows if r[1].startswith("LCF-X (m=4")][0]
+    assert lcfx_row[6] == 4 * 16 * 4  # bytes of the float32 message
+    table.write(tmp_path, "t2")
+    assert "| squad | receiver alone |" in (tmp_path / "t2.md").read_text()
+    assert (tmp_path / "t2.csv").read_text().count("\n") == len(table.rows) + 1
+    R.plot_f1_latency(results, tmp_path / "f1.png")
+    assert (tmp_path / "f1.png").stat().st_size > 1000
+    json.dumps(results)
+
+
+def test_t1_and_t3(session, tmp_path):
+    t1 = R.table_shared_context({"tiny alone": session.receiver}, {"mc/arc_easy": "test"}, n=3)
+    assert 0 <= t1.rows[0][1] <= 100
+    t3 = R.table_sizes([("smollm2-135m-instruct", "gemma3-270m")])
+    c2c = [r for r in t3.rows if r[1] == "C2C"][0]
+    assert c2c[4] == 100.0 and all(r[4] < 5 for r in t3.rows if r[1] != "C2C")
+    t3.write(tmp_path, "t3")
+    R.plot_sizes(t3, tmp_path / "sizes.png")
+    assert (tmp_path / "sizes.png").exists()
