@@ -44,14 +44,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
 from lcf_jax.adapters.layer_map import LAYER_MAP_KINDS, layer_map
+from lcf_jax.fileio import atomic_write_dir
 from lcf_jax.models.config import ModelConfig
 
 FORMAT_NAME = "lcf_jax.adapter"
@@ -604,33 +603,6 @@ def check_model_config(meta: AdapterMeta, role: str, model_cfg: ModelConfig) -> 
 # ------------------------------------------------------------------------------------------------
 # Writing
 # ------------------------------------------------------------------------------------------------
-def atomic_write_dir(target: str | os.PathLike, write) -> Path:
-    """Writes a directory under a temporary name next to `target` and renames it into place."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp", dir=target.parent))
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        for p in tmp.iterdir():
-            with p.open("rb") as f:
-                os.fsync(f.fileno())
-            p.chmod(0o666 & ~umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private
-        if target.exists():
-            old = target.with_name(f".{target.name}.old{os.getpid()}")
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
-
-
 def write_adapter_dir(out_dir: str | os.PathLike, meta: dict, tensors: Mapping[str, np.ndarray]) -> Path:
     """Writes adapter.safetensors + adapter.json atomically (checked against the meta first)."""
     from safetensors.numpy import save_file

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
+from lcf_jax.fileio import atomic_write_dir
 from lcf_jax.models.config import ModelConfig
 from lcf_jax.models.transformer import check_params, param_shapes
 
@@ -192,25 +191,6 @@ def _unflatten(flat: Mapping[str, np.ndarray]) -> dict:
     for k, v in flat.items():
         _set(tree, k, v)
     return tree
-
-
-def atomic_write_dir(target: Path, write: Callable[[Path], None]) -> None:
-    """Writes a directory under a temporary name and renames it into place: readers never see half."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp", dir=target.parent))
-    try:
-        write(tmp)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old{os.getpid()}")
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def save_converted(directory: str | os.PathLike, config: ModelConfig, params: dict) -> None:

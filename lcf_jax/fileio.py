@@ -1,0 +1,34 @@
+"""Atomic directory writes (no JAX import): readers never see a half-written checkpoint, export or cache."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+def atomic_write_dir(target: str | os.PathLike, write) -> Path:
+    """Writes a directory under a temporary name next to `target` and renames it into place."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp", dir=target.parent))
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        for p in tmp.iterdir():
+            with p.open("rb") as f:
+                os.fsync(f.fileno())
+            p.chmod(0o666 & ~umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private
+        if target.exists():
+            old = target.with_name(f".{target.name}.old{os.getpid()}")
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
