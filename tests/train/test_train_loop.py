@@ -113,3 +113,17 @@ def test_run_writes_jsonl_tensorboard_and_curve(tmp_path):
     assert (w / "curve.png").stat().st_size > 1000
     assert any((w / "tensorboard").iterdir())
     assert json.loads((w / "config.json").read_text())["train"]["steps"] == 3
+
+
+def test_bfloat16_compute_keeps_float32_master_weights(tmp_path):
+    loop.train(_cfg(tmp_path, "bf16", "--config.train.compute_dtype='bfloat16'", "--config.train.steps=3"))
+    losses = _losses(tmp_path / "bf16")
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    from lcf_jax.train.ckpt import Checkpointer
+    cfg = _cfg(tmp_path, "bf16", "--config.train.compute_dtype='bfloat16'", "--config.train.steps=3")
+    b = loop.build(cfg)
+    with Checkpointer(str(tmp_path / "bf16" / "checkpoints"), keep_last=3) as ck:
+        opt = jax.eval_shape(b["optimizer"].init, b["params"])
+        rng = jax.eval_shape(lambda: jax.random.PRNGKey(0))
+        restored = ck.restore_latest(jax.eval_shape(lambda: b["params"]), {"opt": opt, "rng": rng})
+    assert {x.dtype for x in jax.tree.leaves(restored.params)} == {jnp.dtype(jnp.float32)}
