@@ -49,7 +49,7 @@ from typing import Any, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from lcf_jax.adapters.layer_map import LAYER_MAP_KINDS, layer_map
+from lcf_jax.adapters.layer_map import LAYER_MAP_KINDS, adapter_layer_plan, layer_map, select_layers
 from lcf_jax.fileio import atomic_write_dir
 from lcf_jax.models.config import ModelConfig
 
@@ -151,22 +151,11 @@ class LCFGroup(NamedTuple):
 
 def lcf_layers(cfg: Mapping, s: ModelConfig, r: ModelConfig):
     """(receiver layers with an adapter, their sharer sources, their ranks)."""
-    mapping = layer_map(s.num_layers, r.num_layers, cfg["layer_map"])
-    if cfg.get("layers") is not None:
-        layers = tuple(cfg["layers"])
-    else:
-        layers = tuple(i for i, x in enumerate(mapping) if x >= 0)
-    for l in layers:
-        if not 0 <= l < r.num_layers:
-            raise AdapterFormatError(f"lcf config layers holds {l}, outside the receiver's {r.num_layers} layers")
-        if mapping[l] < 0:
-            raise AdapterFormatError(f"receiver layer {l} has no sharer source under layer_map={cfg['layer_map']!r}")
-    if len(set(layers)) != len(layers) or list(layers) != sorted(layers):
-        raise AdapterFormatError(f"lcf config layers must be increasing and unique, got {layers}")
-    ranks = tuple(cfg["ranks"]) if cfg.get("ranks") is not None else (int(cfg["rank"]),) * len(layers)
-    if len(ranks) != len(layers):
-        raise AdapterFormatError(f"lcf config ranks {ranks} and layers {layers} differ in length")
-    return layers, tuple(mapping[l] for l in layers), ranks
+    try:
+        return adapter_layer_plan(cfg["layer_map"], s.num_layers, r.num_layers, cfg.get("layers"), cfg.get("ranks"),
+                                  cfg["rank"])
+    except ValueError as e:
+        raise AdapterFormatError(f"lcf config: {e}") from e
 
 
 def lcf_groups(cfg: Mapping, s: ModelConfig, r: ModelConfig) -> tuple[LCFGroup, ...]:
@@ -179,12 +168,10 @@ def lcf_groups(cfg: Mapping, s: ModelConfig, r: ModelConfig) -> tuple[LCFGroup, 
 
 
 def _resolve(sel, n: int, what: str) -> tuple[int, ...]:
-    layers = tuple(range(n)) if sel is None else tuple(sel)
-    if not layers:
-        raise AdapterFormatError(f"lcfx config {what} is empty")
-    if any(not 0 <= l < n for l in layers) or list(layers) != sorted(set(layers)):
-        raise AdapterFormatError(f"lcfx config {what}={layers} must be increasing unique indices in [0, {n})")
-    return layers
+    try:
+        return select_layers(sel, n, f"lcfx config {what}")
+    except ValueError as e:
+        raise AdapterFormatError(str(e)) from e
 
 
 def lcfx_layers(cfg: Mapping, s: ModelConfig, r: ModelConfig):

@@ -50,3 +50,33 @@ def layer_map(n_sharer: int, n_receiver: int, kind: str = "last_aligned") -> tup
 def layers_with_source(mapping: tuple[int, ...]) -> tuple[int, ...]:
     """Receiver layers that have a sharer source (entry >= 0)."""
     return tuple(i for i, s in enumerate(mapping) if s >= 0)
+
+
+def select_layers(selection, n: int, what: str) -> tuple[int, ...]:
+    """An explicit layer selection (None: all n layers), checked: non-empty, increasing, unique, in range."""
+    layers = tuple(range(n)) if selection is None else tuple(int(l) for l in selection)
+    if not layers:
+        raise ValueError(f"{what} is empty")
+    if any(not 0 <= l < n for l in layers) or list(layers) != sorted(set(layers)):
+        raise ValueError(f"{what}={layers} must be increasing unique indices in [0, {n})")
+    return layers
+
+
+def adapter_layer_plan(kind: str, n_sharer: int, n_receiver: int, layers=None, ranks=None, rank: int = 0):
+    """(receiver layers carrying an adapter, their sharer sources, their ranks) for a per-layer adapter.
+
+    layers=None: every receiver layer with a source under `kind`; ranks=None: `rank` everywhere.
+    """
+    mapping = layer_map(n_sharer, n_receiver, kind)
+    layers = tuple(i for i, s in enumerate(mapping) if s >= 0) if layers is None else tuple(int(l) for l in layers)
+    for l in layers:
+        if not 0 <= l < n_receiver:
+            raise ValueError(f"layers holds {l}, outside the receiver's {n_receiver} layers")
+        if mapping[l] < 0:
+            raise ValueError(f"receiver layer {l} has no sharer source under layer_map={kind!r}")
+    if len(set(layers)) != len(layers) or list(layers) != sorted(layers):
+        raise ValueError(f"layers must be increasing and unique, got {layers}")
+    ranks = (int(rank),) * len(layers) if ranks is None else tuple(int(r) for r in ranks)
+    if len(ranks) != len(layers):
+        raise ValueError(f"ranks {ranks} and layers {layers} differ in length")
+    return layers, tuple(mapping[l] for l in layers), ranks

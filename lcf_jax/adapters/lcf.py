@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lcf_jax.adapters import _common as C
-from lcf_jax.adapters.layer_map import LAYER_MAP_KINDS, layer_map
+from lcf_jax.adapters.layer_map import LAYER_MAP_KINDS, adapter_layer_plan
 from lcf_jax.kernels.compress_translate import ACTIVATIONS, compress_translate
 from lcf_jax.models.cache import KVCache
 from lcf_jax.models.config import ModelConfig
@@ -104,17 +104,11 @@ class LCFGroup(NamedTuple):
 
 def adapter_layers(cfg: LCFConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig):
     """(receiver layers with an adapter, their sharer source layers, their ranks), in layer order."""
-    mapping = layer_map(sharer_cfg.num_layers, receiver_cfg.num_layers, cfg.layer_map)
-    layers = cfg.layers if cfg.layers is not None else tuple(i for i, s in enumerate(mapping) if s >= 0)
-    for l in layers:
-        if not 0 <= l < receiver_cfg.num_layers:
-            raise ValueError(f"LCFConfig.layers holds {l}, outside the receiver's {receiver_cfg.num_layers} layers")
-        if mapping[l] < 0:
-            raise ValueError(f"receiver layer {l} has no sharer source under layer_map={cfg.layer_map!r}")
-    if len(set(layers)) != len(layers) or list(layers) != sorted(layers):
-        raise ValueError(f"LCFConfig.layers must be increasing and unique, got {layers}")
-    ranks = cfg.ranks if cfg.ranks is not None else (cfg.rank,) * len(layers)
-    return tuple(layers), tuple(mapping[l] for l in layers), tuple(ranks)
+    try:
+        return adapter_layer_plan(cfg.layer_map, sharer_cfg.num_layers, receiver_cfg.num_layers, cfg.layers,
+                                  cfg.ranks, cfg.rank)
+    except ValueError as e:
+        raise ValueError(f"LCFConfig: {e}") from e
 
 
 def lcf_groups(cfg: LCFConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig) -> tuple[LCFGroup, ...]:

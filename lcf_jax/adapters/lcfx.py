@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lcf_jax.adapters import _common as C
+from lcf_jax.adapters.layer_map import select_layers
 from lcf_jax.models.cache import ExtraKV, KVCache
 from lcf_jax.models.config import ModelConfig
 from lcf_jax.models.layers import activation as _activation
@@ -88,12 +89,7 @@ class LCFXConfig:
 
 
 def _resolve(sel, n: int, what: str) -> tuple[int, ...]:
-    layers = tuple(range(n)) if sel is None else tuple(sel)
-    if not layers:
-        raise ValueError(f"LCFXConfig.{what} is empty")
-    if any(not 0 <= l < n for l in layers) or list(layers) != sorted(set(layers)):
-        raise ValueError(f"LCFXConfig.{what}={layers} must be increasing unique indices in [0, {n})")
-    return layers
+    return select_layers(sel, n, f"LCFXConfig.{what}")
 
 
 def used_layers(cfg: LCFXConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig):
