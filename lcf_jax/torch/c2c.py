@@ -80,14 +80,8 @@ class C2CAdapter(nn.Module):
     def forward(self, sharer: KV, receiver: KV, alignment: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Shapes as `LCFAdapter.forward`; returns the fused receiver (keys, values)."""
         s_cfg, r_cfg, eps = self.sharer_config, self.receiver_config, self.config["eps"]
-        C.check_kv(sharer, s_cfg, "sharer")
-        C.check_kv(receiver, r_cfg, "receiver")
-        b, sr = receiver.mask.shape
-        if tuple(alignment.shape) != (b, sr):
-            raise ValueError(f"alignment has shape {tuple(alignment.shape)}, "
-                             f"expected [batch, receiver slots]={(b, sr)}")
-        alignment = alignment.to(torch.long)
-        valid = (receiver.mask & (alignment >= 0) & C.gather_tokens(sharer.mask, alignment))[:, None, :, None]
+        b, sr, alignment, valid = C.fusion_inputs(sharer, receiver, alignment, s_cfg, r_cfg)
+        valid = valid[:, None, :, None]
         hs, ds, hr, dr = s_cfg.num_kv_heads, s_cfg.head_dim, r_cfg.num_kv_heads, r_cfg.head_dim
         out = []
         branches = ((self.key, sharer.keys, receiver.keys), (self.value, sharer.values, receiver.values))

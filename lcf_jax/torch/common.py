@@ -109,3 +109,16 @@ def check_kv(kv: KV, cfg: ModelConfig, role: str) -> None:
     if tuple(kv.mask.shape) != (k[1], k[3]) or tuple(kv.positions.shape) != (k[1], k[3]):
         raise ValueError(f"{role} mask {tuple(kv.mask.shape)} / positions {tuple(kv.positions.shape)} must be "
                          f"[batch, slots]={(k[1], k[3])}")
+
+
+def fusion_inputs(sharer: KV, receiver: KV, alignment: torch.Tensor, s_cfg: ModelConfig, r_cfg: ModelConfig):
+    """Checks a per-token fusion's inputs; returns (batch, receiver slots, alignment as long, valid [B, Sr]):
+    a receiver slot is fused where it holds a token and is aligned to a real sharer token."""
+    check_kv(sharer, s_cfg, "sharer")
+    check_kv(receiver, r_cfg, "receiver")
+    b, sr = receiver.mask.shape
+    if tuple(alignment.shape) != (b, sr):
+        raise ValueError(f"alignment has shape {tuple(alignment.shape)}, expected [batch, receiver slots]={(b, sr)}")
+    alignment = alignment.to(torch.long)
+    valid = receiver.mask & (alignment >= 0) & gather_tokens(sharer.mask, alignment)
+    return b, sr, alignment, valid

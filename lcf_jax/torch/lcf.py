@@ -56,19 +56,12 @@ class LCFAdapter(nn.Module):
         """sharer KV [Ls, B, Hs, Ss, Ds], receiver KV [Lr, B, Hr, Sr, Dr], alignment int [B, Sr] (sharer slot
         per receiver slot, -1 none). Returns the fused receiver (keys, values) [Lr, B, Hr, Sr, Dr]."""
         s_cfg, r_cfg, cfg = self.sharer_config, self.receiver_config, self.config
-        C.check_kv(sharer, s_cfg, "sharer")
-        C.check_kv(receiver, r_cfg, "receiver")
-        b, sr = receiver.mask.shape
-        if tuple(alignment.shape) != (b, sr):
-            raise ValueError(f"alignment has shape {tuple(alignment.shape)}, "
-                             f"expected [batch, receiver slots]={(b, sr)}")
+        b, sr, alignment, valid = C.fusion_inputs(sharer, receiver, alignment, s_cfg, r_cfg)     # valid [B, Sr]
         en = self.enabled
         if enabled is not None:
             if tuple(enabled.shape) != tuple(en.shape):
                 raise ValueError(f"enabled has shape {tuple(enabled.shape)}, expected {tuple(en.shape)}")
             en = en * enabled.to(en)
-        alignment = alignment.to(torch.long)
-        valid = receiver.mask & (alignment >= 0) & C.gather_tokens(sharer.mask, alignment)    # [B, Sr]
         s_pos = C.gather_tokens(sharer.positions, alignment)
         hs, ds = s_cfg.num_kv_heads, s_cfg.head_dim
         hr, dr = r_cfg.num_kv_heads, r_cfg.head_dim
