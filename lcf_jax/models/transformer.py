@@ -115,7 +115,7 @@ def _layer_statics(config: ModelConfig) -> dict:
 def forward(params: dict, tokens: jax.Array, positions: jax.Array, cache: Optional[KVCache] = None, *,
             config: ModelConfig, token_mask: Optional[jax.Array] = None,
             extra_kv: Optional[ExtraKV] = None, kv_delta: Optional[tuple[jax.Array, jax.Array]] = None,
-            return_hidden: bool = False, last_logits_only: bool = False, hidden_only: bool = False):
+            last_logits_only: bool = False, hidden_only: bool = False):
     """Runs the decoder on `tokens` and returns (logits, cache).
 
     tokens, positions: [B, T] int; token_mask: [B, T] bool (False for padding; default all True).
@@ -123,8 +123,7 @@ def forward(params: dict, tokens: jax.Array, positions: jax.Array, cache: Option
     extra_kv: foreign entries attended in addition to the cache (see `ExtraKV`).
     kv_delta: (dk, dv), each [layers, B, kv_heads, T, head_dim], added to this call's keys (after
     RoPE) and values before they are attended to and cached.
-    Returns logits [B, T, vocab] (float32) and the updated cache; with return_hidden also the final
-    hidden states [B, T, D]. With last_logits_only, logits are [B, 1, vocab] for the last position
+    Returns logits [B, T, vocab] (float32) and the updated cache. With last_logits_only, logits are [B, 1, vocab] for the last position
     (prefill and decode need no more; saves a [B, T, vocab] matmul). With hidden_only, returns
     (final hidden states [B, T, D], cache) and no logits: apply `lm_head` where they are needed.
     """
@@ -192,8 +191,6 @@ def forward(params: dict, tokens: jax.Array, positions: jax.Array, cache: Option
     if hidden_only:
         return x, new_cache
     logits = lm_head(params, x[:, -1:] if last_logits_only else x, config=c)
-    if return_hidden:
-        return logits, new_cache, x
     return logits, new_cache
 
 
@@ -206,7 +203,7 @@ def lm_head(params: dict, hidden: jax.Array, *, config: ModelConfig) -> jax.Arra
     return logits
 
 
-forward_jit = jax.jit(forward, static_argnames=("config", "return_hidden", "last_logits_only", "hidden_only"))
+forward_jit = jax.jit(forward, static_argnames=("config", "last_logits_only", "hidden_only"))
 
 
 def positions_from_mask(mask: jax.Array) -> jax.Array:

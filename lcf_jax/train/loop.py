@@ -212,6 +212,7 @@ def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None) -> dict:
         if _is_local(workdir):
             (Path(workdir) / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1, default=str))
     log = RunLog(workdir, lead)
+    schedule = optim.make_schedule(cfg.train.lr, cfg.train.warmup_steps, cfg.train.steps)
     total = cfg.train.steps
     start = int(state.step)
     end = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
@@ -234,8 +235,7 @@ def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None) -> dict:
                 tokens_done += float(m["target_tokens"]) * cfg.train.log_every
                 dt = time.perf_counter() - t0
                 last = {"loss": float(m["loss"]), "grad_norm": float(m["grad_norm"]),
-                        "target_tokens_per_s": tokens_done / max(dt, 1e-9), "lr": float(optim.make_schedule(
-                            cfg.train.lr, cfg.train.warmup_steps, cfg.train.steps)(step))}
+                        "target_tokens_per_s": tokens_done / max(dt, 1e-9), "lr": float(schedule(step))}
                 log.write(step, "train", last)
                 if bar is not None:
                     bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['target_tokens_per_s']:.0f}")
