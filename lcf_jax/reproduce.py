@@ -13,6 +13,29 @@ PAPER_PAIR = ("qwen2.5-0.5b-instruct", "qwen3-0.6b")
 BUNDLED_PAIRS = (("smollm2-135m-instruct", "gemma3-270m"), ("gemma3-270m", "smollm2-135m-instruct"))
 
 
+def shared_context_adapter(path: str, agents: dict) -> dict:
+    """What T1 needs to score with an exported LCF/C2C adapter: setup, float32 params, frozen models, features."""
+    import jax
+    import jax.numpy as jnp
+
+    from lcf_jax.adapters import size
+    from lcf_jax.adapters.export_jax import import_adapter
+    from lcf_jax.eval import shared_mc
+    from lcf_jax.train.objective import Setup
+
+    imp = import_adapter(path, full=True)
+    if imp.kind not in ("lcf", "c2c"):
+        raise ValueError(f"{path} holds a {imp.kind} adapter; T1 rows need a shared-context one (lcf or c2c)")
+    s_name, r_name = imp.meta["sharer"]["name"], imp.meta["receiver"]["name"]
+    if s_name not in agents or r_name not in agents:
+        raise ValueError(f"{path} was trained for {s_name} -> {r_name}; T1 runs the bundled models {sorted(agents)}")
+    s, r = agents[s_name], agents[r_name]
+    return dict(setup=Setup(imp.kind, imp.config, s.config, r.config),
+                params=jax.tree.map(lambda x: x.astype(jnp.float32), imp.params), frozen=(s.params, r.params),
+                features=shared_mc.mc_features(s.tokenizer, r.tokenizer),
+                mb=size.adapter_size_mb(imp.config, s.config, r.config, "bfloat16"), source=str(path))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--table", choices=["t1", "t2", "t3", "all"], default="all")
@@ -22,6 +45,9 @@ def main(argv=None) -> None:
     ap.add_argument("--sets", default="squad,nq_openbook,hotpotqa", help="T2 data sets")
     ap.add_argument("--budgets", default="32,64,128", help="T2 text budgets")
     ap.add_argument("--latency-repeats", type=int, default=3)
+    ap.add_argument("--t1-adapters", default="",
+                    help="T1 adapter rows, NAME=DIR,...: exported shared-context adapters (lcf, c2c) of the "
+                         "smollm2 -> gemma3 pair, e.g. 'LCF=adapters/x_lcf,C2C=adapters/x_c2c'")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from lcf_jax.eval import reproduce as R
@@ -37,7 +63,9 @@ def main(argv=None) -> None:
         from lcf_jax.comm.agents import Agent
         agents = {name: Agent.load(name) for name in dict(BUNDLED_PAIRS)}
     if "t1" in tables:
-        t1 = R.table_shared_context({f"{n} alone": a for n, a in agents.items()}, n=args.n)
+        t1_adapters = {name: shared_context_adapter(path, agents)
+                       for name, path in (kv.split("=", 1) for kv in args.t1_adapters.split(",") if kv)}
+        t1 = R.table_shared_context({f"{n} alone": a for n, a in agents.items()}, n=args.n, adapters=t1_adapters)
         t1.write(args.out, "t1_shared_context")
         print(t1.markdown())
     if "t2" in tables:

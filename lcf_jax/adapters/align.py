@@ -73,6 +73,43 @@ def align_text(text: str, sharer_tokenizer, receiver_tokenizer, add_special_toke
     return s_ids, r_ids, align_offsets(r_off, s_off)
 
 
+def _cap(ids: list, offsets: list, max_len: int, keep: str):
+    """At most max_len tokens; keeping the end still keeps the leading special tokens (e.g. BOS, an
+    attention sink the model expects first)."""
+    if len(ids) <= max_len:
+        return ids, offsets
+    if keep == "start":
+        return ids[:max_len], offsets[:max_len]
+    n_special = next((i for i, (a, b) in enumerate(offsets) if b > a), len(ids))
+    n_special = min(n_special, max_len - 1)
+    tail = max_len - n_special
+    return ids[:n_special] + ids[-tail:], offsets[:n_special] + offsets[-tail:]
+
+
+def tokenize_pair(text: str, sharer_tok, receiver_tok, max_len: int, keep: str = "start"):
+    """(sharer_ids, receiver_ids, alignment, weight) of one text, both at most max_len tokens.
+
+    A text longer than max_len sharer tokens is cut at a sharer token boundary, keeping its start
+    (`keep="start"`: passages) or its end (`keep="end"`: instructions, whose question comes last), so
+    both tokenizations cover the same characters. weight marks receiver tokens with a non-empty
+    character span (BOS and other special tokens have no counterpart in the sharer's text).
+    """
+    if keep not in ("start", "end"):
+        raise ValueError(f"keep must be 'start' or 'end', got {keep!r}")
+    s_ids, s_off = tokenize_with_offsets(sharer_tok, text)
+    if len(s_ids) > max_len:
+        if keep == "start":
+            text = text[: s_off[max_len - 1][1]]
+        else:
+            nonempty = [a for a, b in s_off[len(s_ids) - max_len + 1:] if b > a]  # +1: room for a BOS
+            text = text[nonempty[0]:] if nonempty else text
+        s_ids, s_off = _cap(*tokenize_with_offsets(sharer_tok, text), max_len, keep)
+    r_ids, r_off = _cap(*tokenize_with_offsets(receiver_tok, text), max_len, keep)
+    align = align_offsets(r_off, s_off)
+    weight = np.array([b > a for a, b in r_off], bool)
+    return s_ids, r_ids, align, weight
+
+
 def alignment_to_slots(alignments: Sequence[np.ndarray], sharer_mask: np.ndarray,
                        receiver_mask: np.ndarray) -> np.ndarray:
     """Batched alignment into cache slots.

@@ -178,6 +178,28 @@ def receiver_summary(params: dict, receiver_cache: KVCache, *, cfg: LCFXConfig, 
     return _activation(rms_norm(c, params["cond_norm"], cfg.eps, plus_one=False), cfg.activation)
 
 
+def token_latents(params: dict, sharer_cache: KVCache, *, cfg: LCFXConfig, sharer_cfg: ModelConfig,
+                  receiver_cfg: ModelConfig) -> jax.Array:
+    """Encoder step 1: the per-token joint latent z [B, S, r] (float32) of the sharer's cache."""
+    su, _, _ = used_layers(cfg, sharer_cfg, receiver_cfg)
+    x = _unrotated_kv(sharer_cache, sharer_cfg, su)                                   # [n, B, S, F]
+    w_enc = params["enc_w"]
+    z = jnp.einsum("nbsf,nfr->bsr", x.astype(w_enc.dtype), w_enc, preferred_element_type=jnp.float32)
+    z = z + params["enc_b"]
+    return _activation(rms_norm(z, params["enc_norm"], cfg.eps, plus_one=False), cfg.activation)
+
+
+def token_messages(params: dict, z: jax.Array, *, cfg: LCFXConfig) -> jax.Array:
+    """The latent a slot carries when its pooling attention is all on one token, for every token:
+    [B, S, r]. With one-hot attention every head's pooled value is that token's, so the concatenated
+    heads are z @ pool_wv; then the same output projection and norm as `encode_message`. Used by the
+    latent-alignment pre-training (`train/latent_align.py`), which teaches the decoder to turn such a
+    slot into the receiver's own K/V for the same text before the pooling is trained."""
+    f32 = jnp.float32
+    pooled = z.astype(f32) @ params["pool_wv"].astype(f32)
+    return rms_norm(pooled @ params["pool_wo"].astype(f32), params["out_norm"], cfg.eps, plus_one=False)
+
+
 def encode_message(params: dict, sharer_cache: KVCache, receiver_cache: Optional[KVCache] = None, *,
                    cfg: LCFXConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig) -> jax.Array:
     """Sharer cache [Ls, B, Hs, S, Ds] (its own context) -> message latents [B, m, r] (float32).
@@ -192,13 +214,8 @@ def encode_message(params: dict, sharer_cache: KVCache, receiver_cache: Optional
         C.check_kv_cache(receiver_cache, receiver_cfg, "receiver")
         if receiver_cache.mask.shape[0] != sharer_cache.mask.shape[0]:
             raise ValueError(f"receiver batch {receiver_cache.mask.shape[0]} != sharer batch {sharer_cache.mask.shape[0]}")
-    su, _, _ = used_layers(cfg, sharer_cfg, receiver_cfg)
     f32 = jnp.float32
-    x = _unrotated_kv(sharer_cache, sharer_cfg, su)                                   # [n, B, S, F]
-    w_enc = params["enc_w"]
-    z = jnp.einsum("nbsf,nfr->bsr", x.astype(w_enc.dtype), w_enc, preferred_element_type=f32) + params["enc_b"]
-    z = _activation(rms_norm(z, params["enc_norm"], cfg.eps, plus_one=False), cfg.activation)   # [B, S, r]
-
+    z = token_latents(params, sharer_cache, cfg=cfg, sharer_cfg=sharer_cfg, receiver_cfg=receiver_cfg)
     b, s, r = z.shape
     h, m = cfg.pool_heads, cfg.slots
     q = jnp.broadcast_to(params["queries"].astype(f32), (b, m, r))
@@ -230,8 +247,25 @@ def decode_message(params: dict, latents: jax.Array, *, cfg: LCFXConfig, receive
     if params["dec_wk"].shape != (len(ru), cfg.rank, receiver_cfg.kv_width):
         raise ValueError(f"dec_wk has shape {tuple(params['dec_wk'].shape)}, expected "
                          f"{(len(ru), cfg.rank, receiver_cfg.kv_width)} for this receiver")
-    b, m, r = latents.shape
-    hr, dr, L = receiver_cfg.num_kv_heads, receiver_cfg.head_dim, receiver_cfg.num_layers
+    b, m, _ = latents.shape
+    L = receiver_cfg.num_layers
+    f32 = jnp.float32
+    k, v = decode_layers(params, latents, cfg=cfg, receiver_cfg=receiver_cfg)
+    if len(ru) != L:
+        idx = np.asarray(ru)
+        k = jnp.zeros((L,) + k.shape[1:], f32).at[idx].set(k)
+        v = jnp.zeros((L,) + v.shape[1:], f32).at[idx].set(v)
+    if slot_mask is None:
+        slot_mask = jnp.ones((b, m), bool)
+    elif tuple(slot_mask.shape) != (b, m):
+        raise ValueError(f"slot_mask must be [B, slots]={(b, m)}, got {tuple(slot_mask.shape)}")
+    return ExtraKV(keys=k, values=v, mask=slot_mask.astype(bool))
+
+
+def decode_layers(params: dict, latents: jax.Array, *, cfg: LCFXConfig, receiver_cfg: ModelConfig):
+    """Latents [B, n, r] (any n) -> (keys, values) [len(receiver_layers), B, Hr, n, Dr] float32."""
+    b, m, _ = latents.shape
+    hr, dr = receiver_cfg.num_kv_heads, receiver_cfg.head_dim
     f32 = jnp.float32
     lat = latents.astype(f32)
 
@@ -242,17 +276,8 @@ def decode_message(params: dict, latents: jax.Array, *, cfg: LCFXConfig, receive
         shape = lambda x: x.reshape(b, m, hr, dr).transpose(0, 2, 1, 3)  # noqa: E731
         return shape(k), shape(v)
 
-    k, v = jax.vmap(one)(params["dec_norm"], params["dec_wk"], params["dec_bk"], params["dec_wv"],
+    return jax.vmap(one)(params["dec_norm"], params["dec_wk"], params["dec_bk"], params["dec_wv"],
                          params["dec_bv"], params["v_gate"].astype(f32))
-    if len(ru) != L:
-        idx = np.asarray(ru)
-        k = jnp.zeros((L,) + k.shape[1:], f32).at[idx].set(k)
-        v = jnp.zeros((L,) + v.shape[1:], f32).at[idx].set(v)
-    if slot_mask is None:
-        slot_mask = jnp.ones((b, m), bool)
-    elif tuple(slot_mask.shape) != (b, m):
-        raise ValueError(f"slot_mask must be [B, slots]={(b, m)}, got {tuple(slot_mask.shape)}")
-    return ExtraKV(keys=k, values=v, mask=slot_mask.astype(bool))
 
 
 # ------------------------------------------------------------------------------------------------

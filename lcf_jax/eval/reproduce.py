@@ -107,29 +107,47 @@ def jax_log_softmax(x):
     return jax.nn.log_softmax(x, axis=-1)
 
 
-def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_dir=None) -> Table:
+def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_dir=None,
+                         adapters: Optional[dict] = None) -> Table:
+    """agents: row name -> Agent (each alone). adapters: row name -> dict(setup, params, frozen, features, mb),
+    each scored with the sharer's cache fused into the receiver's (`eval/shared_mc.py`)."""
     from lcf_jax.data import sources
+    from lcf_jax.eval import shared_mc
 
+    adapters = adapters or {}
     rows, notes = [], []
     per_set: dict[str, dict[str, float]] = {}
     for name, split in sets.items():
         exs = sources.read(name, split, data_dir=data_dir, max_examples=n)
+        golds = [e["gold"] for e in exs]
         for role, agent in agents.items():
             ll = [mc_loglik(agent, e["question"], e["choices"]) for e in exs]
             lens = [[max(len(agent.encode(" " + c, special=False)), 1) for c in e["choices"]] for e in exs]
-            acc = metrics.mc_accuracy(ll, [e["gold"] for e in exs], normalize_by_length=True, choice_lengths=lens)
-            per_set.setdefault(role, {})[name] = acc
+            per_set.setdefault(role, {})[name] = metrics.mc_accuracy(ll, golds, normalize_by_length=True,
+                                                                     choice_lengths=lens)
+        for role, a in adapters.items():
+            scored = [shared_mc.mc_loglik_fused(a["setup"], a["params"], a["frozen"], a["features"], e["question"],
+                                                e["choices"]) for e in exs]
+            per_set.setdefault(role, {})[name] = metrics.mc_accuracy(
+                [ll for ll, _ in scored], golds, normalize_by_length=True,
+                choice_lengths=[[max(x, 1) for x in lens] for _, lens in scored])
     for role in agents:
         rows.append([role] + [per_set[role][s] for s in sets] + [None])
-    for method in ("text-to-text", "C2C", "LCF", "LCF pruned"):
+    for role, a in adapters.items():
+        rows.append([role] + [per_set[role][s] for s in sets] + [a["mb"]])
+    missing = [m for m in ("C2C", "LCF", "LCF pruned") if not any(r.startswith(m) for r in adapters)]
+    for method in ["text-to-text"] + missing:
         rows.append([method] + [None] * len(sets) + [None])
     notes.append(f"accuracy (%) by length-normalised log-likelihood of each choice, first {n} rows of each test split "
-                 "(index % 2 == 1).")
-    notes.append("text-to-text, C2C, LCF and pruned LCF rows are empty: no shared-context adapter was trained in "
-                 "this version (see README, 'What is not done').")
+                 "(index % 2 == 1). Adapter rows: both models read the question prompt; the receiver scores each "
+                 "choice on its cache fused with the sharer's (the training forward, evaluation mode).")
+    notes.append("text-to-text is empty: in multiple choice with a shared context both models already read the "
+                 "whole question, so a text message adds no information the receiver lacks; not run."
+                 + (f" Rows without numbers ({', '.join(missing)}): no such adapter was given." if missing else ""))
     return Table("T1: shared context, multiple choice (test splits)",
                  ["method"] + [s.split("/")[-1] for s in sets] + ["adapter MB"], rows, notes,
-                 {"sets": sets, "n": n, "agents": {k: v.name for k, v in agents.items()}})
+                 {"sets": sets, "n": n, "agents": {k: v.name for k, v in agents.items()},
+                  "adapters": {k: a.get("source", "") for k, a in adapters.items()}})
 
 
 # -- T2: different contexts -----------------------------------------------------------------------

@@ -43,7 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
     ))
     c.adapter = ml_collections.ConfigDict({"kind": "lcfx", **{k: _adapter_section(k) for k in KINDS}})
     c.data = ml_collections.ConfigDict(dict(
-        task="qa",  # "qa" (different contexts) | "synthetic" (random tokens; tests, benchmarks)
+        task="qa",  # "qa" (different contexts, lcfx) | "instruct" (shared context, lcf/c2c) | "synthetic" (tests)
         train_sets=["qa_train/drop", "qa_train/quoref", "qa_train/ropes", "qa_train/multirc", "qa_train/cosmosqa"],
         eval_set="squad",
         eval_split="dev",
@@ -55,6 +55,7 @@ def base_config() -> ml_collections.ConfigDict:
         max_prompt_len=48,
         max_target_len=16,
         max_train_examples=-1,
+        answer_in_context=False,  # keep only training rows whose answer occurs in the sharer's passage
         prompt_template="Question: {question}\nAnswer:",
         seed=0,
     ))
@@ -75,7 +76,12 @@ def base_config() -> ml_collections.ConfigDict:
         async_checkpoint=True,
         workdir="runs/default",  # local path or gs://bucket/path
         max_new_tokens=16,
+        init_adapter="",  # an exported adapter dir (python -m lcf_jax.export) to start from instead of init
     ))
+    # Stage 1 for LCF-X (train/latent_align.py): steps > 0 runs the latent-alignment pre-training on
+    # the training passages before the QA objective, on a fresh start only.
+    c.pretrain = ml_collections.ConfigDict(dict(steps=0, lr=1e-3, batch_size=8,
+                                                 max_len=0))  # 0: data.max_sharer_len
     # num_devices: 0 = every device; N = the first N (e.g. 1 to compare against a sharded run)
     c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1, num_devices=0, shard_frozen=False))
     return c
@@ -139,8 +145,8 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ValueError(f"train.compute_dtype must be float32 or bfloat16, got {c.train.compute_dtype!r}")
     if c.train.sharer_cache not in ("on_the_fly", "precomputed"):
         raise ValueError(f"train.sharer_cache must be on_the_fly or precomputed, got {c.train.sharer_cache!r}")
-    if c.data.task not in ("qa", "synthetic"):
-        raise ValueError(f"data.task must be qa or synthetic, got {c.data.task!r}")
+    if c.data.task not in ("qa", "instruct", "synthetic"):
+        raise ValueError(f"data.task must be qa, instruct or synthetic, got {c.data.task!r}")
     adapter_config(c)  # the dataclass validates values
     return lock(c)
 
@@ -173,8 +179,10 @@ def pair_config(sharer: str, receiver: str, kind: str, **sections) -> ml_collect
     c.model.sharer, c.model.receiver = sharer, receiver
     c.adapter.kind = kind
     c.train.workdir = f"runs/{c.name}"
-    if kind != "lcfx":
-        c.data.task = "synthetic"  # shared-context training data: see README "What is not done"
+    if kind != "lcfx":  # shared context: both models read an instruction, the receiver continues it
+        c.data.task = "instruct"
+        c.data.train_sets = ["instruct/t0", "instruct/gpteacher"]
+        c.data.max_target_len = 32
     for section, values in sections.items():
         for k, v in values.items():
             if k not in c[section]:

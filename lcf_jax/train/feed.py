@@ -3,6 +3,7 @@
 `synthetic`: random tokens in the exact batch layout `objective.py` expects (tests, benchmarks);
 deterministic in (seed, step) so its state is one integer.
 `qa`: the TFDS-built QA sets (different contexts), tokenised for the model pair by `QAFeatures`.
+`instruct`: the TFDS-built instruction sets read by both models (shared context, `data/shared_context.py`).
 """
 from __future__ import annotations
 
@@ -67,6 +68,13 @@ def device_arrays(batch: dict) -> dict:
     return {k: v for k, v in batch.items() if isinstance(v, np.ndarray)}
 
 
+def answer_in_context(example: dict) -> bool:
+    """Whether any reference answer occurs (case-insensitively) in the sharer's passage: the
+    extractive rows, the kind of question SQuAD asks."""
+    ctx = example["sharer_context"].lower()
+    return any(a.strip() and a.strip().lower() in ctx for a in example["answers"])
+
+
 class QAData:
     """Tokenised train and eval QA examples for one model pair (different contexts)."""
 
@@ -83,6 +91,8 @@ class QAData:
         for name in d.train_sets:
             tfds_builders.build(name, data_dir, cache_dir)
             train.extend(tfds_builders.load(name, "train", data_dir, cache_dir))
+        if d.answer_in_context:
+            train = [e for e in train if answer_in_context(e)]
         if d.max_train_examples > 0:
             order = np.random.RandomState(d.seed).permutation(len(train))[: d.max_train_examples]
             train = [train[i] for i in sorted(order)]
@@ -91,6 +101,7 @@ class QAData:
         tfds_builders.build(d.eval_set, data_dir, cache_dir)
         evals = tfds_builders.load(d.eval_set, d.eval_split, data_dir, cache_dir)
         self.eval_examples = [evals[i] for i in range(min(d.eval_examples, len(evals)))]
+        self.train_examples = train
         self.train_tokens = self.features.tokenize_many(train)
         self.batch_size = d.batch_size
         self.seed = d.seed
@@ -100,14 +111,48 @@ class QAData:
         return pipeline.QABatchIterator(self.features, self.train_tokens, self.batch_size, self.seed, mode="train")
 
 
+class SharedContextData:
+    """Tokenised shared-context training examples (instruction data) for one model pair."""
+
+    def __init__(self, cfg, sharer_tok, receiver_tok):
+        from lcf_jax.data import shared_context, tfds_builders
+
+        d = cfg.data
+        data_dir, cache_dir = d.data_dir or None, d.cache_dir or None
+        self.features = shared_context.SharedContextFeatures(sharer_tok, receiver_tok, max_context_len=d.max_sharer_len,
+                                                             max_target_len=d.max_target_len)
+        train: list[dict] = []
+        for name in d.train_sets:
+            tfds_builders.build(name, data_dir, cache_dir)
+            train.extend(tfds_builders.load(name, "train", data_dir, cache_dir))
+        if d.max_train_examples > 0:
+            order = np.random.RandomState(d.seed).permutation(len(train))[: d.max_train_examples]
+            train = [train[i] for i in sorted(order)]
+        self.train_tokens = self.features.tokenize_many(train)
+        if not self.train_tokens:
+            raise ValueError(f"data.train_sets {list(d.train_sets)} gave no shared-context examples")
+        self.batch_size, self.seed = d.batch_size, d.seed
+
+    def train_iterator(self):
+        from lcf_jax.data import shared_context
+        return shared_context.SharedContextBatches(self.features, self.train_tokens, self.batch_size, self.seed)
+
+
+TASK_KINDS = {"qa": ("lcfx",), "instruct": ("lcf", "c2c"), "synthetic": ("lcfx", "lcf", "c2c")}
+
+
 def make_feed(cfg, kind: str, sharer: ModelConfig, receiver: ModelConfig, tokenizers: Optional[tuple] = None):
-    if cfg.data.task == "synthetic":
+    """(train iterator, data object or None). The data object of task 'qa' also serves evaluation."""
+    task = cfg.data.task
+    if kind not in TASK_KINDS[task]:
+        raise ValueError(f"data.task={task!r} trains adapter kinds {TASK_KINDS[task]}, not {kind!r}: different-context "
+                         "adapters (lcfx) train on 'qa', shared-context ones (lcf, c2c) on 'instruct'")
+    if task == "synthetic":
         return SyntheticBatches(kind, sharer, receiver, cfg.data.batch_size, cfg.data.seed), None
-    if kind != "lcfx":
-        raise ValueError("data.task='qa' trains different-context adapters (adapter.kind='lcfx'); "
-                         "shared-context kinds (lcf, c2c) use data.task='synthetic' in this version")
     if tokenizers is None:
-        raise ValueError("data.task='qa' needs the models' tokenizers (bundled models)")
+        raise ValueError(f"data.task={task!r} needs the models' tokenizers (bundled models)")
+    if task == "instruct":
+        return SharedContextData(cfg, *tokenizers).train_iterator(), None
     qa = QAData(cfg, *tokenizers)
     return qa.train_iterator(), qa
 

@@ -152,6 +152,43 @@ def _enable_compilation_cache() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+def initial_params(cfg, b: dict, tokenizers, qa, log: Optional[RunLog] = None) -> dict:
+    """The adapter params a fresh run starts from: train.init_adapter (an exported adapter), else the
+    init followed by the LCF-X latent-alignment pre-training when pretrain.steps > 0, else the init."""
+    params = b["params"]
+    if cfg.train.init_adapter:
+        from lcf_jax.adapters.export_jax import import_adapter
+        kind, acfg, loaded = import_adapter(cfg.train.init_adapter)
+        want = config_lib.adapter_config(cfg)
+        if kind != cfg.adapter.kind or acfg != want:
+            raise ValueError(f"train.init_adapter={cfg.train.init_adapter!r} holds a {kind} adapter with {acfg}, but "
+                             f"this run's adapter is {cfg.adapter.kind} with {want}: set config.adapter.* to match")
+        flat_new = dict(jax.tree_util.tree_flatten_with_path(loaded)[0])
+        for path, old in jax.tree_util.tree_flatten_with_path(params)[0]:
+            got = flat_new.get(path)
+            if got is None or tuple(got.shape) != tuple(old.shape):
+                raise ValueError(f"train.init_adapter: weight {jax.tree_util.keystr(path)} has shape "
+                                 f"{None if got is None else tuple(got.shape)}, this run needs {tuple(old.shape)} "
+                                 "(was it exported for another model pair?)")
+        return jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), loaded, params)
+    if cfg.pretrain.steps > 0:
+        if cfg.adapter.kind != "lcfx":
+            raise ValueError("pretrain.steps > 0 is the LCF-X latent-alignment stage; set it to 0 for "
+                             f"adapter.kind={cfg.adapter.kind!r}")
+        from lcf_jax.train import latent_align
+
+        def write(step, m):
+            if log is not None:
+                log.write(step, "pretrain", m)
+            if jax.process_index() == 0:
+                print(f"pretrain step {step}/{cfg.pretrain.steps}: " + ", ".join(f"{k}={v:.4f}" for k, v in m.items()),
+                      flush=True)
+        frozen = jax.tree.map(jnp.asarray, b["frozen"])
+        return latent_align.maybe_pretrain(cfg, params, frozen, b["setup"], tokenizers,
+                                           qa.train_examples if qa is not None else None, log=write)
+    return params
+
+
 def _put(tree, shardings):
     """Host values -> global arrays. Every process holds the same full value (the feed is deterministic in
     (seed, step)), so the global shape is the local shape and each device takes its own slice; without
@@ -195,7 +232,15 @@ def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None) -> dict:
     state = init_state(b["params"], b["optimizer"], cfg.train.seed)
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, b["state_sh"])
     restored = ckpt.restore_latest(abstract.params, {"opt": abstract.opt_state, "rng": abstract.rng})
-    if restored is not None:
+    log = RunLog(workdir, lead)
+    if restored is None:
+        params = initial_params(cfg, b, tokenizers, qa, log)
+        if params is not b["params"]:
+            state = init_state(params, b["optimizer"], cfg.train.seed)
+            # Step 0 holds the starting point, so a restart never redoes the pre-training.
+            ckpt.save(0, state.params, {"opt": state.opt_state, "rng": state.rng}, data_state=feed.state(),
+                      config=cfg.to_dict())
+    else:
         params, opt, step0, data_state, _ = restored
         state = TrainState(jnp.asarray(step0, jnp.int32), params, opt["opt"], opt["rng"])
         feed.restore(data_state)
@@ -211,7 +256,6 @@ def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None) -> dict:
         Path(workdir).mkdir(parents=True, exist_ok=True) if _is_local(workdir) else None
         if _is_local(workdir):
             (Path(workdir) / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1, default=str))
-    log = RunLog(workdir, lead)
     schedule = optim.make_schedule(cfg.train.lr, cfg.train.warmup_steps, cfg.train.steps)
     total = cfg.train.steps
     start = int(state.step)

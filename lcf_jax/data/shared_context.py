@@ -1,0 +1,130 @@
+"""Shared-context batches (LCF, C2C): one text read by both models, then the receiver's continuation.
+
+Each instruction example {prompt, completion} becomes
+  * the context `context_template.format(prompt=...)`, tokenized by BOTH tokenizers over the same
+    characters (a long one keeps its last max_context_len sharer tokens, where an instruction's
+    question is: `adapters.align.tokenize_pair(keep="end")`),
+    with each receiver token's sharer token (`align_offsets`: the last sharer token covering it);
+  * the receiver's target `target_template.format(completion=...)` + EOS, at most max_target_len.
+
+The receiver's context cache holds all context tokens but the last; the continuation it runs on the
+fused cache is [last context token] + target, so every target token (the first one included) is
+predicted, and from a fused cache. Batch layout (what `train/objective.py` reads):
+  sharer_ids/sharer_mask/sharer_positions [B, Ts]   the context, sharer tokens, left-padded
+  receiver_ctx_ids/receiver_ctx_mask [B, Tc]        the context but its last token, receiver tokens, left-padded
+  alignment [B, Tc]                                 sharer cache slot fused into each receiver slot, -1 on padding
+  receiver_ids/receiver_mask/loss_mask [B, Tr]      [last context token] + target, right-padded; loss on the target
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from lcf_jax.adapters.align import tokenize_pair
+from lcf_jax.data.pipeline import BucketedBatches, _pad_id, bucket_for, default_buckets
+
+DEFAULT_CONTEXT_TEMPLATE = "{prompt}\n"
+DEFAULT_TARGET_TEMPLATE = "{completion}"
+
+
+@dataclasses.dataclass
+class TokenizedShared:
+    id: str
+    sharer: np.ndarray          # [Ts] context, sharer tokens
+    receiver_ctx: np.ndarray    # [Tc + 1] context, receiver tokens (the last one opens the continuation)
+    alignment: np.ndarray       # [Tc + 1] sharer token index per receiver context token
+    target: np.ndarray          # [Tt] receiver target tokens, EOS included
+
+
+class SharedContextFeatures:
+    def __init__(self, sharer_tokenizer, receiver_tokenizer, *, max_context_len: int = 256, max_target_len: int = 32,
+                 context_template: str = DEFAULT_CONTEXT_TEMPLATE, target_template: str = DEFAULT_TARGET_TEMPLATE,
+                 append_eos: bool = True):
+        if max_context_len < 2 or max_target_len < 1:
+            raise ValueError(f"max_context_len must be >= 2 and max_target_len >= 1, got {max_context_len}, "
+                             f"{max_target_len}")
+        eos = getattr(receiver_tokenizer, "eos_token_id", None)
+        if eos is None:
+            raise ValueError("the receiver tokenizer needs an eos_token_id for targets")
+        self.sharer_tokenizer, self.receiver_tokenizer = sharer_tokenizer, receiver_tokenizer
+        self.max_context_len, self.max_target_len = int(max_context_len), int(max_target_len)
+        self.context_template, self.target_template = context_template, target_template
+        self.eos, self.append_eos = int(eos), bool(append_eos)
+        self.sharer_pad, self.receiver_pad = _pad_id(sharer_tokenizer), _pad_id(receiver_tokenizer)
+        self.context_buckets = default_buckets(self.max_context_len)
+        self.target_buckets = default_buckets(self.max_target_len + 1, smallest=8)
+
+    def tokenize(self, example: dict) -> Optional[TokenizedShared]:
+        """None when the context yields fewer than 2 receiver tokens (nothing to fuse)."""
+        text = self.context_template.format(prompt=example["prompt"])
+        s_ids, r_ids, align, _ = tokenize_pair(text, self.sharer_tokenizer, self.receiver_tokenizer,
+                                               self.max_context_len, keep="end")
+        if len(r_ids) < 2 or not s_ids:
+            return None
+        target = self.receiver_tokenizer(self.target_template.format(completion=example["completion"]),
+                                         add_special_tokens=False)["input_ids"]
+        target = (list(target) + [self.eos] * self.append_eos)[: self.max_target_len]
+        if not target:
+            return None
+        return TokenizedShared(str(example.get("id", "")), np.asarray(s_ids, np.int32), np.asarray(r_ids, np.int32),
+                               np.asarray(align, np.int32), np.asarray(target, np.int32))
+
+    def tokenize_many(self, examples: Sequence[dict]) -> list[TokenizedShared]:
+        return [t for t in (self.tokenize(e) for e in examples) if t is not None]
+
+    def bucket_key(self, tok: TokenizedShared) -> tuple[int, int, int]:
+        return (bucket_for(len(tok.sharer), self.context_buckets),
+                bucket_for(len(tok.receiver_ctx) - 1, self.context_buckets),
+                bucket_for(len(tok.target) + 1, self.target_buckets))
+
+    def collate(self, toks: Sequence[TokenizedShared], key: Optional[tuple[int, int, int]] = None
+                ) -> dict[str, np.ndarray]:
+        """Stack examples of one bucket, or of several into the padded shape `key` (e.g. the largest of
+        their bucket keys, as the multiple-choice scorer does for the choices of one question)."""
+        keys = {self.bucket_key(t) for t in toks}
+        if key is None and len(keys) != 1:
+            raise ValueError(f"a batch must hold examples of one bucket, got {sorted(keys)}")
+        ls, lc, lr = key if key is not None else keys.pop()
+        b = len(toks)
+        out = {
+            "sharer_ids": np.full((b, ls), self.sharer_pad, np.int32), "sharer_mask": np.zeros((b, ls), bool),
+            "receiver_ctx_ids": np.full((b, lc), self.receiver_pad, np.int32),
+            "receiver_ctx_mask": np.zeros((b, lc), bool), "alignment": np.full((b, lc), -1, np.int32),
+            "receiver_ids": np.full((b, lr), self.receiver_pad, np.int32), "receiver_mask": np.zeros((b, lr), bool),
+            "loss_mask": np.zeros((b, lr), bool),
+        }
+        for i, t in enumerate(toks):
+            ns, nc, nt = len(t.sharer), len(t.receiver_ctx) - 1, len(t.target)
+            out["sharer_ids"][i, ls - ns:], out["sharer_mask"][i, ls - ns:] = t.sharer, True
+            out["receiver_ctx_ids"][i, lc - nc:], out["receiver_ctx_mask"][i, lc - nc:] = t.receiver_ctx[:-1], True
+            out["alignment"][i, lc - nc:] = (ls - ns) + t.alignment[:-1]
+            out["receiver_ids"][i, : nt + 1] = np.concatenate([t.receiver_ctx[-1:], t.target])
+            out["receiver_mask"][i, : nt + 1] = True
+            out["loss_mask"][i, 1: nt + 1] = True
+        out["sharer_positions"] = np.maximum(np.cumsum(out["sharer_mask"], 1) - 1, 0).astype(np.int32)
+        return out
+
+
+class SharedContextBatches:
+    """Resumable iterator of shared-context train batches (state: the bucketed index iterator's)."""
+
+    def __init__(self, features: SharedContextFeatures, tokenized: Sequence[TokenizedShared], batch_size: int,
+                 seed: int = 0):
+        if not tokenized:
+            raise ValueError("no shared-context training examples (check data.train_sets)")
+        self.features, self.tokenized = features, list(tokenized)
+        self.index = BucketedBatches([features.bucket_key(t) for t in self.tokenized], batch_size, seed)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        return self.features.collate([self.tokenized[i] for i in next(self.index)])
+
+    def state(self) -> dict:
+        return self.index.state()
+
+    def restore(self, state: dict) -> None:
+        self.index.restore(state)

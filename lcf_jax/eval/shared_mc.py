@@ -1,0 +1,52 @@
+"""Multiple choice with a shared context (T1): both models read the question, the receiver scores
+each choice on its cache fused with the sharer's by an LCF or C2C adapter.
+
+The context is the question prompt (the same `Question: ...\\nAnswer:` that the receiver-alone row
+of T1 scores with, `reproduce.mc_loglik`); each choice " {choice}" is a continuation. The scoring
+runs exactly the training forward (`train.objective.receiver_hidden`, evaluation mode: C2C's gate
+is hard), on one batch whose rows are the choices of one question.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lcf_jax.data.shared_context import SharedContextFeatures
+from lcf_jax.models import transformer
+from lcf_jax.train import objective
+from lcf_jax.train.objective import Setup
+
+MC_PROMPT = "Question: {question}\nAnswer:"
+
+
+def mc_features(sharer_tok, receiver_tok, max_context_len: int = 512, max_choice_len: int = 64) -> SharedContextFeatures:
+    return SharedContextFeatures(sharer_tok, receiver_tok, max_context_len=max_context_len,
+                                 max_target_len=max_choice_len, context_template="{prompt}",
+                                 target_template=" {completion}", append_eos=False)
+
+
+@functools.partial(jax.jit, static_argnames=("setup",))
+def _choice_logliks(adapter_params, sharer_params, receiver_params, batch, *, setup: Setup):
+    hidden = objective.receiver_hidden(adapter_params, sharer_params, receiver_params, batch, setup, train=False)
+    logits = transformer.lm_head(receiver_params, hidden[:, :-1], config=setup.receiver)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    tgt = batch["receiver_ids"][:, 1:]
+    tok = jnp.take_along_axis(logp, tgt[..., None], axis=-1)[..., 0]
+    return jnp.sum(tok * batch["loss_mask"][:, 1:], axis=1)
+
+
+def mc_loglik_fused(setup: Setup, adapter_params, frozen: tuple, features: SharedContextFeatures, question: str,
+                    choices: Sequence[str]) -> tuple[list[float], list[int]]:
+    """(sum of log-probabilities of each choice's tokens, each choice's token count)."""
+    toks = [features.tokenize({"prompt": MC_PROMPT.format(question=question), "completion": c}) for c in choices]
+    if any(t is None for t in toks):
+        raise ValueError(f"question {question[:60]!r} or one of its choices tokenizes to nothing")
+    keys = [features.bucket_key(t) for t in toks]
+    key = tuple(max(k[i] for k in keys) for i in range(3))
+    batch = {k: jnp.asarray(v) for k, v in features.collate(toks, key=key).items()}
+    ll = _choice_logliks(adapter_params, frozen[0], frozen[1], batch, setup=setup)
+    return [float(x) for x in np.asarray(ll)], [len(t.target) for t in toks]

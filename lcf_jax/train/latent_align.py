@@ -1,0 +1,196 @@
+"""Latent-alignment pre-training of an LCF-X adapter (stage 1, before the QA objective).
+
+Why. The QA loss alone gives a weak signal: a few answer tokens per example, reached only through
+the pooling, the decoder and the whole frozen receiver. In the first session's 450-step run the
+adapter learned the answer FORMAT but carried no information (LCF-X scored the same as its
+unrelated-passage control). What the decoder has to learn first is a vocabulary-free translation:
+a slot that holds a sharer token must look, to the receiver, like the receiver's own K/V of that
+text. That part has a dense, cheap target when both models read the SAME passage:
+
+  for every receiver token u of a passage, aligned (`adapters/align.py`) to sharer token a(u),
+      decode(token_message(z[a(u)]))  ~  the receiver's own (un-rotated key, value) of u, per layer,
+
+where `lcfx.token_messages` is exactly the slot latent the pooling produces when its attention is
+all on one token. Keys are compared un-rotated: extra entries are position-free, so a translated
+token reads to the receiver like its own token at position 0. The loss is the squared error over
+the mean square of the target, per receiver layer, averaged over layers and over K and V (so layers
+with large values do not dominate). No receiver backward pass is needed: a step costs two frozen
+forwards plus a small adapter, about a third of a QA step.
+
+Trained here: the encoder (enc_*), the slot value path (pool_wv, pool_wo, out_norm) and the decoder
+(dec_*, v_gate, which starts at 1 so W_v gets gradients). The pooling queries/keys and the
+conditioning are untouched; stage 2 (the QA loss, `objective.py`) trains everything from here.
+Passages come from the QA training sets' sharer contexts (qa_train/: a training split).
+"""
+from __future__ import annotations
+
+import functools
+import time
+from typing import Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lcf_jax.adapters import lcfx
+from lcf_jax.adapters.align import tokenize_pair
+from lcf_jax.models import transformer
+from lcf_jax.train import objective, optim
+from lcf_jax.train.objective import Setup
+
+TRAINED_KEYS = ("enc_w", "enc_b", "enc_norm", "pool_wv", "pool_wo", "out_norm",
+                "dec_norm", "dec_wk", "dec_bk", "dec_wv", "dec_bv", "v_gate")
+
+
+class PassagePairs:
+    """Left-padded batches of passages in both tokenizations, with the receiver -> sharer slot map.
+
+    Deterministic in (seed, position): the state is one integer, checkpointed like the QA iterator's.
+    """
+
+    def __init__(self, passages: Sequence[str], sharer_tok, receiver_tok, *, max_len: int, batch_size: int,
+                 seed: int = 0):
+        passages = list(dict.fromkeys(p for p in passages if p.strip()))  # unique, order kept
+        if not passages:
+            raise ValueError("latent-alignment pre-training got no passages (check data.train_sets)")
+        self.passages, self.sharer_tok, self.receiver_tok = passages, sharer_tok, receiver_tok
+        self.max_len, self.batch_size, self.seed = int(max_len), int(batch_size), int(seed)
+        self.s_pad = getattr(sharer_tok, "pad_token_id", None) or 0
+        self.r_pad = getattr(receiver_tok, "pad_token_id", None) or 0
+        self.position = 0
+
+    def state(self) -> dict:
+        return {"position": self.position}
+
+    def restore(self, state: dict) -> None:
+        self.position = int(state["position"])
+
+    def __iter__(self):
+        return self
+
+    def _order(self, epoch: int) -> np.ndarray:
+        return np.random.RandomState([self.seed, epoch]).permutation(len(self.passages))
+
+    def __next__(self) -> dict:
+        n, b, L = len(self.passages), self.batch_size, self.max_len
+        start = self.position * b
+        rows = [int(self._order((start + i) // n)[(start + i) % n]) for i in range(b)]
+        self.position += 1
+        out = {k: np.zeros((b, L), np.int32) for k in ("sharer_ids", "receiver_ids")}
+        out.update(sharer_mask=np.zeros((b, L), bool), receiver_mask=np.zeros((b, L), bool),
+                   alignment=np.full((b, L), -1, np.int32), align_weight=np.zeros((b, L), bool))
+        out["sharer_ids"][:] = self.s_pad
+        out["receiver_ids"][:] = self.r_pad
+        for i, row in enumerate(rows):
+            s_ids, r_ids, align, weight = tokenize_pair(self.passages[row], self.sharer_tok, self.receiver_tok, L)
+            ns, nr = len(s_ids), len(r_ids)
+            out["sharer_ids"][i, L - ns:], out["sharer_mask"][i, L - ns:] = s_ids, True
+            out["receiver_ids"][i, L - nr:], out["receiver_mask"][i, L - nr:] = r_ids, True
+            out["alignment"][i, L - nr:] = (L - ns) + align   # receiver slot -> sharer cache slot
+            out["align_weight"][i, L - nr:] = weight
+        out["sharer_positions"] = np.maximum(np.cumsum(out["sharer_mask"], 1) - 1, 0).astype(np.int32)
+        return out
+
+
+def alignment_loss(adapter_params: dict, sharer_params: dict, receiver_params: dict, batch: dict, setup: Setup):
+    """Relative squared error of translated sharer tokens against the receiver's own K/V (see module doc)."""
+    cfg, s_cfg, r_cfg = setup.adapter, setup.sharer, setup.receiver
+    frozen_s, frozen_r = jax.lax.stop_gradient(sharer_params), jax.lax.stop_gradient(receiver_params)
+    s_cache = objective.sharer_cache(frozen_s, batch, setup)
+    r_mask = batch["receiver_mask"]
+    _, r_cache = transformer.forward(frozen_r, batch["receiver_ids"], transformer.positions_from_mask(r_mask), None,
+                                     config=r_cfg, token_mask=r_mask, last_logits_only=True)
+    _, ru, _ = lcfx.used_layers(cfg, s_cfg, r_cfg)
+    target = jax.lax.stop_gradient(lcfx._unrotated_kv(r_cache, r_cfg, ru).astype(jnp.float32))  # [n, B, T, 2F]
+
+    z = lcfx.token_latents(adapter_params, s_cache, cfg=cfg, sharer_cfg=s_cfg, receiver_cfg=r_cfg)
+    lat = lcfx.token_messages(adapter_params, z, cfg=cfg)                                    # [B, S, r]
+    picked = jnp.take_along_axis(lat, jnp.maximum(batch["alignment"], 0)[..., None], axis=1)  # [B, T, r]
+    k, v = lcfx.decode_layers(adapter_params, picked, cfg=cfg, receiver_cfg=r_cfg)          # [n, B, H, T, D]
+    n, b, h, t, d = k.shape
+    flat = lambda x: x.transpose(0, 1, 3, 2, 4).reshape(n, b, t, h * d)  # noqa: E731  (same layout as target)
+    w = (batch["align_weight"] & (batch["alignment"] >= 0) & r_mask).astype(jnp.float32)[None, :, :, None]
+    f = h * d
+
+    def rel(pred, tgt):  # per layer, then averaged
+        err = jnp.sum(w * (pred - tgt) ** 2, axis=(1, 2, 3))
+        return err / jnp.maximum(jnp.sum(w * tgt ** 2, axis=(1, 2, 3)), 1e-9)
+
+    rel_k, rel_v = rel(flat(k), target[..., :f]), rel(flat(v), target[..., f:])
+    loss = 0.5 * (jnp.mean(rel_k) + jnp.mean(rel_v))
+    return loss, {"loss": loss, "rel_err_k": jnp.mean(rel_k), "rel_err_v": jnp.mean(rel_v),
+                  "tokens": jnp.sum(w)}
+
+
+def start_params(params: dict) -> dict:
+    """Stage-1 starting point: the adapter's own init with the value gates opened (v_gate = 1), so
+    the value projection receives gradients from the first step."""
+    return {**params, "v_gate": jnp.ones_like(params["v_gate"])}
+
+
+def _step(trained, opt_state, fixed, frozen, batch, *, setup: Setup, optimizer):
+    def loss(tr):
+        return alignment_loss({**fixed, **tr}, frozen[0], frozen[1], batch, setup)
+
+    (_, aux), grads = jax.value_and_grad(loss, has_aux=True)(trained)
+    updates, new_opt = optimizer.update(grads, opt_state, trained)
+    finite = jnp.isfinite(aux["loss"]) & jnp.isfinite(optax.tree.norm(grads))
+    new = optax.apply_updates(trained, updates)
+    keep = lambda a, b_: jax.tree.map(lambda x, y: jnp.where(finite, x, y), a, b_)  # noqa: E731
+    return keep(new, trained), keep(new_opt, opt_state), {**aux, "finite": finite}
+
+
+def pretrain(params: dict, frozen: tuple, batches, setup: Setup, *, steps: int, lr: float, warmup_steps: int = 20,
+             log=None, log_every: int = 10) -> dict:
+    """Runs `steps` alignment steps from `params` (see `start_params`); returns the full adapter params.
+
+    `log(step, metrics)` receives float metrics every `log_every` steps. Raises FloatingPointError on a
+    non-finite loss, naming the step.
+    """
+    if setup.kind != "lcfx":
+        raise ValueError(f"latent-alignment pre-training is for LCF-X adapters, not {setup.kind!r}")
+    optimizer = optim.make_optimizer(lr, min(warmup_steps, max(steps // 10, 1)), steps)
+    trained = {k: jnp.array(params[k]) for k in TRAINED_KEYS}  # a copy: the step donates its buffers
+    fixed = {k: v for k, v in params.items() if k not in TRAINED_KEYS}
+    opt_state = optimizer.init(trained)
+    step_fn = jax.jit(functools.partial(_step, setup=setup, optimizer=optimizer), donate_argnums=(0, 1))
+    t0 = time.perf_counter()
+    for step in range(1, steps + 1):
+        batch = {k: jnp.asarray(v) for k, v in next(batches).items()}
+        trained, opt_state, m = step_fn(trained, opt_state, fixed, frozen, batch)
+        if step % log_every == 0 or step == steps:
+            m = {k: float(v) for k, v in jax.device_get(m).items()}
+            if not m.pop("finite"):
+                raise FloatingPointError(f"latent-alignment pre-training: non-finite loss at step {step} "
+                                         f"(loss={m['loss']}); lower pretrain.lr")
+            m["seconds"] = time.perf_counter() - t0
+            if log is not None:
+                log(step, m)
+    return {**fixed, **jax.device_get(trained)}
+
+
+def passages_of(examples: Sequence[dict]) -> list[str]:
+    return [e["sharer_context"] for e in examples]
+
+
+def evaluate_alignment(params: dict, frozen: tuple, batches, setup: Setup, n_batches: int = 2) -> dict:
+    """Mean alignment metrics of `params` over the next n_batches (no update)."""
+    fn = jax.jit(functools.partial(alignment_loss, setup=setup))
+    rows = [jax.device_get(fn(params, frozen[0], frozen[1], {k: jnp.asarray(v) for k, v in next(batches).items()})[1])
+            for _ in range(n_batches)]
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def maybe_pretrain(cfg, params: dict, frozen: tuple, setup: Setup, tokenizers: Optional[tuple], train_examples,
+                   log=None) -> dict:
+    """Stage 1 as the loop runs it: cfg.pretrain.steps > 0, an LCF-X run, a fresh start (not a resume)."""
+    p = cfg.pretrain
+    if p.steps <= 0:
+        return params
+    if tokenizers is None or train_examples is None:
+        raise ValueError("pretrain.steps > 0 needs data.task='qa' (the passages of data.train_sets)")
+    batches = PassagePairs(passages_of(train_examples), *tokenizers, max_len=p.max_len or cfg.data.max_sharer_len,
+                           batch_size=p.batch_size, seed=cfg.data.seed)
+    return pretrain(start_params(params), frozen, batches, setup, steps=p.steps, lr=p.lr, log=log,
+                    log_every=cfg.train.log_every)

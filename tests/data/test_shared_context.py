@@ -1,0 +1,94 @@
+"""Shared-context batches (LCF, C2C training and T1 scoring) on tiny models with local tokenizers."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lcf_jax.adapters import ADAPTER_KINDS
+from lcf_jax.adapters.lcf import LCFConfig
+from lcf_jax.adapters.c2c import C2CConfig
+from lcf_jax.data.shared_context import SharedContextBatches, SharedContextFeatures
+from lcf_jax.eval import shared_mc
+from lcf_jax.models import registry, transformer
+from lcf_jax.train import objective
+from lcf_jax.train.objective import Setup
+from tests.offset_tok import OffsetTok
+
+EXAMPLES = [{"id": f"e{i}", "prompt": p, "completion": c} for i, (p, c) in enumerate([
+    ("Name three colours.", "red green blue"), ("What is 2 + 2?", "4"), ("Translate ünïcode text please", "ok"),
+    ("Write a short line about cats and 12 mats", "cats sit on mats"), ("Say hi", "hi there friend"),
+    ("Count to five", "one two three four five")])]
+
+
+def _features(**kw):
+    return SharedContextFeatures(OffsetTok("words"), OffsetTok("chars"), max_context_len=32, max_target_len=8, **kw)
+
+
+def test_batch_layout_context_alignment_and_continuation():
+    f = _features()
+    toks = f.tokenize_many(EXAMPLES)
+    t = toks[0]
+    b = f.collate([t])
+    text = "Name three colours.\n"
+    r_ids = OffsetTok("chars")(text)["input_ids"]
+    nc = len(r_ids) - 1
+    lc = b["receiver_ctx_ids"].shape[1]
+    # the receiver context holds all context tokens but the last, left-padded
+    assert b["receiver_ctx_ids"][0, lc - nc:].tolist() == r_ids[:-1] and b["receiver_ctx_mask"][0].sum() == nc
+    # the continuation opens with the last context token; the loss covers exactly the target (+ EOS)
+    n_t = len(t.target)
+    assert b["receiver_ids"][0, 0] == r_ids[-1] and t.target[-1] == 2
+    assert b["loss_mask"][0].tolist() == [False] + [True] * n_t + [False] * (b["loss_mask"].shape[1] - n_t - 1)
+    # each receiver context slot reads a real sharer slot; the receiver's BOS reads the sharer's first token
+    al, sm = b["alignment"][0], b["sharer_mask"][0]
+    assert (al[~b["receiver_ctx_mask"][0]] == -1).all()
+    real = al[b["receiver_ctx_mask"][0]]
+    assert sm[real].all() and real[0] == np.argmax(sm) and (np.diff(real) >= 0).all()
+
+
+def test_iterator_is_resumable_and_batches_share_a_bucket():
+    f = _features()
+    it = SharedContextBatches(f, f.tokenize_many(EXAMPLES * 4), batch_size=2, seed=3)
+    next(it)
+    state = it.state()
+    a = next(it)
+    it.restore(state)
+    b = next(it)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+@pytest.mark.parametrize("kind", ["lcf", "c2c"])
+def test_shared_context_loss_trains_the_adapter(kind):
+    s, r = registry.load_any("tiny-llama"), registry.load_any("tiny-gemma3")
+    acfg = LCFConfig(rank=16) if kind == "lcf" else C2CConfig(hidden_dim=32, intermediate_dim=32)
+    setup = Setup(kind, acfg, s[0], r[0])
+    spec = ADAPTER_KINDS[kind]
+    params = spec.init(jax.random.key(0), acfg, s[0], r[0])
+    params = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.key(1), x.shape, x.dtype), params)
+    f = _features()
+    batch = {k: jnp.asarray(v) for k, v in f.collate([t for t in f.tokenize_many(EXAMPLES)][:1]).items()}
+    (loss, aux), g = jax.value_and_grad(objective.loss_fn, has_aux=True)(params, s[1], r[1], batch, setup,
+                                                                        train=False)
+    assert np.isfinite(float(loss)) and float(aux["target_tokens"]) == batch["loss_mask"].sum()
+    assert float(jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(g)))) > 0
+
+
+def test_mc_scoring_with_a_no_op_adapter_equals_the_receiver_reading_the_prompt_itself():
+    s, r = registry.load_any("tiny-llama"), registry.load_any("tiny-gemma3")
+    acfg = LCFConfig(rank=16)   # zero-initialised up-projection: the fused cache is the receiver's own
+    setup = Setup("lcf", acfg, s[0], r[0])
+    params = ADAPTER_KINDS["lcf"].init(jax.random.key(0), acfg, s[0], r[0])
+    f = shared_mc.mc_features(OffsetTok("words"), OffsetTok("chars"), max_context_len=64, max_choice_len=16)
+    question, choices = "Which is a colour?", ["red", "a cat", "twelve mats"]
+    ll, lens = shared_mc.mc_loglik_fused(setup, params, (s[1], r[1]), f, question, choices)
+    tok = OffsetTok("chars")
+    prompt = shared_mc.MC_PROMPT.format(question=question)
+    for c, got, n in zip(choices, ll, lens):
+        ids = tok(prompt)["input_ids"] + tok(" " + c, add_special_tokens=False)["input_ids"]
+        logits, _ = transformer.forward(r[1], jnp.asarray([ids]), jnp.arange(len(ids))[None], None, config=r[0])
+        logp = jax.nn.log_softmax(logits[0], -1)
+        p = len(tok(prompt)["input_ids"])
+        want = sum(float(logp[t - 1, ids[t]]) for t in range(p, len(ids)))
+        assert n == len(ids) - p
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
