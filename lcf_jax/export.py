@@ -1,7 +1,7 @@
 """Export a trained adapter for use outside lcf_jax (PyTorch / Hugging Face transformers).
 
     python -m lcf_jax.export --checkpoint runs/lcfx_smollm2_to_gemma3 --out exported/lcfx [--step N]
-                             [--dtype float32|bfloat16|float16]
+                             [--dtype float32|bfloat16|float16] [--prune-rank R | --prune-energy E] [--prune-gate G]
 
 --checkpoint is a run's workdir (holding checkpoints/) or its checkpoints directory; the latest step is
 exported unless --step is given. The output directory holds adapter.safetensors and adapter.json
@@ -32,14 +32,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output directory (written atomically)")
     ap.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    ap.add_argument("--prune-rank", type=int, default=None, help="LCF only: cut every layer to this rank (SVD)")
+    ap.add_argument("--prune-energy", type=float, default=None,
+                    help="LCF only: per layer, the smallest rank keeping this fraction of sum(sigma^2)")
+    ap.add_argument("--prune-gate", type=float, default=None, help="LCF only: drop layers whose gate is below this")
     args = ap.parse_args(argv)
+    prune = {k: v for k, v in (("target_rank", args.prune_rank), ("energy", args.prune_energy),
+                               ("gate_threshold", args.prune_gate)) if v is not None}
 
     from lcf_jax.adapters import export_format as F
     from lcf_jax.adapters.export_jax import export_checkpoint
 
-    out = export_checkpoint(args.checkpoint, args.out, step=args.step, dtype=args.dtype)
+    out = export_checkpoint(args.checkpoint, args.out, step=args.step, dtype=args.dtype, prune=prune or None)
     meta = F.read_meta(out).raw
     src = meta.get("source", {})
+    if "pruning" in src:
+        from lcf_jax.adapters.prune import format_report
+        print(format_report(src["pruning"]))
     print(f"exported {meta['kind']} adapter ({meta['sharer']['name']} -> {meta['receiver']['name']}, "
           f"step {src.get('step')}, {meta['num_params']:,} params, {meta['dtype']}) to {out}")
     return 0

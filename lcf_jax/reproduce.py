@@ -46,7 +46,7 @@ def main(argv=None) -> None:
     ap.add_argument("--budgets", default="32,64,128", help="T2 text budgets")
     ap.add_argument("--latency-repeats", type=int, default=3)
     ap.add_argument("--t1-adapters", default="",
-                    help="T1 adapter rows, NAME=DIR,...: exported shared-context adapters (lcf, c2c) of the "
+                    help="T1 adapter rows, NAME=DIR,... (NAME without commas): exported shared-context adapters (lcf, c2c) of the "
                          "smollm2 -> gemma3 pair, e.g. 'LCF=adapters/x_lcf,C2C=adapters/x_c2c'")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -64,7 +64,7 @@ def main(argv=None) -> None:
         agents = {name: Agent.load(name) for name in dict(BUNDLED_PAIRS)}
     if "t1" in tables:
         t1_adapters = {name: shared_context_adapter(path, agents)
-                       for name, path in (kv.split("=", 1) for kv in args.t1_adapters.split(",") if kv)}
+                       for name, path in (kv.rsplit("=", 1) for kv in args.t1_adapters.split(",") if kv)}
         t1 = R.table_shared_context({f"{n} alone": a for n, a in agents.items()}, n=args.n, adapters=t1_adapters)
         t1.write(args.out, "t1_shared_context")
         print(t1.markdown())

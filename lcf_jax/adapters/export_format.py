@@ -66,7 +66,7 @@ CONFIG_FIELDS = {
     "lcf": ("rank", "layer_map", "activation", "gate_init", "backend", "block_tokens", "eps", "zero_init_up",
             "up_init_std", "layers", "ranks", "disabled"),
     "lcfx": ("rank", "slots", "conditioned", "sharer_layers", "receiver_layers", "cond_layers", "pool_heads",
-             "activation", "eps", "key_init_std", "value_gate_init"),
+             "activation", "eps", "key_init_std", "value_gate_init", "linear"),
     "c2c": ("hidden_dim", "intermediate_dim", "num_layers", "dropout", "initial_temperature", "final_temperature",
             "anneal_steps", "layer_map", "zero_init", "eps"),
 }

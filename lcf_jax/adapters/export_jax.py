@@ -145,11 +145,20 @@ DATA_KEYS = ("prompt_template", "max_sharer_len", "max_prompt_len", "max_target_
 
 
 def export_checkpoint(path: str | os.PathLike, out_dir: str | os.PathLike, *, step: Optional[int] = None,
-                      dtype: str = "float32") -> Path:
+                      dtype: str = "float32", prune: Optional[dict] = None) -> Path:
+    """`prune`: keyword arguments of `prune.prune_lcf` (e.g. {"target_rank": 64}) to prune an LCF
+    adapter before writing it; the report goes into the metadata's `source.pruning`."""
     ck = load_checkpoint(path, step)
+    params, cfg, report = ck.params, ck.config, None
+    if prune:
+        if ck.kind != "lcf":
+            raise ValueError(f"pruning applies to LCF adapters; {path} holds a {ck.kind} adapter")
+        from lcf_jax.adapters.prune import prune_lcf
+        params, cfg, report = prune_lcf(params, cfg, ck.sharer, ck.receiver, **prune)
     data = {k: ck.run_config.get("data", {}).get(k) for k in DATA_KEYS if k in ck.run_config.get("data", {})}
     source = {"checkpoint": str(Path(ck.checkpoint_dir).resolve()), "step": ck.step,
               "run_name": ck.run_config.get("name"),
               "compute_dtype": ck.run_config.get("train", {}).get("compute_dtype")}
-    return export_adapter(out_dir, ck.params, ck.config, ck.sharer, ck.receiver, dtype=dtype, source=source,
-                          data=data)
+    if report is not None:
+        source["pruning"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in report.items()}
+    return export_adapter(out_dir, params, cfg, ck.sharer, ck.receiver, dtype=dtype, source=source, data=data)

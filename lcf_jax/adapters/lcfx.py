@@ -25,6 +25,12 @@ Decoder (receiver side), `decode_message`: per receiver layer l,
 reshaped to all receiver kv heads [B, Hr, m, Dr]. The keys are position-free (the receiver applies
 no RoPE to extra entries; its queries are rotated, so the adapter learns keys in that frame).
 
+Linear latent path (`linear=True`, with `pool_heads=1`): the encoder is z = sum_l [k_l | v_l] @ W_enc[l] +
+b_enc (no norm, no activation), the slot output is pooled @ W_o (no norm) and the decoder reads the
+latents directly; only the pooling SCORES see a norm (keys from RMSNorm(z) * enc_norm). A slot is then
+exactly a convex combination of translated tokens, and the translation of one token (W_enc, W_v, W_o,
+dec_*) is a linear map that `train/latent_align.fit_closed_form` solves in closed form.
+
 Near no-op initialisation. Extra entries are softmaxed together with the receiver's own keys, so
 an exact no-op needs either zero attention weight or zero value AND no renormalisation. There is
 no key that scores very low against every possible query, so we choose values: `v_gate` starts at
@@ -72,6 +78,10 @@ class LCFXConfig:
     eps: float = 1e-6
     key_init_std: float = 0.02
     value_gate_init: float = 0.0
+    # A linear latent path (as in Multi-Head Latent Attention): no norm or activation between the
+    # down-projection, the pooling's values and the up-projection, so a slot is exactly a convex
+    # combination of translated tokens. What the closed-form latent alignment fits (train/latent_align.py).
+    linear: bool = False
 
     kind = "lcfx"
 
@@ -84,6 +94,9 @@ class LCFXConfig:
             raise ValueError(f"LCFXConfig rank and slots must be positive, got rank={self.rank}, slots={self.slots}")
         if self.rank % self.pool_heads:
             raise ValueError(f"LCFXConfig.rank={self.rank} must be a multiple of pool_heads={self.pool_heads}")
+        if self.linear and self.pool_heads != 1:
+            raise ValueError("LCFXConfig.linear needs pool_heads=1: with several heads one slot would mix "
+                             "different tokens' latent chunks")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"LCFXConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
 
@@ -186,6 +199,8 @@ def token_latents(params: dict, sharer_cache: KVCache, *, cfg: LCFXConfig, share
     w_enc = params["enc_w"]
     z = jnp.einsum("nbsf,nfr->bsr", x.astype(w_enc.dtype), w_enc, preferred_element_type=jnp.float32)
     z = z + params["enc_b"]
+    if cfg.linear:
+        return z
     return _activation(rms_norm(z, params["enc_norm"], cfg.eps, plus_one=False), cfg.activation)
 
 
@@ -197,7 +212,12 @@ def token_messages(params: dict, z: jax.Array, *, cfg: LCFXConfig) -> jax.Array:
     slot into the receiver's own K/V for the same text before the pooling is trained."""
     f32 = jnp.float32
     pooled = z.astype(f32) @ params["pool_wv"].astype(f32)
-    return rms_norm(pooled @ params["pool_wo"].astype(f32), params["out_norm"], cfg.eps, plus_one=False)
+    return _slot_output(params, pooled, cfg)
+
+
+def _slot_output(params: dict, pooled: jax.Array, cfg: LCFXConfig) -> jax.Array:
+    out = pooled @ params["pool_wo"].astype(jnp.float32)
+    return out if cfg.linear else rms_norm(out, params["out_norm"], cfg.eps, plus_one=False)
 
 
 def encode_message(params: dict, sharer_cache: KVCache, receiver_cache: Optional[KVCache] = None, *,
@@ -222,7 +242,9 @@ def encode_message(params: dict, sharer_cache: KVCache, receiver_cache: Optional
     if cfg.conditioned:
         c = receiver_summary(params, receiver_cache, cfg=cfg, sharer_cfg=sharer_cfg, receiver_cfg=receiver_cfg)
         q = q + jnp.einsum("br,rmq->bmq", c, params["cond_shift"].astype(f32))
-    k = (z @ params["pool_wk"].astype(f32)).reshape(b, s, h, r // h)
+    # The linear path normalises only what the scores see, so slot values stay convex combinations.
+    zk = rms_norm(z, params["enc_norm"], cfg.eps, plus_one=False) if cfg.linear else z
+    k = (zk @ params["pool_wk"].astype(f32)).reshape(b, s, h, r // h)
     v = (z @ params["pool_wv"].astype(f32)).reshape(b, s, h, r // h)
     qh = q.reshape(b, m, h, r // h)
     scores = jnp.einsum("bmhd,bshd->bhms", qh, k) * (r // h) ** -0.5
@@ -230,7 +252,7 @@ def encode_message(params: dict, sharer_cache: KVCache, receiver_cache: Optional
     scores = jnp.where(valid, scores, -1e30)
     probs = jax.nn.softmax(scores, axis=-1) * valid
     pooled = jnp.einsum("bhms,bshd->bmhd", probs, v).reshape(b, m, r)
-    lat = rms_norm(pooled @ params["pool_wo"].astype(f32), params["out_norm"], cfg.eps, plus_one=False)
+    lat = _slot_output(params, pooled, cfg)
     any_valid = sharer_cache.mask.any(axis=-1)[:, None, None]
     return jnp.where(any_valid, lat, 0.0).astype(f32)
 
@@ -270,7 +292,7 @@ def decode_layers(params: dict, latents: jax.Array, *, cfg: LCFXConfig, receiver
     lat = latents.astype(f32)
 
     def one(norm, wk, bk, wv, bv, g):
-        hh = rms_norm(lat, norm, cfg.eps, plus_one=False)
+        hh = lat if cfg.linear else rms_norm(lat, norm, cfg.eps, plus_one=False)
         k = jnp.einsum("bmr,rk->bmk", hh.astype(wk.dtype), wk, preferred_element_type=f32) + bk
         v = (jnp.einsum("bmr,rk->bmk", hh.astype(wv.dtype), wv, preferred_element_type=f32) + bv) * g
         shape = lambda x: x.reshape(b, m, hr, dr).transpose(0, 2, 1, 3)  # noqa: E731

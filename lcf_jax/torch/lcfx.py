@@ -111,14 +111,17 @@ class LCFXAdapter(nn.Module):
         xs = unrotated_kv(sharer, self.sharer_config, self.sharer_layers)
         z = sum(C.linear(x, e.in_proj[str(l)]) for x, l in zip(xs, self.sharer_layers))
         z = z + e.in_proj_bias.to(torch.float32)
-        z = C.activation(C.rms_norm(z, e.norm.weight, cfg["eps"]), cfg["activation"])     # [B, S, r]
+        linear = bool(cfg.get("linear", False))
+        if not linear:
+            z = C.activation(C.rms_norm(z, e.norm.weight, cfg["eps"]), cfg["activation"])  # [B, S, r]
         b, s, r = z.shape
         h, m = int(cfg["pool_heads"]), int(cfg["slots"])
         q = e.queries.to(torch.float32).expand(b, m, r)
         if cfg["conditioned"]:
             c = self.receiver_summary(receiver)
             q = q + C.linear(c, e.cond_shift).reshape(b, m, r)
-        k = C.linear(z, e.pool_k).reshape(b, s, h, r // h)
+        zk = C.rms_norm(z, e.norm.weight, cfg["eps"]) if linear else z   # linear path: only the scores see a norm
+        k = C.linear(zk, e.pool_k).reshape(b, s, h, r // h)
         v = C.linear(z, e.pool_v).reshape(b, s, h, r // h)
         qh = q.reshape(b, m, h, r // h)
         scores = torch.einsum("bmhd,bshd->bhms", qh, k) * (r // h) ** -0.5
@@ -126,7 +129,9 @@ class LCFXAdapter(nn.Module):
         scores = torch.where(valid, scores, torch.full((), -1e30))
         probs = torch.softmax(scores, dim=-1) * valid
         pooled = torch.einsum("bhms,bshd->bmhd", probs, v).reshape(b, m, r)
-        lat = C.rms_norm(C.linear(pooled, e.pool_o), e.out_norm.weight, cfg["eps"])
+        lat = C.linear(pooled, e.pool_o)
+        if not linear:
+            lat = C.rms_norm(lat, e.out_norm.weight, cfg["eps"])
         any_valid = sharer.mask.any(dim=-1)[:, None, None]
         return torch.where(any_valid, lat, torch.zeros((), dtype=lat.dtype))
 
@@ -143,7 +148,7 @@ class LCFXAdapter(nn.Module):
         values = torch.zeros_like(keys)
         for l in self.receiver_layers:
             p = self.decoder.layers[str(l)]
-            hh = C.rms_norm(lat, p.norm.weight, cfg["eps"])
+            hh = lat if cfg.get("linear", False) else C.rms_norm(lat, p.norm.weight, cfg["eps"])
             k = C.linear(hh, p.k)
             v = C.linear(hh, p.v) * p.v_gate.to(torch.float32)
             keys[l] = k.reshape(b, m, hr, dr).transpose(1, 2)

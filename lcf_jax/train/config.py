@@ -76,11 +76,13 @@ def base_config() -> ml_collections.ConfigDict:
         async_checkpoint=True,
         workdir="runs/default",  # local path or gs://bucket/path
         max_new_tokens=16,
+        freeze=[],  # adapter parameter names (top level) that get no update, e.g. ["enc_w", "dec_wv"]
         init_adapter="",  # an exported adapter dir (python -m lcf_jax.export) to start from instead of init
     ))
     # Stage 1 for LCF-X (train/latent_align.py): steps > 0 runs the latent-alignment pre-training on
-    # the training passages before the QA objective, on a fresh start only.
-    c.pretrain = ml_collections.ConfigDict(dict(steps=0, lr=1e-3, batch_size=8,
+    # the training passages before the QA objective, on a fresh start only. method "sgd": `steps`
+    # Adam steps; "closed_form" (needs adapter.lcfx.linear): `steps` batches of passages, one solve.
+    c.pretrain = ml_collections.ConfigDict(dict(method="sgd", steps=0, lr=1e-3, batch_size=8,
                                                  max_len=0))  # 0: data.max_sharer_len
     # num_devices: 0 = every device; N = the first N (e.g. 1 to compare against a sharded run)
     c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1, num_devices=0, shard_frozen=False))
@@ -145,6 +147,8 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ValueError(f"train.compute_dtype must be float32 or bfloat16, got {c.train.compute_dtype!r}")
     if c.train.sharer_cache not in ("on_the_fly", "precomputed"):
         raise ValueError(f"train.sharer_cache must be on_the_fly or precomputed, got {c.train.sharer_cache!r}")
+    if c.pretrain.method not in ("sgd", "closed_form"):
+        raise ValueError(f"pretrain.method must be sgd or closed_form, got {c.pretrain.method!r}")
     if c.data.task not in ("qa", "instruct", "synthetic"):
         raise ValueError(f"data.task must be qa, instruct or synthetic, got {c.data.task!r}")
     adapter_config(c)  # the dataclass validates values

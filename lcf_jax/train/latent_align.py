@@ -192,5 +192,142 @@ def maybe_pretrain(cfg, params: dict, frozen: tuple, setup: Setup, tokenizers: O
         raise ValueError("pretrain.steps > 0 needs data.task='qa' (the passages of data.train_sets)")
     batches = PassagePairs(passages_of(train_examples), *tokenizers, max_len=p.max_len or cfg.data.max_sharer_len,
                            batch_size=p.batch_size, seed=cfg.data.seed)
+    if p.method == "closed_form":
+        t0 = time.perf_counter()
+        x, y = collect_pairs(frozen, batches, setup, p.steps)
+        params, report = fit_closed_form(params, x, y, setup)
+        if log is not None:
+            k, v = report["heldout_rel_err_kv"]
+            k0, v0 = report["heldout_rel_err_kv_of_the_mean"]
+            log(p.steps, {"rel_err_k": k, "rel_err_v": v, "rel_err_k_of_the_mean": k0, "rel_err_v_of_the_mean": v0,
+                          "tokens": float(report["tokens"]), "ridge": report["ridge"],
+                          "seconds": time.perf_counter() - t0})
+        return params
     return pretrain(start_params(params), frozen, batches, setup, steps=p.steps, lr=p.lr, log=log,
                     log_every=cfg.train.log_every)
+
+
+# ------------------------------------------------------------------------------------------------
+# Closed form (LCFXConfig.linear): reduced-rank ridge regression
+# ------------------------------------------------------------------------------------------------
+def collect_pairs(frozen: tuple, batches, setup: Setup, n_batches: int) -> tuple[np.ndarray, np.ndarray]:
+    """(X [N, Fs], Y [N, Fr]) float32 over the weighted aligned tokens of n_batches: per receiver token,
+    the aligned sharer token's un-rotated K/V of every used sharer layer, and the receiver's own
+    un-rotated K/V of every used receiver layer (layer-major, [k | v] per layer)."""
+    cfg, s_cfg, r_cfg = setup.adapter, setup.sharer, setup.receiver
+    su, ru, _ = lcfx.used_layers(cfg, s_cfg, r_cfg)
+
+    @jax.jit
+    def feats(batch):
+        s_cache = objective.sharer_cache(frozen[0], batch, setup)
+        r_mask = batch["receiver_mask"]
+        _, r_cache = transformer.forward(frozen[1], batch["receiver_ids"], transformer.positions_from_mask(r_mask),
+                                         None, config=r_cfg, token_mask=r_mask, last_logits_only=True)
+        x = lcfx._unrotated_kv(s_cache, s_cfg, su)                                    # [n, B, S, F]
+        x = jnp.take_along_axis(x, jnp.maximum(batch["alignment"], 0)[None, :, :, None], axis=2)
+        y = lcfx._unrotated_kv(r_cache, r_cfg, ru)
+        flat = lambda a: a.transpose(1, 2, 0, 3).reshape(a.shape[1], a.shape[2], -1)  # noqa: E731
+        return flat(x), flat(y)
+
+    xs, ys = [], []
+    for _ in range(n_batches):
+        b = next(batches)
+        x, y = feats({k: jnp.asarray(v) for k, v in b.items()})
+        w = b["align_weight"] & (b["alignment"] >= 0) & b["receiver_mask"]
+        xs.append(np.asarray(x, np.float32)[w])
+        ys.append(np.asarray(y, np.float32)[w])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _block_rel_err(pred: np.ndarray, target: np.ndarray, n_layers: int) -> tuple[float, float]:
+    """Mean over layers of sum((pred - target)^2) / sum(target^2), for keys and for values."""
+    f = target.shape[1] // n_layers // 2
+    e = ((pred - target) ** 2).reshape(len(target), n_layers, 2, f).sum(axis=(0, 3))
+    m = (target ** 2).reshape(len(target), n_layers, 2, f).sum(axis=(0, 3))
+    r = e / np.maximum(m, 1e-12)
+    return float(r[:, 0].mean()), float(r[:, 1].mean())
+
+
+def _top_right_vectors(a: np.ndarray, k: int, seed: int = 0, power_iters: int = 3) -> np.ndarray:
+    """[a.shape[1], k]: the top-k right singular vectors of `a` (randomized range finder + power iterations)."""
+    rng = np.random.RandomState(seed)
+    k_over = min(k + 32, min(a.shape))
+    z = a.T @ (a @ rng.standard_normal((a.shape[1], k_over)).astype(a.dtype))
+    for _ in range(power_iters):
+        z, _ = np.linalg.qr(z)
+        z = a.T @ (a @ z)
+    q, _ = np.linalg.qr(z)                                   # [p, k_over], spans the top right vectors
+    _, _, vt = np.linalg.svd(a @ q, full_matrices=False)
+    return (q @ vt.T)[:, :k]
+
+
+def fit_closed_form(params: dict, x: np.ndarray, y: np.ndarray, setup: Setup, *,
+                    ridges: Sequence[float] = (1e-3, 1e-2, 1e-1), holdout: float = 0.1,
+                    target_dims: int = 1024) -> tuple[dict, dict]:
+    """Stage 1 in closed form for a linear LCF-X: a rank-r linear translation of aligned tokens.
+
+    Each receiver (layer, K or V) block of y is scaled by 1/rms so that, as in `alignment_loss`, every
+    block counts the same. The centred, scaled targets are first reduced to their top `target_dims`
+    principal directions P (a cheap solve; the rank-r answer lives in a far smaller space), then
+    ridge regression W = (XᵀX + λI)⁻¹Xᵀ(Y P) on centred data (λ relative to the mean diagonal of XᵀX,
+    picked among `ridges` on a held-out tail of the tokens), then the rank-r reduction: U = the top r
+    right singular vectors of the fitted X W. Written into the adapter: enc_w = W U (per sharer
+    layer), enc_b = -mean(x) W U, pool_wv = pool_wo = I (a one-token slot is its token's latent),
+    dec_w = (P U)ᵀ / scale per receiver layer, dec_b = mean(y), v_gate = 1. The pooling queries, keys
+    and conditioning are left for stage 2.
+    Returns (params, report) with held-out relative errors (per block, as in training) of the rank-r
+    fit and of predicting the mean.
+    """
+    import scipy.linalg
+
+    cfg, s_cfg, r_cfg = setup.adapter, setup.sharer, setup.receiver
+    if not cfg.linear:
+        raise ValueError("the closed-form latent alignment needs adapter.lcfx.linear=True (no norm or activation "
+                         "on the latent path)")
+    su, ru, _ = lcfx.used_layers(cfg, s_cfg, r_cfg)
+    r, n_r, f = cfg.rank, len(ru), r_cfg.kv_width
+    if x.shape[1] != len(su) * 2 * s_cfg.kv_width or y.shape[1] != n_r * 2 * f:
+        raise ValueError(f"token pairs of shape {x.shape}, {y.shape} do not match this adapter's layers")
+    n = len(x)
+    n_fit = int(n * (1 - holdout))
+    if n_fit <= r or n - n_fit < 1:
+        raise ValueError(f"{n} aligned tokens are too few for a rank-{r} closed-form fit")
+    x, y = x.astype(np.float32, copy=False), y.astype(np.float32, copy=False)
+    mx, my = x[:n_fit].mean(0), y[:n_fit].mean(0)
+    scale = 1.0 / np.sqrt(np.maximum(np.einsum("nf,nf->f", y[:n_fit], y[:n_fit]).reshape(n_r * 2, f).sum(1)
+                                     / (n_fit * f), 1e-12))
+    scale = np.repeat(scale, f).astype(np.float32)                       # [Fr]
+    xc = x - mx                                                          # the caller's arrays stay untouched
+    yc = (y - my) * scale
+    proj = _top_right_vectors(yc[:n_fit], min(target_dims, yc.shape[1]))   # [Fr, P]
+    yp = yc @ proj
+    gram = xc[:n_fit].T @ xc[:n_fit]
+    xty = xc[:n_fit].T @ yp[:n_fit]
+    diag = float(np.mean(np.diag(gram)))
+    best = None
+    for lam in ridges:
+        w = scipy.linalg.cho_solve(scipy.linalg.cho_factor(gram + lam * diag * np.eye(len(gram), dtype=gram.dtype)), xty)
+        err = float(np.mean((xc[n_fit:] @ w - yp[n_fit:]) ** 2))
+        if best is None or err < best[0]:
+            best = (err, lam, w)
+    _, lam, w = best
+    u = _top_right_vectors(xc[:n_fit] @ w, r)                            # [P, r]
+    a = (w @ u).astype(np.float32)                                       # [Fs, r]
+    dec = ((proj @ u).T / scale[None, :]).astype(np.float32)             # [r, Fr]
+    held = y[n_fit:]
+    report = {"tokens": n, "ridge": lam, "rank": r, "target_dims": proj.shape[1],
+              "heldout_rel_err_kv": _block_rel_err((xc[n_fit:] @ a) @ dec + my, held, n_r),
+              "heldout_rel_err_kv_of_the_mean": _block_rel_err(np.broadcast_to(my, held.shape), held, n_r)}
+    dec = dec.reshape(r, n_r, 2, f)
+    my_blocks = my.reshape(n_r, 2, f)
+    out = dict(params)
+    out["enc_w"] = a.reshape(len(su), 2 * s_cfg.kv_width, r)
+    out["enc_b"] = -(mx @ a)
+    out["pool_wv"] = np.eye(r, dtype=np.float32)
+    out["pool_wo"] = np.eye(r, dtype=np.float32)
+    out["dec_wk"] = dec[:, :, 0].transpose(1, 0, 2)
+    out["dec_wv"] = dec[:, :, 1].transpose(1, 0, 2)
+    out["dec_bk"] = my_blocks[:, 0]
+    out["dec_bv"] = my_blocks[:, 1]
+    out["v_gate"] = np.ones((n_r,), np.float32)
+    return {k: jnp.asarray(v, params[k].dtype) for k, v in out.items()}, report

@@ -116,8 +116,13 @@ def build(cfg):
     spec = ADAPTER_KINDS[kind]
     params = spec.init(jax.random.PRNGKey(cfg.train.seed), acfg, s_cfg, r_cfg)
     p_sh = sharding.tree_shardings(params, spec.param_axes(acfg, s_cfg, r_cfg), mesh)
+    unknown = sorted(set(cfg.train.freeze) - set(params))
+    if unknown:
+        raise ValueError(f"train.freeze names {unknown}, which are not parameters of this {kind} adapter; "
+                         f"its parameters: {sorted(params)}")
     optimizer = optim.make_optimizer(cfg.train.lr, cfg.train.warmup_steps, cfg.train.steps,
-                                     cfg.train.weight_decay, cfg.train.clip_norm)
+                                     cfg.train.weight_decay, cfg.train.clip_norm,
+                                     frozen={k: k in cfg.train.freeze for k in params})
     opt_abstract = jax.eval_shape(optimizer.init, params)
     rep = NamedSharding(mesh, P())
     o_sh = optax.tree_map_params(optimizer, lambda _, sh: sh, opt_abstract, p_sh,
@@ -215,7 +220,7 @@ def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None) -> dict:
     b = build(cfg)
     setup, mesh = b["setup"], b["mesh"]
     tokenizers = None
-    if cfg.data.task == "qa":
+    if cfg.data.task in ("qa", "instruct"):
         tokenizers = (registry.load_tokenizer(cfg.model.sharer), registry.load_tokenizer(cfg.model.receiver))
     feed, qa = feed_lib.make_feed(cfg, setup.kind, setup.sharer, setup.receiver, tokenizers)
     if cfg.train.sharer_cache == "precomputed":

@@ -74,13 +74,14 @@ def _hf_new_tokens(seqs, t, i, n):
 
 
 @pytest.mark.parametrize("direction", ["llama->gemma3", "gemma3->llama"])
-@pytest.mark.parametrize("conditioned", [False, True], ids=["plain", "conditioned"])
-def test_answer_with_lcfx_matches_the_jax_pipeline(tmp_path, models, direction, conditioned):
+@pytest.mark.parametrize("variant", ["plain", "conditioned", "linear"])
+def test_answer_with_lcfx_matches_the_jax_pipeline(tmp_path, models, direction, variant):
     sname, rname = direction.split("->")
     s_hf, s_cfg, s_params = models[sname]
     r_hf, r_cfg, r_params = models[rname]
-    cfg = lcfx.LCFXConfig(rank=16, slots=4, pool_heads=2, conditioned=conditioned, value_gate_init=1.0,
-                          key_init_std=0.5)
+    conditioned = variant == "conditioned"
+    cfg = lcfx.LCFXConfig(rank=16, slots=4, pool_heads=1 if variant == "linear" else 2, conditioned=conditioned,
+                          value_gate_init=1.0, key_init_std=0.5, linear=variant == "linear")
     p = perturbed(lcfx.init_lcfx(jax.random.key(0), cfg, s_cfg, r_cfg), 3, 0.1)
     ad = load_adapter(export_adapter(tmp_path / "a", p, cfg, s_cfg, r_cfg), sharer_model=s_hf, receiver_model=r_hf)
     # sharer contexts longer than the window (the sharer's sliding layers must still see the right tokens)

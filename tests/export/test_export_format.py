@@ -161,6 +161,21 @@ def test_pruned_lcf_checkpoint_exports_as_lcf_with_layers(tmp_path):
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), p, saved[1])
 
 
+def test_export_cli_prunes_an_lcf_checkpoint_to_a_smaller_lcf(tmp_path):
+    from lcf_jax import export as cli
+    workdir = tmp_path / "run"
+    _save_run(workdir, "lcf", [1], rank=8)
+    assert cli.main(["--checkpoint", str(workdir), "--out", str(tmp_path / "p"), "--prune-rank", "3"]) == 0
+    meta = json.loads((tmp_path / "p" / F.META_FILE).read_text())
+    assert set(meta["layer_map"]["ranks"]) == {3} and meta["source"]["pruning"]["params_after"] < \
+        meta["source"]["pruning"]["params_before"]
+    kind, cfg, _ = import_adapter(tmp_path / "p")
+    assert kind == "lcf" and set(cfg.ranks) == {3}
+    _save_run(tmp_path / "x", "lcfx", [1], rank=8, slots=2, pool_heads=2)
+    with pytest.raises(ValueError, match="pruning applies to LCF"):
+        cli.main(["--checkpoint", str(tmp_path / "x"), "--out", str(tmp_path / "q"), "--prune-rank", "3"])
+
+
 def test_writes_are_atomic(tmp_path, monkeypatch):
     s, r = tiny("llama"), tiny("qwen2")
     cfg = lcfx.LCFXConfig(rank=8, slots=2, pool_heads=2)

@@ -18,7 +18,7 @@ TEXTS = ["The 3 cats sat on 12 mats.", "Ünïcode  spaces\tand digits 2026 here"
 
 def _setup(**kw):
     s, r = registry.TINY_CONFIGS["tiny-llama"], registry.TINY_CONFIGS["tiny-gemma3"]
-    cfg = lcfx.LCFXConfig(rank=16, slots=4, pool_heads=2, **kw)
+    cfg = lcfx.LCFXConfig(**{"rank": 16, "slots": 4, "pool_heads": 2, **kw})
     return Setup("lcfx", cfg, s, r), (registry.load_any("tiny-llama")[1], registry.load_any("tiny-gemma3")[1])
 
 
@@ -123,3 +123,43 @@ def test_tokenize_pair_keeping_the_end_cuts_at_a_token_boundary_and_keeps_the_bo
     full = OffsetTok("chars")(" five six", return_offsets_mapping=True)
     assert r_ids == [1] + full["input_ids"][-2:]                    # BOS kept, then the last chunks "si", "x"
     assert weight.tolist() == [False, True, True] and align.tolist() == [0, 1, 1]
+
+
+def test_closed_form_fit_is_what_the_adapter_computes_and_beats_the_mean():
+    setup, frozen = _setup(linear=True, pool_heads=1)
+    frozen = jax.tree.map(jnp.asarray, frozen)
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho".split()
+    rng = np.random.RandomState(0)
+    passages = [" ".join(rng.choice(words, 12)) for _ in range(40)]
+
+    def feed():
+        return latent_align.PassagePairs(passages, OffsetTok("words"), OffsetTok("chars"), max_len=32, batch_size=4)
+    x, y = latent_align.collect_pairs(frozen, feed(), setup, n_batches=8)
+    p0 = lcfx.init_lcfx(jax.random.key(0), setup.adapter, setup.sharer, setup.receiver)
+    p1, report = latent_align.fit_closed_form(p0, x, y, setup, target_dims=64)
+    k, v = report["heldout_rel_err_kv"]
+    k0, v0 = report["heldout_rel_err_kv_of_the_mean"]
+    assert k < k0 and v < v0, report
+    # the adapter's own forward (per-token latents -> one-token slots -> decoder) gives the fitted map
+    batch = {kk: jnp.asarray(vv) for kk, vv in next(feed()).items()}
+    kw = dict(cfg=setup.adapter, sharer_cfg=setup.sharer, receiver_cfg=setup.receiver)
+    from lcf_jax.train import objective
+    z = lcfx.token_latents(p1, objective.sharer_cache(frozen[0], batch, setup), **kw)
+    lat = jnp.take_along_axis(lcfx.token_messages(p1, z, cfg=setup.adapter), jnp.maximum(batch["alignment"], 0)[..., None], 1)
+    kk, vv = lcfx.decode_layers(p1, lat, cfg=setup.adapter, receiver_cfg=setup.receiver)   # [n, B, H, T, D]
+    n, b, h, t, d = kk.shape
+    pred = jnp.concatenate([kk.transpose(1, 3, 0, 2, 4).reshape(b, t, n, h * d),
+                            vv.transpose(1, 3, 0, 2, 4).reshape(b, t, n, h * d)], -1).reshape(b, t, -1)
+    w = np.asarray(batch["align_weight"] & (batch["alignment"] >= 0) & batch["receiver_mask"])
+    a = np.asarray(p1["enc_w"]).reshape(-1, setup.adapter.rank)
+    want = (x[: w.sum()] @ a + np.asarray(p1["enc_b"])) @ np.concatenate(
+        [np.concatenate([np.asarray(p1["dec_wk"][i]), np.asarray(p1["dec_wv"][i])], -1) for i in range(n)], -1) + \
+        np.concatenate([np.concatenate([np.asarray(p1["dec_bk"][i]), np.asarray(p1["dec_bv"][i])]) for i in range(n)])
+    np.testing.assert_allclose(np.asarray(pred)[w], want, rtol=1e-3, atol=1e-3)
+
+
+def test_closed_form_needs_the_linear_latent_path():
+    setup, frozen = _setup()
+    p0 = lcfx.init_lcfx(jax.random.key(0), setup.adapter, setup.sharer, setup.receiver)
+    with pytest.raises(ValueError, match="linear=True"):
+        latent_align.fit_closed_form(p0, np.zeros((10, 4)), np.zeros((10, 4)), setup)

@@ -127,3 +127,19 @@ def test_bfloat16_compute_keeps_float32_master_weights(tmp_path):
         rng = jax.eval_shape(lambda: jax.random.PRNGKey(0))
         restored = ck.restore_latest(jax.eval_shape(lambda: b["params"]), {"opt": opt, "rng": rng})
     assert {x.dtype for x in jax.tree.leaves(restored.params)} == {jnp.dtype(jnp.float32)}
+
+
+def test_frozen_adapter_parameters_stay_put_and_unknown_names_are_refused(tmp_path):
+    from lcf_jax.train.ckpt import Checkpointer
+    cfg = _cfg(tmp_path, "fr", "--config.train.steps=3", "--config.train.freeze=['enc_w', 'dec_wv']")
+    loop.train(cfg)
+    b = loop.build(cfg)
+    with Checkpointer(str(tmp_path / "fr" / "checkpoints"), keep_last=3) as ck:
+        opt = jax.eval_shape(b["optimizer"].init, b["params"])
+        rng = jax.eval_shape(lambda: jax.random.PRNGKey(0))
+        params = ck.restore_latest(jax.eval_shape(lambda: b["params"]), {"opt": opt, "rng": rng}).params
+    for k in b["params"]:
+        same = np.array_equal(np.asarray(params[k]), np.asarray(b["params"][k]))
+        assert same == (k in ("enc_w", "dec_wv")), k
+    with pytest.raises(ValueError, match="not parameters of this lcfx adapter"):
+        loop.build(_cfg(tmp_path, "fr2", "--config.train.freeze=['nope']"))
