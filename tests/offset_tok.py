@@ -9,7 +9,7 @@ class OffsetTok:
         self.bos = (kind == "chars") if bos is None else bos
         self.pad_token_id, self.eos_token_id, self.bos_token_id = 0, 2, 1
 
-    def __call__(self, text, add_special_tokens=True, return_offsets_mapping=False):
+    def __call__(self, text, add_special_tokens=True, return_offsets_mapping=True):
         if self.kind == "words":
             spans = [m.span() for m in re.finditer(r"\s*\S+", text)]
         else:
@@ -17,7 +17,4 @@ class OffsetTok:
         if self.bos and add_special_tokens:
             spans = [(0, 0)] + spans
         ids = [3 + sum(map(ord, text[a:b])) % (self.vocab - 3) if b > a else 1 for a, b in spans]
-        out = {"input_ids": ids}
-        if return_offsets_mapping:
-            out["offset_mapping"] = spans
-        return out
+        return {"input_ids": ids, "offset_mapping": spans}

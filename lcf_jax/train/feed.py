@@ -14,13 +14,9 @@ import numpy as np
 from lcf_jax.models.config import ModelConfig
 
 
-class SyntheticBatches:
-    def __init__(self, kind: str, sharer: ModelConfig, receiver: ModelConfig, batch_size: int, seed: int,
-                 sharer_len: int = 16, prompt_len: int = 6, target_len: int = 4, context_len: int = 12):
-        self.kind, self.sharer, self.receiver = kind, sharer, receiver
-        self.batch_size, self.seed = batch_size, seed
-        self.sharer_len, self.prompt_len, self.target_len, self.context_len = sharer_len, prompt_len, target_len, context_len
-        self.position = 0
+class PositionIterator:
+    """A batch iterator deterministic in (seed, position): its checkpointed state is one integer."""
+    position: int = 0
 
     def state(self) -> dict:
         return {"position": self.position}
@@ -30,6 +26,15 @@ class SyntheticBatches:
 
     def __iter__(self):
         return self
+
+
+class SyntheticBatches(PositionIterator):
+    def __init__(self, kind: str, sharer: ModelConfig, receiver: ModelConfig, batch_size: int, seed: int,
+                 sharer_len: int = 16, prompt_len: int = 6, target_len: int = 4, context_len: int = 12):
+        self.kind, self.sharer, self.receiver = kind, sharer, receiver
+        self.batch_size, self.seed = batch_size, seed
+        self.sharer_len, self.prompt_len, self.target_len, self.context_len = sharer_len, prompt_len, target_len, context_len
+        self.position = 0
 
     def __next__(self) -> dict[str, Any]:
         rng = np.random.RandomState([self.seed, self.position])

@@ -35,15 +35,17 @@ import optax
 
 from lcf_jax.adapters import lcfx
 from lcf_jax.adapters.align import tokenize_pair
+from lcf_jax.data.pipeline import _pad_id
 from lcf_jax.models import transformer
 from lcf_jax.train import objective, optim
+from lcf_jax.train.feed import PositionIterator
 from lcf_jax.train.objective import Setup
 
 TRAINED_KEYS = ("enc_w", "enc_b", "enc_norm", "pool_wv", "pool_wo", "out_norm",
                 "dec_norm", "dec_wk", "dec_bk", "dec_wv", "dec_bv", "v_gate")
 
 
-class PassagePairs:
+class PassagePairs(PositionIterator):
     """Left-padded batches of passages in both tokenizations, with the receiver -> sharer slot map.
 
     Deterministic in (seed, position): the state is one integer, checkpointed like the QA iterator's.
@@ -56,21 +58,15 @@ class PassagePairs:
             raise ValueError("latent-alignment pre-training got no passages (check data.train_sets)")
         self.passages, self.sharer_tok, self.receiver_tok = passages, sharer_tok, receiver_tok
         self.max_len, self.batch_size, self.seed = int(max_len), int(batch_size), int(seed)
-        self.s_pad = getattr(sharer_tok, "pad_token_id", None) or 0
-        self.r_pad = getattr(receiver_tok, "pad_token_id", None) or 0
+        self.s_pad, self.r_pad = _pad_id(sharer_tok), _pad_id(receiver_tok)
         self.position = 0
-
-    def state(self) -> dict:
-        return {"position": self.position}
-
-    def restore(self, state: dict) -> None:
-        self.position = int(state["position"])
-
-    def __iter__(self):
-        return self
+        self._orders: dict[int, np.ndarray] = {}
 
     def _order(self, epoch: int) -> np.ndarray:
-        return np.random.RandomState([self.seed, epoch]).permutation(len(self.passages))
+        if epoch not in self._orders:  # one permutation per epoch, not one per row
+            self._orders = {epoch: np.random.RandomState([self.seed, epoch]).permutation(len(self.passages)),
+                            **{e: o for e, o in self._orders.items() if e == epoch - 1}}
+        return self._orders[epoch]
 
     def __next__(self) -> dict:
         n, b, L = len(self.passages), self.batch_size, self.max_len

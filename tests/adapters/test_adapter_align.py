@@ -1,10 +1,10 @@
 """Token alignment: hand-made offsets, a tiny local tokenizer pair, and the two bundled tokenizers."""
-import re
 
 import numpy as np
 import pytest
 
 from lcf_jax.adapters.align import align_offsets, align_text, alignment_to_slots, left_pad_masks
+from tests.offset_tok import OffsetTok
 
 TEXTS = [
     "Héllo  wörld, café au lait!",
@@ -34,22 +34,6 @@ def test_empty_spans_and_uncovered_tokens():
     assert align_offsets([(3, 4)], [(0, 3), (4, 6)]).tolist() == [0]
 
 
-class WordTok:
-    """Tiny local tokenizers with offsets: regex words / fixed-width char chunks."""
-
-    def __init__(self, kind, bos=False):
-        self.kind, self.bos = kind, bos
-
-    def __call__(self, text, add_special_tokens=True, return_offsets_mapping=True):
-        if self.kind == "words":
-            spans = [m.span() for m in re.finditer(r"\s*\S+", text)]
-        else:
-            spans = [(i, min(i + 2, len(text))) for i in range(0, len(text), 2)]
-        if self.bos and add_special_tokens:
-            spans = [(0, 0)] + spans
-        return {"input_ids": list(range(len(spans))), "offset_mapping": spans}
-
-
 def _check_alignment(text, s_off, r_off, al):
     assert al.shape == (len(r_off),) and al.dtype == np.int32
     assert (al >= 0).all() and (al < len(s_off)).all()
@@ -64,7 +48,7 @@ def _check_alignment(text, s_off, r_off, al):
 
 @pytest.mark.parametrize("text", TEXTS)
 def test_local_tokenizer_pair(text):
-    s_tok, r_tok = WordTok("words", bos=False), WordTok("chars", bos=True)
+    s_tok, r_tok = OffsetTok("words", bos=False), OffsetTok("chars", bos=True)
     s_ids, r_ids, al = align_text(text, s_tok, r_tok)
     s_off = s_tok(text)["offset_mapping"]
     r_off = r_tok(text)["offset_mapping"]
