@@ -6,6 +6,12 @@ Each (model, implementation) runs in its own subprocess so its peak RSS is its o
 512-token prompt at batch 1 and 8, last-position logits only on both sides (`logits_to_keep=1` in
 transformers). Decode: greedy tokens/s after a 64-token prompt, batch 1, EOS ignored, prefill
 excluded (time(prompt + N tokens) - time(prompt + 1 token)). Compilation is excluded (warm-up call).
+
+A roofline for this machine, measured in the same run, bounds what any implementation can reach:
+each side's best float32 matmul rate (a 2048^3 product) and the memory read rate (a 1 GiB reduction).
+Prefill ceiling = the prefill's matmul FLOPs at the best matmul rate; decode ceiling = the bytes
+read per token (all weights + the KV cache) at the memory rate. The "max ratio" columns are
+torch's measured time over that ceiling: the largest speed-up over torch this machine permits.
 """
 from __future__ import annotations
 
@@ -29,6 +35,56 @@ def _median_time(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def prefill_flops(config, batch: int, tokens: int) -> float:
+    """Matmul FLOPs of a prefill with last-position logits: projections + MLP per token, the full
+    T x T attention score and value products (both implementations compute the masked square), the head."""
+    c = config
+    per_token_macs = c.num_layers * (c.hidden_size * (2 * c.num_heads + 2 * c.num_kv_heads) * c.head_dim
+                                     + 3 * c.hidden_size * c.intermediate_size)
+    attn_macs = c.num_layers * 2 * c.num_heads * c.head_dim * tokens * tokens
+    head_macs = c.hidden_size * c.vocab_size
+    return 2.0 * batch * (tokens * per_token_macs + attn_macs + head_macs)
+
+
+def decode_bytes(config, context: int) -> float:
+    """float32 bytes a batch-1 decode step must read: every weight once (the tied embedding doubles as
+    the head) and the KV cache of `context` tokens."""
+    import numpy as np
+
+    from lcf_jax.models import transformer
+    shapes = transformer.param_shapes(config)
+    n_params = sum(int(np.prod(s)) for s in _leaves(shapes))
+    cache = 2 * config.num_layers * config.num_kv_heads * config.head_dim * context
+    return 4.0 * (n_params + cache)
+
+
+def _leaves(tree):
+    for v in tree.values():
+        yield from (_leaves(v) if isinstance(v, dict) else [v])
+
+
+def _machine(impl: str) -> dict:
+    """This side's float32 matmul rate (GFLOP/s) and the memory read rate (GB/s)."""
+    import numpy as np
+    n, big = 2048, np.ones(256 * 1024 * 1024, np.float32)
+    if impl == "jax":
+        import jax
+        import jax.numpy as jnp
+        a = jnp.ones((n, n), jnp.float32)
+        mm = jax.jit(lambda a: a @ a)
+        mm_s = _median_time(lambda: jax.block_until_ready(mm(a)), 3)
+        x = jnp.asarray(big)
+        red = jax.jit(jnp.sum)
+        read_s = _median_time(lambda: jax.block_until_ready(red(x)), 3)
+    else:
+        import torch
+        a = torch.ones(n, n)
+        mm_s = _median_time(lambda: a @ a, 3)
+        x = torch.from_numpy(big)
+        read_s = _median_time(lambda: x.sum(), 3)
+    return {"matmul_gflops": 2 * n ** 3 / mm_s / 1e9, "read_gbs": big.nbytes / read_s / 1e9}
 
 
 def _measure(name: str, impl: str, prefill_len: int, batches: list[int], new_tokens: int, repeats: int) -> dict:
@@ -81,7 +137,12 @@ def _measure(name: str, impl: str, prefill_len: int, batches: list[int], new_tok
                                               min_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=pad)
             t_n, t_1 = _median_time(gen(new_tokens), repeats), _median_time(gen(1), repeats)
     out["decode_tok_s"] = (new_tokens - 1) / max(t_n - t_1, 1e-9)
-    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the 1 GiB probe
+    out.update(_machine(impl))
+    from lcf_jax.models.registry import model_config
+    for b in batches:
+        out[f"prefill_b{b}_flops"] = prefill_flops(model_config(name), b, prefill_len)
+    out["decode_bytes"] = decode_bytes(model_config(name), 64 + new_tokens // 2)
     return out
 
 
@@ -119,6 +180,23 @@ def main() -> None:
             cells.append(f"{t[k]:.3f} / {j[k]:.3f} / {t[k] / j[k]:.2f}x")
         cells.append(f"{t['decode_tok_s']:.1f} / {j['decode_tok_s']:.1f} / {j['decode_tok_s'] / t['decode_tok_s']:.2f}x")
         cells.append(f"{t['peak_rss_mib']:.0f} / {j['peak_rss_mib']:.0f}")
+        print("| " + " | ".join(cells) + " |")
+    peak = max(max(p["torch"]["matmul_gflops"], p["jax"]["matmul_gflops"]) for p in rows)
+    read = max(max(p["torch"]["read_gbs"], p["jax"]["read_gbs"]) for p in rows)
+    print(f"\n# roofline: best float32 matmul {peak:.0f} GFLOP/s (torch {rows[0]['torch']['matmul_gflops']:.0f}, "
+          f"jax {rows[0]['jax']['matmul_gflops']:.0f}); memory read {read:.1f} GB/s")
+    header = ["model"] + [f"prefill b{b}: torch / jax GFLOP/s, max ratio" for b in batches] + [
+        "decode: MB/token, ceiling tok/s, max ratio"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for pair in rows:
+        t, j = pair["torch"], pair["jax"]
+        cells = [t["model"]]
+        for b in batches:
+            k, flops = f"prefill_b{b}_s", t[f"prefill_b{b}_flops"]
+            cells.append(f"{flops / t[k] / 1e9:.0f} / {flops / j[k] / 1e9:.0f}, {t[k] / (flops / (peak * 1e9)):.2f}x")
+        ceiling = read * 1e9 / t["decode_bytes"]
+        cells.append(f"{t['decode_bytes'] / 1e6:.0f}, {ceiling:.1f}, {ceiling / t['decode_tok_s']:.2f}x")
         print("| " + " | ".join(cells) + " |")
 
 

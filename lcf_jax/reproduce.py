@@ -36,6 +36,16 @@ def shared_context_adapter(path: str, agents: dict) -> dict:
                 mb=size.adapter_size_mb(imp.config, s.config, r.config, "bfloat16"), source=str(path))
 
 
+def _named_paths(spec: str) -> list[tuple[str, str]]:
+    """'NAME=DIR,NAME=DIR' -> [(NAME, DIR), ...]; a clear error for an entry without '='."""
+    out = []
+    for item in filter(None, spec.split(",")):
+        if "=" not in item:
+            raise SystemExit(f"adapter entry {item!r} needs the form NAME=DIR (e.g. 'm32=runs/exports/lcfx_m32')")
+        out.append(tuple(item.rsplit("=", 1)))
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--table", choices=["t1", "t2", "t3", "all"], default="all")
@@ -48,6 +58,9 @@ def main(argv=None) -> None:
     ap.add_argument("--t1-adapters", default="",
                     help="T1 adapter rows, NAME=DIR,... (NAME without commas): exported shared-context adapters (lcf, c2c) of the "
                          "smollm2 -> gemma3 pair, e.g. 'LCF=adapters/x_lcf,C2C=adapters/x_c2c'")
+    ap.add_argument("--t2-adapters", default="",
+                    help="more T2 LCF-X rows, NAME=DIR,... (NAME without commas): exported LCF-X adapters of either "
+                         "direction, each with its own control row, e.g. 'm32=runs/exports/lcfx_m32'")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from lcf_jax.eval import reproduce as R
@@ -63,13 +76,13 @@ def main(argv=None) -> None:
         from lcf_jax.comm.agents import Agent
         agents = {name: Agent.load(name) for name in dict(BUNDLED_PAIRS)}
     if "t1" in tables:
-        t1_adapters = {name: shared_context_adapter(path, agents)
-                       for name, path in (kv.rsplit("=", 1) for kv in args.t1_adapters.split(",") if kv)}
+        t1_adapters = {name: shared_context_adapter(path, agents) for name, path in _named_paths(args.t1_adapters)}
         t1 = R.table_shared_context({f"{n} alone": a for n, a in agents.items()}, n=args.n, adapters=t1_adapters)
         t1.write(args.out, "t1_shared_context")
         print(t1.markdown())
     if "t2" in tables:
         cfg, params, meta = shipped.load_lcfx_adapter(args.adapter or shipped.SHIPPED_LCFX)
+        extra = {name: shipped.load_lcfx_adapter(path) for name, path in _named_paths(args.t2_adapters)}
         sets = {s: R.T2_SETS[s] for s in args.sets.split(",")}
         budgets = tuple(int(b) for b in args.budgets.split(","))
         all_results = []
@@ -78,11 +91,13 @@ def main(argv=None) -> None:
             session = protocols.Session(receiver=agents[r_name], sharer=agents[s_name],
                                         adapter=(cfg, params) if has_adapter else None)
             dev_scores = R.select_context_prompt(session, n=args.n)
+            direction = {name: (c, p) for name, (c, p, m) in extra.items()
+                         if (m["sharer"]["name"], m["receiver"]["name"]) == (s_name, r_name)}
             table, results = R.table_cross_context(session, sets, n=args.n, budgets=budgets,
-                                                   latency_repeats=args.latency_repeats)
+                                                   latency_repeats=args.latency_repeats, adapters=direction)
             table.notes.append(f"context prompt chosen on SQuAD dev (first {args.n}) by oracle F1: {dev_scores}; "
                                f"frozen: `{session.context_prompt}`.")
-            if not has_adapter:
+            if not has_adapter and not direction:
                 table.notes.append("no LCF-X adapter is shipped for this direction: its LCF-X rows are absent.")
             stem = f"t2_{s_name}_to_{r_name}"
             table.write(args.out, stem)

@@ -166,29 +166,39 @@ def select_context_prompt(session, n: int = 30, data_dir=None) -> dict:
     session.context_prompt = max(scores, key=scores.get)
     return scores
 
+def lcfx_label(cfg, name: str = "") -> str:
+    """Row label of an LCF-X adapter: its slots and pooling kind (and a name when several are compared)."""
+    kind = "conditioned" if cfg.conditioned else "unconditioned"
+    return f"LCF-X{' ' + name if name else ''} (m={cfg.slots}, {kind})"
+
+
 def table_cross_context(session, sets: dict = T2_SETS, n: int = 50, budgets=(32, 64, 128), latency_repeats: int = 3,
-                        data_dir=None, seed: int = 0) -> tuple[Table, list[dict]]:
-    """Receiver alone, text (B tokens), LCF-X (+ control), oracle on each set; F1/EM, latency, bytes."""
+                        data_dir=None, seed: int = 0, adapters: Optional[dict] = None) -> tuple[Table, list[dict]]:
+    """Receiver alone, text (B tokens), LCF-X (+ control), oracle on each set; F1/EM, latency, bytes.
+
+    LCF-X rows come from `session.adapter` and from `adapters` (name -> (LCFXConfig, params)): each
+    adapter gets its own row and its own unrelated-passage control row."""
     from lcf_jax.comm.protocols import tasks_from_examples
     from lcf_jax.data import sources
 
     results: list[dict] = []
-    methods: list[tuple[str, str, dict]] = [("receiver alone", "alone", {})]
-    methods += [(f"text (B={b})", "text", {"budget": b}) for b in budgets]
-    if session.adapter is not None:
-        cfg = session.adapter[0]
-        methods += [(f"LCF-X (m={cfg.slots}{', conditioned' if cfg.conditioned else ''})", "lcfx", {}),
-                    ("LCF-X control (unrelated passage)", "lcfx_control", {})]
-    methods.append(("oracle (receiver reads the passage)", "oracle", {}))
+    methods: list[tuple[str, Any, str, dict]] = [("receiver alone", session, "alone", {})]
+    methods += [(f"text (B={b})", session, "text", {"budget": b}) for b in budgets]
+    lcfx_sessions = ({"": session} if session.adapter is not None else {}) | {
+        name: dataclasses.replace(session, adapter=a) for name, a in (adapters or {}).items()}
+    for name, sess in lcfx_sessions.items():
+        label = lcfx_label(sess.adapter[0], name)
+        methods += [(label, sess, "lcfx", {}), (f"{label} control (unrelated passage)", sess, "lcfx_control", {})]
+    methods.append(("oracle (receiver reads the passage)", session, "oracle", {}))
     for set_name, split in sets.items():
         tasks = tasks_from_examples(sources.read(set_name, split, data_dir=data_dir, max_examples=n))
-        for label, proto, kw in methods:
+        for label, sess, proto, kw in methods:
             t0 = time.perf_counter()
-            fn = {"alone": session.alone, "oracle": session.oracle, "text": session.text, "lcfx": session.lcfx,
-                  "lcfx_control": session.lcfx_control}[proto]
+            fn = {"alone": sess.alone, "oracle": sess.oracle, "text": sess.text, "lcfx": sess.lcfx,
+                  "lcfx_control": sess.lcfx_control}[proto]
             replies = fn(tasks, **kw)
             sc = metrics.squad_scores([r.answer for r in replies], [list(t.answers) for t in tasks])
-            lat = session.time_one(proto, tasks[0], repeats=latency_repeats, **({"budget": kw["budget"]} if kw else {}))
+            lat = sess.time_one(proto, tasks[0], repeats=latency_repeats, **({"budget": kw["budget"]} if kw else {}))
             results.append({"set": set_name, "split": split, "method": label, "protocol": proto, **kw,
                             "f1": float(sc["f1"]), "em": float(sc["em"]), "n": int(sc["n"]),
                             "bytes": statistics.median(r.bytes_sent for r in replies),
@@ -208,7 +218,9 @@ def table_cross_context(session, sets: dict = T2_SETS, n: int = 50, budgets=(32,
              "message)."]
     settings = {"sets": sets, "n": n, "budgets": list(budgets), "seed": seed, "sharer": session.sharer.name if session.sharer else None,
                 "receiver": session.receiver.name, "max_new_tokens": session.max_new_tokens,
-                "context_prompt": session.context_prompt, "adapter": dataclasses.asdict(session.adapter[0]) if session.adapter else None}
+                "context_prompt": session.context_prompt,
+                "adapters": {lcfx_label(sess.adapter[0], name): dataclasses.asdict(sess.adapter[0])
+                             for name, sess in lcfx_sessions.items()}}
     return Table(f"T2: different contexts, {settings['sharer']} → {settings['receiver']}",
                  ["set", "method", "F1", "EM", "latency (s)", "speed-up vs text B=64", "bytes/message"], rows, notes,
                  settings), results

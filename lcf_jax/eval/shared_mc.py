@@ -46,7 +46,10 @@ def mc_loglik_fused(setup: Setup, adapter_params, frozen: tuple, features: Share
     if any(t is None for t in toks):
         raise ValueError(f"question {question[:60]!r} or one of its choices tokenizes to nothing")
     keys = [features.bucket_key(t) for t in toks]
-    key = tuple(max(k[i] for k in keys) for i in range(3))
+    # Few distinct shapes, few compiles: both contexts share one length bucket, targets pad to 16 or 64.
+    ctx = max(max(k[0], k[1]) for k in keys)
+    tgt = max(k[2] for k in keys)
+    key = (ctx, ctx, 16 if tgt <= 16 else max(tgt, 64))
     batch = {k: jnp.asarray(v) for k, v in features.collate(toks, key=key).items()}
     ll = _choice_logliks(adapter_params, frozen[0], frozen[1], batch, setup=setup)
     return [float(x) for x in np.asarray(ll)], [len(t.target) for t in toks]

@@ -25,10 +25,16 @@ def session():
 def test_t2_writes_markdown_csv_and_plot(session, tmp_path):
     scores = R.select_context_prompt(session, n=2)
     assert set(scores) == {"context_0shot", "context_1shot"} and session.context_prompt in scores
-    table, results = R.table_cross_context(session, {"squad": "test"}, n=3, budgets=(4,), latency_repeats=1)
+    other = LCFXConfig(rank=16, slots=2, pool_heads=2, conditioned=True)
+    other_params = init_lcfx(jax.random.PRNGKey(1), other, session.sharer.config, session.receiver.config)
+    table, results = R.table_cross_context(session, {"squad": "test"}, n=3, budgets=(4,), latency_repeats=1,
+                                           adapters={"u2": (other, other_params)})
     methods = [r[1] for r in table.rows]
-    assert methods[0] == "receiver alone" and any(m.startswith("LCF-X (m=4") for m in methods)
-    assert any("control" in m for m in methods) and methods[-1].startswith("oracle")
+    assert methods[0] == "receiver alone" and "LCF-X (m=4, unconditioned)" in methods
+    assert "LCF-X u2 (m=2, conditioned)" in methods and "LCF-X u2 (m=2, conditioned) control (unrelated passage)" in methods
+    assert sum("control" in m for m in methods) == 2 and methods[-1].startswith("oracle")
+    assert [r for r in table.rows if r[1].startswith("LCF-X u2 (m=2")][0][6] == 2 * 16 * 4
+    assert set(table.settings["adapters"]) == {"LCF-X (m=4, unconditioned)", "LCF-X u2 (m=2, conditioned)"}
     assert all(0 <= r[2] <= 100 and 0 <= r[3] <= 100 for r in table.rows)
     lcfx_row = [r for r in table.rows if r[1].startswith("LCF-X (m=4")][0]
     assert lcfx_row[6] == 4 * 16 * 4  # bytes of the float32 message
