@@ -1,6 +1,7 @@
-"""python -m lcf_jax.reproduce --table {t1,t2,t3,all} [--n 50] [--out results]
+"""python -m lcf_jax.reproduce --table {t1,t2,t3,ablations,all} [--n 50] [--out results]
 
 Writes results/<table>.md and .csv (with splits, n, seeds and a settings hash) and the plots.
+Ablations re-score finished training runs on dev splits: --ablation-runs "NAME=RUN_DIR,...".
 """
 from __future__ import annotations
 
@@ -46,9 +47,10 @@ def _named_paths(spec: str) -> list[tuple[str, str]]:
     return out
 
 
-def main(argv=None) -> None:
+def main(argv=None, agents: dict | None = None) -> None:
+    """`agents` (name -> Agent) replaces the bundled models: tests pass tiny ones."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--table", choices=["t1", "t2", "t3", "all"], default="all")
+    ap.add_argument("--table", choices=["t1", "t2", "t3", "ablations", "all"], default="all")
     ap.add_argument("--n", type=int, default=50, help="examples per data set")
     ap.add_argument("--out", type=Path, default=Path("results"))
     ap.add_argument("--adapter", default=None, help="exported LCF-X adapter (default: the shipped one)")
@@ -61,25 +63,44 @@ def main(argv=None) -> None:
     ap.add_argument("--t2-adapters", default="",
                     help="more T2 LCF-X rows, NAME=DIR,... (NAME without commas): exported LCF-X adapters of either "
                          "direction, each with its own control row, e.g. 'm32=runs/exports/lcfx_m32'")
+    ap.add_argument("--ablation-runs", default="",
+                    help="training runs to compare, NAME=RUN_DIR,... (their latest checkpoints), e.g. "
+                         "'joint=runs/lcf_t1,separate=runs/lcf_sep'; lcf/c2c runs are scored on MC dev rows, "
+                         "lcfx runs on SQuAD dev")
+    ap.add_argument("--ablation-n", type=int, default=40, help="dev examples per set for the ablations")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from lcf_jax.eval import reproduce as R
 
-    tables = ["t1", "t2", "t3"] if args.table == "all" else [args.table]
+    tables = ((["t1", "t2", "t3"] + (["ablations"] if args.ablation_runs else []))
+              if args.table == "all" else [args.table])
+    if "ablations" in tables and not args.ablation_runs:
+        raise SystemExit("--table ablations needs --ablation-runs NAME=RUN_DIR,...")
     if "t3" in tables:
         t3 = R.table_sizes([PAPER_PAIR, *BUNDLED_PAIRS])
         t3.write(args.out, "t3_sizes")
         R.plot_sizes(t3, args.out / "sizes.png")
         print(t3.markdown())
-    if "t1" in tables or "t2" in tables:
+    if {"t1", "t2", "ablations"} & set(tables):
         from lcf_jax.comm import protocols, shipped
         from lcf_jax.comm.agents import Agent
-        agents = {name: Agent.load(name) for name in dict(BUNDLED_PAIRS)}
+        agents = agents or {name: Agent.load(name) for name in dict(BUNDLED_PAIRS)}
     if "t1" in tables:
         t1_adapters = {name: shared_context_adapter(path, agents) for name, path in _named_paths(args.t1_adapters)}
         t1 = R.table_shared_context({f"{n} alone": a for n, a in agents.items()}, n=args.n, adapters=t1_adapters)
         t1.write(args.out, "t1_shared_context")
         print(t1.markdown())
+    if "ablations" in tables:
+        from lcf_jax.eval import ablations as A
+        runs = {name: A.load_run(path, agents) for name, path in _named_paths(args.ablation_runs)}
+        shared = {k: v for k, v in runs.items() if v["kind"] != "lcfx"}
+        cross = {k: v for k, v in runs.items() if v["kind"] == "lcfx"}
+        for stem, subset, fn in (("ablations_shared_context", shared, A.table_shared_context_ablations),
+                                 ("ablations_cross_context", cross, A.table_cross_context_ablations)):
+            if subset:
+                table = fn(subset, n=args.ablation_n)
+                table.write(args.out, stem)
+                print(table.markdown())
     if "t2" in tables:
         cfg, params, meta = shipped.load_lcfx_adapter(args.adapter or shipped.SHIPPED_LCFX)
         extra = {name: shipped.load_lcfx_adapter(path) for name, path in _named_paths(args.t2_adapters)}

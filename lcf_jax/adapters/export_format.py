@@ -111,6 +111,9 @@ def normalize_config(kind: str, cfg: Any) -> dict:
     if kind not in KINDS:
         raise AdapterFormatError(f"unknown adapter kind {kind!r}; known kinds: {KINDS}")
     d = config_to_dict(cfg)
+    if kind == "lcf" and not d.pop("joint_kv", True):
+        raise AdapterFormatError("an LCF adapter with separate K/V bottlenecks (joint_kv=False) is an ablation and has "
+                                 "no export format; export an adapter trained with adapter.lcf.joint_kv=True")
     unknown = sorted(set(d) - set(CONFIG_FIELDS[kind]))
     if unknown:
         raise AdapterFormatError(f"{kind} adapter config has unknown fields {unknown}; known: {CONFIG_FIELDS[kind]}")

@@ -37,6 +37,12 @@ different ranks); each group is a dict of arrays stacked on a leading "layers" a
   head_k, head_v [n, Hr] ("layers","kv_heads")        gate_logit [n] ("layers",)
 Init: W_down lecun-normal, W_up and biases zero, norm/head scales one, gate_logit = gate_init: the
 fresh adapter is an exact no-op and W_up learns first (LoRA-style).
+
+`joint_kv=False` is the ablation the paper argues against: keys and values each get their own
+rank-r bottleneck (w_down_k [n, Hs*Ds, r] -> w_up_k [n, r, Hr*Dr], the same for v, each with its
+own bias and norm). At the same r it has the joint adapter's parameter count (plus 2r per layer)
+but a latent twice as wide, and nothing ties a key to its value. Plain jnp (no Pallas kernel); not
+exportable and not prunable: it exists to be compared against, in `reproduce --table ablations`.
 """
 from __future__ import annotations
 
@@ -52,6 +58,7 @@ import numpy as np
 from lcf_jax.adapters import _common as C
 from lcf_jax.adapters.layer_map import LAYER_MAP_KINDS, adapter_layer_plan
 from lcf_jax.kernels.compress_translate import ACTIVATIONS, compress_translate
+from lcf_jax.models import layers as L
 from lcf_jax.models.cache import KVCache
 from lcf_jax.models.config import ModelConfig
 
@@ -72,6 +79,7 @@ class LCFConfig:
     layers: Optional[tuple[int, ...]] = None
     ranks: Optional[tuple[int, ...]] = None
     disabled: tuple[int, ...] = ()   # receiver layers whose gate is forced to exactly 0 (enabled = 0)
+    joint_kv: bool = True            # False: separate K and V bottlenecks (the ablation; see the docstring)
 
     kind = "lcf"
 
@@ -139,6 +147,8 @@ class _LCFGroupParams(nn.Module):
         n, r = self.n, self.rank
         up_init = (nn.initializers.zeros if self.cfg.zero_init_up
                    else nn.initializers.normal(self.cfg.up_init_std))
+        if not self.cfg.joint_kv:
+            return self._separate(up_init)
         return {
             "w_down": C.declare(self, "w_down", nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,)),
                                 (n, self.kv_in, r), ("layers", "kv_in", "rank")),
@@ -150,6 +160,45 @@ class _LCFGroupParams(nn.Module):
             "head_v": C.declare(self, "head_v", nn.initializers.ones, (n, self.kv_heads), ("layers", "kv_heads")),
             "gate_logit": C.declare(self, "gate_logit", C.constant(self.cfg.gate_init), (n,), ("layers",)),
         }
+
+    def _separate(self, up_init) -> dict:
+        n, r = self.n, self.rank
+        out = {}
+        for part in ("k", "v"):
+            out[f"w_down_{part}"] = C.declare(
+                self, f"w_down_{part}", nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,)),
+                (n, self.kv_in // 2, r), ("layers", "kv_in", "rank"))
+            out[f"b_down_{part}"] = C.declare(self, f"b_down_{part}", nn.initializers.zeros, (n, r), ("layers", "rank"))
+            out[f"norm_{part}"] = C.declare(self, f"norm_{part}", nn.initializers.ones, (n, r), ("layers", "rank"))
+            out[f"w_up_{part}"] = C.declare(self, f"w_up_{part}", up_init, (n, r, self.kv_out // 2),
+                                            ("layers", "rank", "kv_out"))
+            out[f"b_up_{part}"] = C.declare(self, f"b_up_{part}", nn.initializers.zeros, (n, self.kv_out // 2),
+                                            ("layers", "kv_out"))
+        out["head_k"] = C.declare(self, "head_k", nn.initializers.ones, (n, self.kv_heads), ("layers", "kv_heads"))
+        out["head_v"] = C.declare(self, "head_v", nn.initializers.ones, (n, self.kv_heads), ("layers", "kv_heads"))
+        out["gate_logit"] = C.declare(self, "gate_logit", C.constant(self.cfg.gate_init), (n,), ("layers",))
+        return out
+
+
+def separate_translate(sharer_k, sharer_v, sharer_cos, sharer_sin, recv_k, recv_v, recv_cos, recv_sin, params, *,
+                       activation: str = "silu", eps: float = 1e-6):
+    """One layer of the separate-K/V ablation, with `compress_translate`'s signature and shapes."""
+    n, hs, ds = sharer_k.shape
+    _, hr, dr = recv_k.shape
+    f32 = jnp.float32
+
+    def path(x, part):
+        z = jnp.dot(x.reshape(n, hs * ds).astype(f32), params[f"w_down_{part}"].astype(f32)) + params[f"b_down_{part}"]
+        z = L.activation(L.rms_norm(z, params[f"norm_{part}"], eps, plus_one=False), activation)
+        return (jnp.dot(z, params[f"w_up_{part}"].astype(f32)) + params[f"b_up_{part}"]).reshape(n, hr, dr)
+
+    k_hat = path(L.invert_rope(sharer_k[None], sharer_cos[None], sharer_sin[None])[0], "k")
+    k_hat = L.apply_rope(k_hat[None], recv_cos[None], recv_sin[None])[0]
+    v_hat = path(sharer_v, "v")
+    gate = jnp.asarray(params["gate"]).astype(f32)
+    k_out = recv_k.astype(f32) + gate * params["head_k"].astype(f32)[None, :, None] * k_hat
+    v_out = recv_v.astype(f32) + gate * params["head_v"].astype(f32)[None, :, None] * v_hat
+    return k_out.astype(recv_k.dtype), v_out.astype(recv_k.dtype)
 
 
 class LCFModule(nn.Module):
@@ -211,8 +260,11 @@ def apply_lcf(params: dict, sharer_cache: KVCache, receiver_cache: KVCache, alig
     hs, ds = sharer_cache.keys.shape[2], sharer_cache.keys.shape[4]
     valid = C.fuse_valid(sharer_cache, receiver_cache, alignment)            # [B, Sr]
     s_pos = C.gather_aligned(sharer_cache.positions, alignment, 1, 0)       # [B, Sr]
-    ct = functools.partial(compress_translate, activation=cfg.activation, eps=cfg.eps,
-                           block_tokens=cfg.block_tokens, backend=cfg.backend)
+    if cfg.joint_kv:
+        ct = functools.partial(compress_translate, activation=cfg.activation, eps=cfg.eps,
+                               block_tokens=cfg.block_tokens, backend=cfg.backend)
+    else:
+        ct = functools.partial(separate_translate, activation=cfg.activation, eps=cfg.eps)
 
     def tokens(x, h, d):  # [n, B, H, S, D] -> [n, B*S, H, D]
         return x.transpose(0, 1, 3, 2, 4).reshape(x.shape[0], b * sr, h, d)
@@ -227,7 +279,7 @@ def apply_lcf(params: dict, sharer_cache: KVCache, receiver_cache: KVCache, alig
         rcos, rsin = C.layer_rope_tables(receiver_cache.positions, receiver_cfg, g.receiver_layers)
         rk, rv = keys[dst], values[dst]
         p = params[g.name]
-        kp = {k: p[k] for k in ("w_down", "b_down", "norm", "w_up", "b_up", "head_k", "head_v")}
+        kp = {k: v for k, v in p.items() if k != "gate_logit"}
         kp["gate"] = jax.nn.sigmoid(p["gate_logit"].astype(jnp.float32)) * en[np.asarray(g.index)]
         ko, vo = jax.vmap(ct)(tokens(sk, hs, ds), tokens(sv, hs, ds),
                               scos.reshape(n, b * sr, ds), ssin.reshape(n, b * sr, ds),

@@ -105,6 +105,9 @@ def prune_lcf(params: dict, cfg: LCFConfig, sharer_cfg: ModelConfig, receiver_cf
               target_rank: Optional[int] = None, method: str = "svd", dtype: str = "bfloat16"):
     """Returns (params, cfg, report). report: kept/dropped layers, ranks before/after, params and MB
     (in `dtype`) before/after."""
+    if not cfg.joint_kv:
+        raise ValueError("pruning needs the joint K/V bottleneck; this LCF adapter has separate K and V "
+                         "bottlenecks (joint_kv=False, an ablation)")
     if method not in ("svd", "units"):
         raise ValueError(f"method must be 'svd' or 'units', got {method!r}")
     if energy is not None and not 0.0 < energy <= 1.0:

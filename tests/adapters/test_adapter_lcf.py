@@ -133,3 +133,33 @@ def test_entry_checks():
         init_lcf(jax.random.key(0), LCFConfig(layer_map="last_aligned_strict", layers=(0,)), tiny("qwen3"), tiny("qwen2"))
     with pytest.raises(ValueError, match="layer_map"):
         LCFConfig(layer_map="nope")
+
+
+def test_separate_kv_ablation_keeps_keys_and_values_apart():
+    """joint_kv=False: keys are translated from sharer keys only and values from values only, at
+    (almost) the joint adapter's parameter count; it is an ablation, so export and pruning refuse it."""
+    from lcf_jax.adapters import export_format, prune, size
+
+    s, r, pr, sc, rc, al, q, qpos = setup_pair()
+    cfg = LCFConfig(rank=8, joint_kv=False)
+    p = init_lcf(jax.random.key(0), cfg, s, r)
+    apply = jit_apply(cfg, s, r)
+    fused = apply(p, sc, rc, al)
+    np.testing.assert_array_equal(fused.keys, rc.keys)  # fresh: an exact no-op, like the joint adapter
+    p = perturb(p)
+    fused = apply(p, sc, rc, al)
+    other_values = sc._replace(values=sc.values + 1.0)
+    fused_v = apply(p, other_values, rc, al)
+    np.testing.assert_array_equal(fused_v.keys, fused.keys)  # keys never see the sharer's values
+    assert float(jnp.abs(fused_v.values - fused.values).max()) > 1e-4
+    other_keys = sc._replace(keys=sc.keys + 1.0)
+    fused_k = apply(p, other_keys, rc, al)
+    np.testing.assert_array_equal(fused_k.values, fused.values)  # values never see the sharer's keys
+    assert float(jnp.abs(fused_k.keys - fused.keys).max()) > 1e-4
+
+    joint, n = LCFConfig(rank=8), len(lcf_groups(cfg, s, r)[0].receiver_layers)
+    assert size.adapter_param_count(cfg, s, r) == size.adapter_param_count(joint, s, r) + 2 * 8 * n
+    with pytest.raises(export_format.AdapterFormatError, match="joint_kv"):
+        export_format.normalize_config("lcf", cfg)
+    with pytest.raises(ValueError, match="joint"):
+        prune.prune_lcf(p, cfg, s, r, target_rank=4)

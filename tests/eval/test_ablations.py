@@ -1,0 +1,50 @@
+"""Ablation tables: finished tiny training runs (joint/separate LCF, LCF-X) re-scored on real dev data."""
+import pytest
+
+from lcf_jax.adapters.lcf import lcf_groups
+from lcf_jax.data import sources
+from lcf_jax.eval import ablations as A
+from lcf_jax.reproduce import main as reproduce_main
+from lcf_jax.train import config as config_lib
+from lcf_jax.train import loop
+from tests.comm.tiny_agents import tiny_agent
+
+pytestmark = pytest.mark.skipif(not sources.resolve_data_dir().exists(), reason="../shared/data is absent")
+
+
+def _train(tmp_path, name, kind, *extra):
+    cfg = config_lib.parse_argv(["--config=configs/tiny.py", f"--config.train.workdir={tmp_path / name}",
+                                 "--config.train.async_checkpoint=False", "--config.train.steps=2",
+                                 "--config.train.ckpt_every=2", f"--config.adapter.kind='{kind}'", *extra])
+    loop.train(cfg)
+    return str(tmp_path / name)
+
+
+def test_ablation_tables_score_each_run_against_the_receiver_alone(tmp_path):
+    agents = {"tiny-llama": tiny_agent("tiny-llama", bos=False), "tiny-gemma3": tiny_agent("tiny-gemma3", bos=True, seed=1)}
+    paths = {"joint": _train(tmp_path, "joint", "lcf", "--config.adapter.lcf.rank=8"),
+             "separate": _train(tmp_path, "sep", "lcf", "--config.adapter.lcf.rank=8", "--config.adapter.lcf.joint_kv=False"),
+             "m4": _train(tmp_path, "m4", "lcfx", "--config.adapter.lcfx.slots=4", "--config.adapter.lcfx.rank=8")}
+    runs = {k: A.load_run(p, agents) for k, p in paths.items()}
+    joint = runs["joint"]
+    n_layers = len(lcf_groups(joint["config"], joint["sharer"].config, joint["receiver"].config)[0].receiver_layers)
+    assert runs["separate"]["params_count"] == joint["params_count"] + 2 * 8 * n_layers  # equal up to a 2nd norm/bias
+
+    shared = A.table_shared_context_ablations({k: runs[k] for k in ("joint", "separate")}, n=2)
+    names = [r[0] for r in shared.rows]
+    assert names == ["tiny-gemma3 alone", "joint", "separate"]
+    assert [r[2] for r in shared.rows[1:]] == ["joint K/V, r=8", "separate K/V, r=8"]
+    for row in shared.rows:
+        accs, nlls = row[6::2], row[7::2]
+        assert len(accs) == len(A.ABLATION_MC_SETS) and all(0 <= a <= 100 for a in accs) and all(x > 0 for x in nlls)
+    cross = A.table_cross_context_ablations({"m4": runs["m4"]}, n=2)
+    assert cross.rows[0][1].startswith("m=4, r=8") and all(0 <= v <= 100 for v in cross.rows[0][5:])
+
+    reproduce_main(["--table", "ablations", "--out", str(tmp_path / "out"), "--ablation-n", "2",
+                    "--ablation-runs", f"joint={paths['joint']}"], agents=agents)
+    assert "| joint | lcf | joint K/V, r=8 |" in (tmp_path / "out" / "ablations_shared_context.md").read_text()
+
+
+def test_ablations_need_runs():
+    with pytest.raises(SystemExit, match="ablation-runs"):
+        reproduce_main(["--table", "ablations"])
