@@ -168,37 +168,37 @@ def main() -> None:
         rows.append(pair)
     cpu = f"{os.cpu_count()} CPU cores"
     print(f"# bench_models ({cpu}; prefill {prefill_len} tokens; decode {new_tokens} tokens after a 64-token prompt)")
-    header = ["model"] + [f"prefill b{b} (s) torch / jax / ratio" for b in batches] + [
-        "decode tok/s torch / jax / ratio", "peak RSS MiB torch / jax"]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for pair in rows:
-        t, j = pair["torch"], pair["jax"]
-        cells = [t["model"]]
-        for b in batches:
-            k = f"prefill_b{b}_s"
-            cells.append(f"{t[k]:.3f} / {j[k]:.3f} / {t[k] / j[k]:.2f}x")
-        cells.append(f"{t['decode_tok_s']:.1f} / {j['decode_tok_s']:.1f} / {j['decode_tok_s'] / t['decode_tok_s']:.2f}x")
-        cells.append(f"{t['peak_rss_mib']:.0f} / {j['peak_rss_mib']:.0f}")
-        print("| " + " | ".join(cells) + " |")
+
+    def speed_cells(t, j):
+        cells = [f"{t[k]:.3f} / {j[k]:.3f} / {t[k] / j[k]:.2f}x" for k in (f"prefill_b{b}_s" for b in batches)]
+        return cells + [f"{t['decode_tok_s']:.1f} / {j['decode_tok_s']:.1f} / {j['decode_tok_s'] / t['decode_tok_s']:.2f}x",
+                        f"{t['peak_rss_mib']:.0f} / {j['peak_rss_mib']:.0f}"]
+
+    _print_table(rows, [f"prefill b{b} (s) torch / jax / ratio" for b in batches]
+                 + ["decode tok/s torch / jax / ratio", "peak RSS MiB torch / jax"], speed_cells)
     peak = max(max(p["torch"]["matmul_gflops"], p["jax"]["matmul_gflops"]) for p in rows)
     read = max(max(p["torch"]["read_gbs"], p["jax"]["read_gbs"]) for p in rows)
     print(f"\n# roofline: best float32 matmul {peak:.0f} GFLOP/s (torch {rows[0]['torch']['matmul_gflops']:.0f}, "
           f"jax {rows[0]['jax']['matmul_gflops']:.0f}); memory read {read:.1f} GB/s")
-    header = ["model"] + [f"prefill b{b}: torch / jax GFLOP/s, max ratio" for b in batches] + [
-        "decode: MB/token, ceiling tok/s, max ratio"]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for pair in rows:
-        t, j = pair["torch"], pair["jax"]
-        cells = [t["model"]]
+
+    def roofline_cells(t, j):
+        cells = []
         for b in batches:
             k, flops = f"prefill_b{b}_s", t[f"prefill_b{b}_flops"]
             cells.append(f"{flops / t[k] / 1e9:.0f} / {flops / j[k] / 1e9:.0f}, {t[k] / (flops / (peak * 1e9)):.2f}x")
         ceiling = read * 1e9 / t["decode_bytes"]
-        cells.append(f"{t['decode_bytes'] / 1e6:.0f}, {ceiling:.1f}, {ceiling / t['decode_tok_s']:.2f}x")
-        print("| " + " | ".join(cells) + " |")
+        return cells + [f"{t['decode_bytes'] / 1e6:.0f}, {ceiling:.1f}, {ceiling / t['decode_tok_s']:.2f}x"]
 
+    _print_table(rows, [f"prefill b{b}: torch / jax GFLOP/s, max ratio" for b in batches]
+                 + ["decode: MB/token, ceiling tok/s, max ratio"], roofline_cells)
+
+
+def _print_table(rows: list[dict], columns: list[str], cells) -> None:
+    """One Markdown row per model: `cells(torch_result, jax_result)` gives the cells after its name."""
+    print("| " + " | ".join(["model"] + columns) + " |")
+    print("|" + "---|" * (len(columns) + 1))
+    for pair in rows:
+        print("| " + " | ".join([pair["torch"]["model"]] + cells(pair["torch"], pair["jax"])) + " |")
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
