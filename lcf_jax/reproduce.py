@@ -64,7 +64,8 @@ def main(argv=None, agents: dict | None = None) -> None:
                     help="more T2 LCF-X rows, NAME=DIR,... (NAME without commas): exported LCF-X adapters of either "
                          "direction, each with its own control row, e.g. 'm32=runs/exports/lcfx_m32'")
     ap.add_argument("--ablation-runs", default="",
-                    help="training runs to compare, NAME=RUN_DIR,... (their latest checkpoints), e.g. "
+                    help="adapters to compare, NAME=DIR,...: training runs (their latest checkpoints) or exported "
+                         "adapters (e.g. pruned ones), e.g. "
                          "'joint=runs/lcf_t1,separate=runs/lcf_sep'; lcf/c2c runs are scored on MC dev rows, "
                          "lcfx runs on SQuAD dev")
     ap.add_argument("--ablation-n", type=int, default=40, help="dev examples per set for the ablations")

@@ -11,6 +11,7 @@ control of T2 beside it.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -31,31 +32,40 @@ def describe(kind: str, cfg) -> str:
     """The variant of a run's adapter in the words of the ablations."""
     if kind == "lcf":
         kv = "joint K/V" if cfg.joint_kv else "separate K/V"
-        return f"{kv}, r={cfg.rank}"
+        if cfg.ranks is None:
+            return f"{kv}, r={cfg.rank}"
+        return f"{kv}, r={'/'.join(str(r) for r in sorted(set(cfg.ranks), reverse=True))} (pruned)"
     if kind == "lcfx":
         return f"m={cfg.slots}, r={cfg.rank}, {'conditioned' if cfg.conditioned else 'unconditioned'}"
     return f"hidden {cfg.hidden_dim}"
 
 
 def load_run(path: str, agents: dict) -> dict:
-    """A run's latest checkpoint, ready to score: kind, config, float32 params, the frozen models."""
+    """A run's latest checkpoint, or an exported adapter directory (e.g. a pruned one), ready to
+    score: kind, config, float32 params, the frozen models, the training step."""
     import jax
     import jax.numpy as jnp
 
     from lcf_jax.adapters import size
-    from lcf_jax.adapters.export_jax import load_checkpoint
+    from lcf_jax.adapters.export_jax import import_adapter, load_checkpoint
     from lcf_jax.train.objective import Setup
 
-    ck = load_checkpoint(path)
-    s_name, r_name = ck.run_config["model"]["sharer"], ck.run_config["model"]["receiver"]
+    if (Path(path) / "adapter.json").exists():
+        imp = import_adapter(path, full=True)
+        kind, cfg, params, meta = imp.kind, imp.config, imp.params, imp.meta
+        s_name, r_name, step = meta["sharer"]["name"], meta["receiver"]["name"], meta.get("source", {}).get("step", 0)
+    else:
+        ck = load_checkpoint(path)
+        kind, cfg, params, step = ck.kind, ck.config, ck.params, ck.step
+        s_name, r_name = ck.run_config["model"]["sharer"], ck.run_config["model"]["receiver"]
     if s_name not in agents or r_name not in agents:
-        raise ValueError(f"run {path} trained {s_name} -> {r_name}; the ablations run the bundled models {sorted(agents)}")
+        raise ValueError(f"{path} holds an adapter for {s_name} -> {r_name}; the ablations run {sorted(agents)}")
     s, r = agents[s_name], agents[r_name]
-    return dict(kind=ck.kind, config=ck.config, step=ck.step, path=str(path), sharer=s, receiver=r,
-                params=jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), ck.params),
-                setup=Setup(ck.kind, ck.config, s.config, r.config),
-                params_count=size.adapter_param_count(ck.config, s.config, r.config),
-                mb=size.adapter_size_mb(ck.config, s.config, r.config, "bfloat16"))
+    return dict(kind=kind, config=cfg, step=int(step), path=str(path), sharer=s, receiver=r,
+                params=jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params),
+                setup=Setup(kind, cfg, s.config, r.config),
+                params_count=size.adapter_param_count(cfg, s.config, r.config),
+                mb=size.adapter_size_mb(cfg, s.config, r.config, "bfloat16"))
 
 
 def _gold_scores(logliks: list[list[float]], lengths: list[list[int]], golds: list[int]) -> tuple[float, float]:

@@ -1,6 +1,7 @@
 """Ablation tables: finished tiny training runs (joint/separate LCF, LCF-X) re-scored on real dev data."""
 import pytest
 
+from lcf_jax.adapters.export_jax import export_checkpoint
 from lcf_jax.adapters.lcf import lcf_groups
 from lcf_jax.data import sources
 from lcf_jax.eval import ablations as A
@@ -30,10 +31,14 @@ def test_ablation_tables_score_each_run_against_the_receiver_alone(tmp_path):
     n_layers = len(lcf_groups(joint["config"], joint["sharer"].config, joint["receiver"].config)[0].receiver_layers)
     assert runs["separate"]["params_count"] == joint["params_count"] + 2 * 8 * n_layers  # equal up to a 2nd norm/bias
 
-    shared = A.table_shared_context_ablations({k: runs[k] for k in ("joint", "separate")}, n=2)
+    export_checkpoint(paths["joint"], tmp_path / "pruned", prune={"target_rank": 4})
+    runs["pruned"] = A.load_run(str(tmp_path / "pruned"), agents)  # an exported adapter dir loads too
+    assert runs["pruned"]["step"] == 2 and runs["pruned"]["params_count"] < joint["params_count"]
+
+    shared = A.table_shared_context_ablations({k: runs[k] for k in ("joint", "separate", "pruned")}, n=2)
     names = [r[0] for r in shared.rows]
-    assert names == ["tiny-gemma3 alone", "joint", "separate"]
-    assert [r[2] for r in shared.rows[1:]] == ["joint K/V, r=8", "separate K/V, r=8"]
+    assert names == ["tiny-gemma3 alone", "joint", "separate", "pruned"]
+    assert [r[2] for r in shared.rows[1:]] == ["joint K/V, r=8", "separate K/V, r=8", "joint K/V, r=4 (pruned)"]
     for row in shared.rows:
         accs, nlls = row[6::2], row[7::2]
         assert len(accs) == len(A.ABLATION_MC_SETS) and all(0 <= a <= 100 for a in accs) and all(x > 0 for x in nlls)
