@@ -158,6 +158,7 @@ class Checkpointer:
         best_mode: str = "max",
         async_save: bool = True,
         save_interval_steps: int = 1,
+        keep_steps: Sequence[int] = (),
     ):
         if keep_last is not None and keep_last < 1:
             raise ValueError("keep_last must be >= 1 (resuming needs the newest checkpoint) or None (keep all)")
@@ -173,6 +174,8 @@ class Checkpointer:
         self._bad_steps: set[int] = set()
 
         policies: list[ocm.PreservationPolicy] = [ocm.LatestN(n=keep_last)]
+        if keep_steps:  # e.g. step 0, the pre-trained starting point: an artifact of its own
+            policies.append(ocm.CustomSteps(steps=list(keep_steps)))
         if best_metric is not None and keep_best > 0:
             policies.append(
                 ocm.BestN(

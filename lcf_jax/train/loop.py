@@ -233,7 +233,7 @@ def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None) -> dict:
     ckpt = Checkpointer(f"{workdir}/checkpoints", keep_last=cfg.train.keep_last,
                         keep_best=cfg.train.keep_best if evaluate else 0,
                         best_metric="f1" if evaluate else None, best_mode="max",
-                        async_save=cfg.train.async_checkpoint)
+                        async_save=cfg.train.async_checkpoint, keep_steps=(0,))
     state = init_state(b["params"], b["optimizer"], cfg.train.seed)
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, b["state_sh"])
     restored = ckpt.restore_latest(abstract.params, {"opt": abstract.opt_state, "rng": abstract.rng})

@@ -105,6 +105,15 @@ def test_keep_last_and_keep_best(tmp_path):
         assert ck.all_steps() == [1, 3, 4, 5] and ck.best_step() == 1
 
 
+def test_keep_steps_survive_keep_last(tmp_path):
+    """Step 0 (the pre-trained starting point of a run) stays when newer steps rotate out."""
+    params, opt_state = _toy()
+    with Checkpointer(str(tmp_path / "ck"), keep_last=2, async_save=False, keep_steps=(0,)) as ck:
+        for s in range(5):
+            ck.save(s, params, opt_state)
+        assert ck.all_steps() == [0, 3, 4]
+
+
 def test_keep_best_min_mode_and_metricless_steps(tmp_path):
     params, opt_state = _toy()
     losses = {0: 3.0, 1: 1.0, 2: None, 3: 2.0, 4: 5.0, 5: 4.0}
