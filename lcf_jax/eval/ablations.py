@@ -129,6 +129,9 @@ def table_cross_context_ablations(runs: dict[str, dict], n: int = 50, data_dir=N
     tasks = protocols.tasks_from_examples(sources.read("squad", "dev", data_dir=data_dir, max_examples=n))
     golds = [list(t.answers) for t in tasks]
     rows = []
+    for receiver in {run["receiver"].name: run["receiver"] for run in runs.values()}.values():
+        alone = metrics.squad_scores([r.answer for r in protocols.Session(receiver=receiver).alone(tasks)], golds)
+        rows.append([f"{receiver.name} alone", "—", 0, None, 0, float(alone["f1"]), float(alone["em"]), None, None])
     for name, run in runs.items():
         session = protocols.Session(receiver=run["receiver"], sharer=run["sharer"], adapter=(run["config"], run["params"]))
         own = metrics.squad_scores([r.answer for r in session.lcfx(tasks)], golds)

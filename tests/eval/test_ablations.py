@@ -43,7 +43,8 @@ def test_ablation_tables_score_each_run_against_the_receiver_alone(tmp_path):
         accs, nlls = row[6::2], row[7::2]
         assert len(accs) == len(A.ABLATION_MC_SETS) and all(0 <= a <= 100 for a in accs) and all(x > 0 for x in nlls)
     cross = A.table_cross_context_ablations({"m4": runs["m4"]}, n=2)
-    assert cross.rows[0][1].startswith("m=4, r=8") and all(0 <= v <= 100 for v in cross.rows[0][5:])
+    assert [r[0] for r in cross.rows] == ["tiny-gemma3 alone", "m4"]
+    assert cross.rows[1][1].startswith("m=4, r=8") and all(0 <= v <= 100 for v in cross.rows[1][5:])
 
     reproduce_main(["--table", "ablations", "--out", str(tmp_path / "out"), "--ablation-n", "2",
                     "--ablation-runs", f"joint={paths['joint']}"], agents=agents)
