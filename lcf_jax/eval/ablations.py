@@ -117,7 +117,8 @@ def table_shared_context_ablations(runs: dict[str, dict], n: int = 40, data_dir=
              "file; accuracy by length-normalised log-likelihood (as T1); gold NLL/token: the gold choice's negative "
              "log-likelihood per token, lower is better.",
              "each adapter row scores the receiver on its cache fused with the sharer's (the training forward), "
-             "from the run's latest checkpoint; the receiver-alone row is the same receiver without an adapter."]
+             "from the run's latest checkpoint or the exported adapter given; the receiver-alone row is the same "
+             "receiver without an adapter."]
     return Table("Ablations, shared context (LCF): joint vs separate K/V at equal parameters, rank", cols, rows, notes,
                  {"sets": ABLATION_MC_SETS, "n": n, "runs": {k: v["path"] for k, v in runs.items()}})
 
