@@ -64,7 +64,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 # the fields the readers need. Unknown keys in a file are an error: a newer writer, reject it.
 CONFIG_FIELDS = {
     "lcf": ("rank", "layer_map", "activation", "gate_init", "backend", "block_tokens", "eps", "zero_init_up",
-            "up_init_std", "layers", "ranks", "disabled"),
+            "up_init_std", "layers", "ranks", "disabled", "joint_kv"),
     "lcfx": ("rank", "slots", "conditioned", "sharer_layers", "receiver_layers", "cond_layers", "pool_heads",
              "activation", "eps", "key_init_std", "value_gate_init", "linear"),
     "c2c": ("hidden_dim", "intermediate_dim", "num_layers", "dropout", "initial_temperature", "final_temperature",
