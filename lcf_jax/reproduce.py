@@ -15,26 +15,13 @@ BUNDLED_PAIRS = (("smollm2-135m-instruct", "gemma3-270m"), ("gemma3-270m", "smol
 
 
 def shared_context_adapter(path: str, agents: dict) -> dict:
-    """What T1 needs to score with an exported LCF/C2C adapter: setup, float32 params, frozen models, features."""
-    import jax
-    import jax.numpy as jnp
+    """What T1 needs to score with an exported LCF/C2C adapter (`eval.ablations.scoring_adapter`)."""
+    from lcf_jax.eval import ablations
 
-    from lcf_jax.adapters import size
-    from lcf_jax.adapters.export_jax import import_adapter
-    from lcf_jax.eval import shared_mc
-    from lcf_jax.train.objective import Setup
-
-    imp = import_adapter(path, full=True)
-    if imp.kind not in ("lcf", "c2c"):
-        raise ValueError(f"{path} holds a {imp.kind} adapter; T1 rows need a shared-context one (lcf or c2c)")
-    s_name, r_name = imp.meta["sharer"]["name"], imp.meta["receiver"]["name"]
-    if s_name not in agents or r_name not in agents:
-        raise ValueError(f"{path} was trained for {s_name} -> {r_name}; T1 runs the bundled models {sorted(agents)}")
-    s, r = agents[s_name], agents[r_name]
-    return dict(setup=Setup(imp.kind, imp.config, s.config, r.config),
-                params=jax.tree.map(lambda x: x.astype(jnp.float32), imp.params), frozen=(s.params, r.params),
-                features=shared_mc.mc_features(s.tokenizer, r.tokenizer),
-                mb=size.adapter_size_mb(imp.config, s.config, r.config, "bfloat16"), source=str(path))
+    run = ablations.load_run(path, agents)
+    if run["kind"] not in ("lcf", "c2c"):
+        raise ValueError(f"{path} holds a {run['kind']} adapter; T1 rows need a shared-context one (lcf or c2c)")
+    return ablations.scoring_adapter(run)
 
 
 def _named_paths(spec: str) -> list[tuple[str, str]]:

@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 
 from lcf_jax.eval import metrics
-from lcf_jax.eval.reproduce import Table, mc_loglik
+from lcf_jax.eval.reproduce import Table, score_choices
 
 ABLATION_MC_SETS = {"mc/arc_easy": "dev", "mc/mmlu_redux": "dev"}
 
@@ -76,23 +76,21 @@ def _gold_scores(logliks: list[list[float]], lengths: list[list[int]], golds: li
 
 def score_shared_context(run: Optional[dict], receiver, examples: dict[str, list[dict]]) -> dict[str, tuple]:
     """set -> (accuracy %, gold NLL per token) for a run (fused caches), or the receiver alone (run None)."""
-    from lcf_jax.eval import shared_mc
-
+    adapter = None if run is None else scoring_adapter(run)
     out = {}
-    features = None if run is None else shared_mc.mc_features(run["sharer"].tokenizer, receiver.tokenizer)
     for name, exs in examples.items():
-        lls, lens = [], []
-        for e in exs:
-            if run is None:
-                lls.append(mc_loglik(receiver, e["question"], e["choices"]))
-                lens.append([max(len(receiver.encode(" " + c, special=False)), 1) for c in e["choices"]])
-            else:
-                ll, n = shared_mc.mc_loglik_fused(run["setup"], run["params"], (run["sharer"].params, receiver.params),
-                                                  features, e["question"], e["choices"])
-                lls.append(ll)
-                lens.append([max(x, 1) for x in n])
+        lls, lens = score_choices(exs, agent=receiver, adapter=adapter)
         out[name] = _gold_scores(lls, lens, [e["gold"] for e in exs])
     return out
+
+
+def scoring_adapter(run: dict) -> dict:
+    """What `reproduce.score_choices` needs to score multiple choice through a shared-context run."""
+    from lcf_jax.eval import shared_mc
+
+    return dict(setup=run["setup"], params=run["params"], frozen=(run["sharer"].params, run["receiver"].params),
+                features=shared_mc.mc_features(run["sharer"].tokenizer, run["receiver"].tokenizer), mb=run["mb"],
+                source=run["path"])
 
 
 def table_shared_context_ablations(runs: dict[str, dict], n: int = 40, data_dir=None) -> Table:

@@ -107,12 +107,29 @@ def jax_log_softmax(x):
     return jax.nn.log_softmax(x, axis=-1)
 
 
+def score_choices(examples: Sequence[dict], *, agent=None, adapter: Optional[dict] = None):
+    """(log-likelihood of each choice, each choice's token count >= 1) per example: by `agent` alone, or
+    with an adapter (dict(setup, params, frozen, features)) fusing the sharer's cache into the receiver's."""
+    from lcf_jax.eval import shared_mc
+
+    lls, lens = [], []
+    for e in examples:
+        if adapter is None:
+            lls.append(mc_loglik(agent, e["question"], e["choices"]))
+            lens.append([max(len(agent.encode(" " + c, special=False)), 1) for c in e["choices"]])
+        else:
+            ll, n = shared_mc.mc_loglik_fused(adapter["setup"], adapter["params"], adapter["frozen"],
+                                              adapter["features"], e["question"], e["choices"])
+            lls.append(ll)
+            lens.append([max(x, 1) for x in n])
+    return lls, lens
+
+
 def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_dir=None,
                          adapters: Optional[dict] = None) -> Table:
     """agents: row name -> Agent (each alone). adapters: row name -> dict(setup, params, frozen, features, mb),
     each scored with the sharer's cache fused into the receiver's (`eval/shared_mc.py`)."""
     from lcf_jax.data import sources
-    from lcf_jax.eval import shared_mc
 
     adapters = adapters or {}
     rows, notes = [], []
@@ -121,16 +138,13 @@ def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_
         exs = sources.read(name, split, data_dir=data_dir, max_examples=n)
         golds = [e["gold"] for e in exs]
         for role, agent in agents.items():
-            ll = [mc_loglik(agent, e["question"], e["choices"]) for e in exs]
-            lens = [[max(len(agent.encode(" " + c, special=False)), 1) for c in e["choices"]] for e in exs]
+            ll, lens = score_choices(exs, agent=agent)
             per_set.setdefault(role, {})[name] = metrics.mc_accuracy(ll, golds, normalize_by_length=True,
                                                                      choice_lengths=lens)
         for role, a in adapters.items():
-            scored = [shared_mc.mc_loglik_fused(a["setup"], a["params"], a["frozen"], a["features"], e["question"],
-                                                e["choices"]) for e in exs]
-            per_set.setdefault(role, {})[name] = metrics.mc_accuracy(
-                [ll for ll, _ in scored], golds, normalize_by_length=True,
-                choice_lengths=[[max(x, 1) for x in lens] for _, lens in scored])
+            ll, lens = score_choices(exs, adapter=a)
+            per_set.setdefault(role, {})[name] = metrics.mc_accuracy(ll, golds, normalize_by_length=True,
+                                                                     choice_lengths=lens)
     for role in agents:
         rows.append([role] + [per_set[role][s] for s in sets] + [None])
     for role, a in adapters.items():
