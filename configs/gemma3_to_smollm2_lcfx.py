@@ -1,6 +1,7 @@
-"""Gemma-3-270M (sharer) -> SmolLM2-135M-Instruct (receiver), lcfx."""
-from lcf_jax.train.config import pair_config
+"""Gemma-3-270M (sharer) -> SmolLM2-135M-Instruct (receiver), LCF-X: the shipped recipe, reversed
+(`lcf_jax.train.config.lcfx_recipe`)."""
+from lcf_jax.train.config import lcfx_recipe
 
 
 def get_config():
-    return pair_config("gemma3-270m", "smollm2-135m-instruct", "lcfx")
+    return lcfx_recipe("gemma3-270m", "smollm2-135m-instruct")

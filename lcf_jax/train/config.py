@@ -195,6 +195,26 @@ def pair_config(sharer: str, receiver: str, kind: str, **sections) -> ml_collect
     return c
 
 
+# The LCF-X parameters that stage 1 (closed-form latent alignment) fits and stage 2 keeps fixed.
+LCFX_TRANSLATION_PARAMS = ["enc_w", "enc_b", "pool_wv", "pool_wo", "dec_wv", "dec_bv"]
+
+
+def lcfx_recipe(sharer: str, receiver: str) -> ml_collections.ConfigDict:
+    """The shipped adapter's two-stage LCF-X recipe for any model pair.
+
+    Stage 1: the linear latent path's translation solved in closed form on 40 batches of training
+    passages (train/latent_align.py). Stage 2: 150 steps of the QA loss on extractive qa_train rows
+    train the unconditioned pooling, the slot keys and the value gates; the translation stays fixed.
+    """
+    c = pair_config(sharer, receiver, "lcfx",
+                    data={"answer_in_context": True},
+                    train={"steps": 150, "warmup_steps": 20, "eval_every": 150, "ckpt_every": 50,
+                           "freeze": list(LCFX_TRANSLATION_PARAMS)},
+                    pretrain={"method": "closed_form", "steps": 40, "max_len": 128})
+    c.adapter.lcfx.conditioned, c.adapter.lcfx.linear, c.adapter.lcfx.pool_heads = False, True, 1
+    return c
+
+
 def parse_argv(argv: list[str]) -> ml_collections.ConfigDict:
     """`--config=PATH` plus `--config.section.key=value` overrides (values parsed as Python literals)."""
     import ast

@@ -19,6 +19,16 @@ def test_shipped_config_parses(path):
     config_lib.adapter_config(c)  # the adapter dataclass accepts the values
 
 
+def test_lcfx_recipe_is_the_same_in_both_directions():
+    fwd = config_lib.load_config_file("configs/smollm2_to_gemma3_lcfx.py").to_dict()
+    rev = config_lib.load_config_file("configs/gemma3_to_smollm2_lcfx.py").to_dict()
+    assert (rev["model"]["sharer"], rev["model"]["receiver"]) == (fwd["model"]["receiver"], fwd["model"]["sharer"])
+    for d in (fwd, rev):
+        del d["model"], d["name"], d["train"]["workdir"]
+    assert fwd == rev
+    assert fwd["train"]["freeze"] == config_lib.LCFX_TRANSLATION_PARAMS and not fwd["adapter"]["lcfx"]["conditioned"]
+
+
 def test_overrides_from_argv():
     c = config_lib.parse_argv(["--config=configs/tiny.py", "--config.train.steps=100", "--config.adapter.lcfx.slots=4",
                                "--config.train.workdir=/tmp/x"])
