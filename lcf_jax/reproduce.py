@@ -50,6 +50,9 @@ def main(argv=None, agents: dict | None = None) -> None:
     ap.add_argument("--t2-adapters", default="",
                     help="more T2 LCF-X rows, NAME=DIR,... (NAME without commas): exported LCF-X adapters of either "
                          "direction, each with its own control row, e.g. 'm32=runs/exports/lcfx_m32'")
+    ap.add_argument("--t2-directions", choices=["both", "forward", "reverse"], default="both",
+                    help="T2 directions to run: forward = smollm2 -> gemma3, reverse = gemma3 -> smollm2; the "
+                         "other direction's table is left as it is and the F1/latency plot reads both")
     ap.add_argument("--ablation-runs", default="",
                     help="adapters to compare, NAME=DIR,...: training runs (their latest checkpoints) or exported "
                          "adapters (e.g. pruned ones), e.g. "
@@ -94,8 +97,8 @@ def main(argv=None, agents: dict | None = None) -> None:
         extra = {name: shipped.load_lcfx_adapter(path) for name, path in _named_paths(args.t2_adapters)}
         sets = {s: R.T2_SETS[s] for s in args.sets.split(",")}
         budgets = tuple(int(b) for b in args.budgets.split(","))
-        all_results = []
-        for s_name, r_name in BUNDLED_PAIRS:
+        pairs = {"both": BUNDLED_PAIRS, "forward": BUNDLED_PAIRS[:1], "reverse": BUNDLED_PAIRS[1:]}[args.t2_directions]
+        for s_name, r_name in pairs:
             has_adapter = (meta["sharer"]["name"], meta["receiver"]["name"]) == (s_name, r_name)
             session = protocols.Session(receiver=agents[r_name], sharer=agents[s_name],
                                         adapter=(cfg, params) if has_adapter else None)
@@ -111,8 +114,12 @@ def main(argv=None, agents: dict | None = None) -> None:
             stem = f"t2_{s_name}_to_{r_name}"
             table.write(args.out, stem)
             (args.out / f"{stem}.json").write_text(json.dumps(results, indent=1))
-            all_results += [{**r, "set": f"{r['set']} ({r_name} recv.)"} for r in results]
             print(table.markdown())
+        all_results = []
+        for s_name, r_name in BUNDLED_PAIRS:  # this run's directions and any earlier run's other one
+            saved = args.out / f"t2_{s_name}_to_{r_name}.json"
+            if saved.exists():
+                all_results += [{**r, "set": f"{r['set']} ({r_name} recv.)"} for r in json.loads(saved.read_text())]
         R.plot_f1_latency(all_results, args.out / "f1_latency.png")
 
 

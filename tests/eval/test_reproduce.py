@@ -55,3 +55,19 @@ def test_t1_and_t3(session, tmp_path):
     t3.write(tmp_path, "t3")
     R.plot_sizes(t3, tmp_path / "sizes.png")
     assert (tmp_path / "sizes.png").exists()
+
+
+def test_t2_one_direction_keeps_the_other_table_and_plots_both(tmp_path, monkeypatch):
+    from lcf_jax import reproduce as cli
+    forward, reverse = cli.BUNDLED_PAIRS
+    agents = {forward[0]: tiny_agent("tiny-llama", bos=False), forward[1]: tiny_agent("tiny-gemma3", bos=True, seed=1)}
+    earlier = [{"set": "squad", "method": "receiver alone", "f1": 1.0, "latency_s": 0.5}]
+    (tmp_path / f"t2_{forward[0]}_to_{forward[1]}.json").write_text(json.dumps(earlier))
+    plotted = []
+    monkeypatch.setattr(R, "plot_f1_latency", lambda results, out: plotted.extend(results))
+    cli.main(["--table", "t2", "--n", "2", "--sets", "squad", "--budgets", "4", "--latency-repeats", "1",
+              "--t2-directions", "reverse", "--out", str(tmp_path)], agents=agents)
+    assert (tmp_path / f"t2_{reverse[0]}_to_{reverse[1]}.md").exists()
+    assert not (tmp_path / f"t2_{forward[0]}_to_{forward[1]}.md").exists()  # the forward direction did not run
+    sets = {r["set"] for r in plotted}
+    assert f"squad ({forward[1]} recv.)" in sets and f"squad ({reverse[1]} recv.)" in sets
