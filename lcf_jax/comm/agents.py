@@ -41,7 +41,7 @@ def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, multiple: int = 32) -> 
 def prefill_cache(params, tokens, mask, *, config: ModelConfig) -> KVCache:
     """A context's cache (left-padded rows), for a sharer's message or an adapter."""
     _, cache = transformer.forward(params, tokens, transformer.positions_from_mask(mask), None, config=config,
-                                   token_mask=mask, last_logits_only=True)
+                                   token_mask=mask, last_logits_only=True, causal_blocks=True)
     return cache
 
 

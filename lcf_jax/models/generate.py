@@ -81,7 +81,7 @@ def generate(params: dict, tokens: jax.Array, mask: jax.Array, key: jax.Array, *
         start_pos = jnp.max(jnp.where(cache.mask, cache.positions + 1, 0), axis=-1)
     positions = positions_from_mask(mask) + start_pos[:, None]
     logits, cache = forward(params, tokens, positions, cache, config=config, token_mask=mask, extra_kv=extra_kv,
-                            last_logits_only=True)
+                            last_logits_only=True, causal_blocks=True)
     next_pos = start_pos + jnp.sum(mask, axis=-1).astype(jnp.int32)
     key, sub = jax.random.split(key)
     first = _sample(logits[:, -1], sub, temperature, top_k)

@@ -115,7 +115,7 @@ def _layer_statics(config: ModelConfig) -> dict:
 def forward(params: dict, tokens: jax.Array, positions: jax.Array, cache: Optional[KVCache] = None, *,
             config: ModelConfig, token_mask: Optional[jax.Array] = None,
             extra_kv: Optional[ExtraKV] = None, kv_delta: Optional[tuple[jax.Array, jax.Array]] = None,
-            last_logits_only: bool = False, hidden_only: bool = False):
+            last_logits_only: bool = False, hidden_only: bool = False, causal_blocks: bool = False):
     """Runs the decoder on `tokens` and returns (logits, cache).
 
     tokens, positions: [B, T] int; token_mask: [B, T] bool (False for padding; default all True).
@@ -126,6 +126,9 @@ def forward(params: dict, tokens: jax.Array, positions: jax.Array, cache: Option
     Returns logits [B, T, vocab] (float32) and the updated cache. With last_logits_only, logits are [B, 1, vocab] for the last position
     (prefill and decode need no more; saves a [B, T, vocab] matmul). With hidden_only, returns
     (final hidden states [B, T, D], cache) and no logits: apply `lm_head` where they are needed.
+    causal_blocks: the positions increase along T for valid tokens (as `positions_from_mask` makes them),
+    so attention may skip the key blocks no query of a block can see (`layers.attention`). Every
+    prefill here sets it; the result for valid tokens is the same.
     """
     c = config
     b, t = tokens.shape
@@ -174,7 +177,7 @@ def forward(params: dict, tokens: jax.Array, positions: jax.Array, cache: Option
         cv = jax.lax.dynamic_update_slice(s["v"], v.astype(s["v"].dtype), (0, 0, start, 0))
         attn = L.attention(q, ck, cv, positions, new_pos, new_mask, scale=c.attn_scale, window=s["window"],
                            softcap=c.attn_logit_softcap, extra_k=s.get("ek"), extra_v=s.get("ev"),
-                           extra_valid=None if extra_kv is None else extra_kv.mask)
+                           extra_valid=None if extra_kv is None else extra_kv.mask, causal_blocks=causal_blocks)
         out = jnp.einsum("bthk,hkd->btd", attn, p["o"])
         if c.sandwich_norm:
             out = L.rms_norm(out, p["post_attn_norm"], c.rms_eps, c.norm_plus_one)
@@ -203,7 +206,7 @@ def lm_head(params: dict, hidden: jax.Array, *, config: ModelConfig) -> jax.Arra
     return logits
 
 
-forward_jit = jax.jit(forward, static_argnames=("config", "last_logits_only", "hidden_only"))
+forward_jit = jax.jit(forward, static_argnames=("config", "last_logits_only", "hidden_only", "causal_blocks"))
 
 
 def positions_from_mask(mask: jax.Array) -> jax.Array:
@@ -216,5 +219,5 @@ def prefill(params: dict, tokens: jax.Array, mask: jax.Array, cache: KVCache, *,
             extra_kv: Optional[ExtraKV] = None):
     """Prefill of a left-padded batch into `cache`; returns (last logits [B, vocab], cache)."""
     logits, cache = forward(params, tokens, positions_from_mask(mask), cache, config=config,
-                            token_mask=mask, extra_kv=extra_kv, last_logits_only=True)
+                            token_mask=mask, extra_kv=extra_kv, last_logits_only=True, causal_blocks=True)
     return logits[:, -1], cache
