@@ -4,12 +4,13 @@
 
 Each (model, implementation) runs in its own subprocess so its peak RSS is its own. Prefill: a
 512-token prompt at batch 1 and 8, last-position logits only on both sides (`logits_to_keep=1` in
-transformers). Decode: greedy tokens/s after a 64-token prompt, batch 1, EOS ignored, prefill
+transformers). The JAX prefill is also timed without causal query blocks (full attention), to show
+what they save. Decode: greedy tokens/s after a 64-token prompt, batch 1, EOS ignored, prefill
 excluded (time(prompt + N tokens) - time(prompt + 1 token)). Compilation is excluded (warm-up call).
 
 A roofline for this machine, measured in the same run, bounds what any implementation can reach:
 each side's best float32 matmul rate (a 2048^3 product) and the memory read rate (a 1 GiB reduction).
-Prefill ceiling = the prefill's matmul FLOPs at the best matmul rate; decode ceiling = the bytes
+Prefill ceiling = the prefill's necessary (causal) matmul FLOPs at the best matmul rate; decode ceiling = the bytes
 read per token (all weights + the KV cache) at the memory rate. The "max ratio" columns are
 torch's measured time over that ceiling: the largest speed-up over torch this machine permits.
 """
@@ -38,12 +39,13 @@ def _median_time(fn, repeats: int) -> float:
 
 
 def prefill_flops(config, batch: int, tokens: int) -> float:
-    """Matmul FLOPs of a prefill with last-position logits: projections + MLP per token, the full
-    T x T attention score and value products (both implementations compute the masked square), the head."""
+    """Matmul FLOPs a prefill with last-position logits needs: projections + MLP per token, the causal
+    half of the T x T attention score and value products (T(T+1)/2 query-key pairs: what no
+    implementation can skip), the head."""
     c = config
     per_token_macs = c.num_layers * (c.hidden_size * (2 * c.num_heads + 2 * c.num_kv_heads) * c.head_dim
                                      + 3 * c.hidden_size * c.intermediate_size)
-    attn_macs = c.num_layers * 2 * c.num_heads * c.head_dim * tokens * tokens
+    attn_macs = c.num_layers * 2 * c.num_heads * c.head_dim * tokens * (tokens + 1) // 2
     head_macs = c.hidden_size * c.vocab_size
     return 2.0 * batch * (tokens * per_token_macs + attn_macs + head_macs)
 
@@ -110,6 +112,12 @@ def _measure(name: str, impl: str, prefill_len: int, batches: list[int], new_tok
             cache = KVCache.empty(config, b, prefill_len)
             run = lambda: jax.block_until_ready(transformer.prefill(params, toks, mask, cache, config=config))
             out[f"prefill_b{b}_s"] = _median_time(run, repeats)
+            # The same prefill without causal query blocks (every query against every slot): what they save.
+            full = jax.jit(lambda p, t, m, c: transformer.forward(
+                p, t, transformer.positions_from_mask(m), c, config=config, token_mask=m, last_logits_only=True,
+                causal_blocks=False)[0])
+            out[f"prefill_b{b}_full_attention_s"] = _median_time(
+                lambda: jax.block_until_ready(full(params, toks, mask, cache)), repeats)
         prompt = jnp.asarray(rng.randint(3, 1000, (1, 64)))
         pmask = jnp.ones((1, 64), bool)
 
@@ -176,6 +184,10 @@ def main() -> None:
 
     _print_table(rows, [f"prefill b{b} (s) torch / jax / ratio" for b in batches]
                  + ["decode tok/s torch / jax / ratio", "peak RSS MiB torch / jax"], speed_cells)
+    print("\n# JAX prefill: causal query blocks (what `prefill` runs) against full attention, same run")
+    _print_table(rows, [f"prefill b{b} (s) full / blocks / ratio" for b in batches], lambda t, j: [
+        f"{j[f'prefill_b{b}_full_attention_s']:.3f} / {j[f'prefill_b{b}_s']:.3f} / "
+        f"{j[f'prefill_b{b}_full_attention_s'] / j[f'prefill_b{b}_s']:.2f}x" for b in batches])
     peak = max(max(p["torch"]["matmul_gflops"], p["jax"]["matmul_gflops"]) for p in rows)
     read = max(max(p["torch"]["read_gbs"], p["jax"]["read_gbs"]) for p in rows)
     print(f"\n# roofline: best float32 matmul {peak:.0f} GFLOP/s (torch {rows[0]['torch']['matmul_gflops']:.0f}, "
