@@ -13,19 +13,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
-
-def _median_time(fn, repeats: int = 3) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_models import _median_time  # noqa: E402  (the same warm-up + median timer)
 
 
 def prefill_times(name: str, batch: int, tokens: int) -> dict:
@@ -42,13 +33,13 @@ def prefill_times(name: str, batch: int, tokens: int) -> dict:
     mask = jnp.ones((batch, tokens), bool)
     cache = KVCache.empty(config, batch, tokens)
     out = {"prefill_s": _median_time(lambda: jax.block_until_ready(
-        transformer.prefill(params, toks, mask, cache, config=config)))}
+        transformer.prefill(params, toks, mask, cache, config=config)), 3)}
     real_attention = layers.attention
     layers.attention = lambda q, k, v, *args, **kwargs: q  # same shapes, no attention work
     try:
         no_attn = jax.jit(lambda p, t, m, c: transformer.forward(
             p, t, transformer.positions_from_mask(m), c, config=config, token_mask=m, last_logits_only=True)[0])
-        out["no_attention_s"] = _median_time(lambda: jax.block_until_ready(no_attn(params, toks, mask, cache)))
+        out["no_attention_s"] = _median_time(lambda: jax.block_until_ready(no_attn(params, toks, mask, cache)), 3)
     finally:
         layers.attention = real_attention
     out["shapes"] = [(batch * tokens, config.hidden_size, config.intermediate_size),
@@ -69,9 +60,9 @@ def matmul_rates(shapes) -> list[dict]:
         for label, jdt, tdt in (("f32", jnp.float32, torch.float32), ("bf16", jnp.bfloat16, torch.bfloat16)):
             a, w = jnp.ones((m, k), jdt), jnp.ones((k, n), jdt)
             mm = jax.jit(lambda a, w: a @ w)
-            row[f"jax_{label}"] = 2 * m * k * n / _median_time(lambda: mm(a, w).block_until_ready()) / 1e9
+            row[f"jax_{label}"] = 2 * m * k * n / _median_time(lambda: mm(a, w).block_until_ready(), 3) / 1e9
             ta, tw = torch.ones(m, k, dtype=tdt), torch.ones(k, n, dtype=tdt)
-            row[f"torch_{label}"] = 2 * m * k * n / _median_time(lambda: ta @ tw) / 1e9
+            row[f"torch_{label}"] = 2 * m * k * n / _median_time(lambda: ta @ tw, 3) / 1e9
         rows.append(row)
     return rows
 

@@ -89,8 +89,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, q_pos: jax.Array, k_pos:
     half the attention work of a fresh prefill, same result for every valid query.
     Returns [B, T, H, D].
     """
-    b, t, h, d = q.shape
-    s = k.shape[2]
+    t, s = q.shape[1], k.shape[2]
     block = _query_block(t) if causal_blocks else t
     if block >= t:
         return _attend(q, k, v, q_pos, k_pos, k_valid, scale, window, softcap, extra_k, extra_v, extra_valid)
