@@ -1,9 +1,9 @@
-"""Where a batch-8 prefill's time goes, and what float32 / bfloat16 matmuls reach on this CPU.
+"""Where a prefill's time goes, and what float32 / bfloat16 matmuls reach on this CPU.
 
-    .venv/bin/python benchmarks/bench_prefill_bounds.py [--model smollm2-135m-instruct]
+    .venv/bin/python benchmarks/bench_prefill_bounds.py [--model smollm2-135m-instruct] [--batch 8] [--tokens 512]
 
 Prints, measured in this run:
-- the JAX prefill of 8 x 512 tokens as `prefill` runs it, and the same forward with attention
+- the JAX prefill of batch x tokens as `prefill` runs it, and the same forward with attention
   replaced by the identity (so what remains is projections, MLP, norms and RoPE: the matmul-bound
   part that no attention kernel can shorten);
 - JAX and torch matmul rates (GFLOP/s) on the model's own prefill shapes, in float32 and bfloat16.
