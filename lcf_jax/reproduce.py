@@ -1,4 +1,4 @@
-"""python -m lcf_jax.reproduce --table {t1,t2,t3,ablations,all} [--n 50] [--out results]
+"""python -m lcf_jax.reproduce --table {t1,t2,t3,ablations,ladder,all} [--n 50] [--out results]
 
 Writes results/<table>.md and .csv (with splits, n, seeds and a settings hash) and the plots.
 Ablations re-score finished training runs on dev splits: --ablation-runs "NAME=RUN_DIR,...".
@@ -37,7 +37,7 @@ def _named_paths(spec: str) -> list[tuple[str, str]]:
 def main(argv=None, agents: dict | None = None) -> None:
     """`agents` (name -> Agent) replaces the bundled models: tests pass tiny ones."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--table", choices=["t1", "t2", "t3", "ablations", "all"], default="all")
+    ap.add_argument("--table", choices=["t1", "t2", "t3", "ablations", "ladder", "all"], default="all")
     ap.add_argument("--n", type=int, default=50, help="examples per data set")
     ap.add_argument("--out", type=Path, default=Path("results"))
     ap.add_argument("--adapter", default=None, help="exported LCF-X adapter (default: the shipped one)")
@@ -59,6 +59,12 @@ def main(argv=None, agents: dict | None = None) -> None:
                          "'joint=runs/lcf_t1,separate=runs/lcf_sep'; lcf/c2c runs are scored on MC dev rows, "
                          "lcfx runs on SQuAD dev")
     ap.add_argument("--ablation-n", type=int, default=40, help="dev examples per set for the ablations")
+    ap.add_argument("--ladder-sets", default="squad,nq_openbook", help="ladder data sets (dev splits)")
+    ap.add_argument("--ladder-run", default="",
+                    help="the LCF-X adapter of the ladder's R4/R5 rungs: a training run directory or an exported "
+                         "adapter (default: the shipped one)")
+    ap.add_argument("--ladder-rungs", default="R0,R1,R2,R4,R5,R5 control", help="rungs to run (comma-separated)")
+    ap.add_argument("--ladder-stem", default="ladder", help="file name (without extension) of the ladder table")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from lcf_jax.eval import reproduce as R
@@ -72,7 +78,7 @@ def main(argv=None, agents: dict | None = None) -> None:
         t3.write(args.out, "t3_sizes")
         R.plot_sizes(t3, args.out / "sizes.png")
         print(t3.markdown())
-    if {"t1", "t2", "ablations"} & set(tables):
+    if {"t1", "t2", "ablations", "ladder"} & set(tables):
         from lcf_jax.comm import protocols, shipped
         from lcf_jax.comm.agents import Agent
         agents = agents or {name: Agent.load(name) for name in dict(BUNDLED_PAIRS)}
@@ -92,6 +98,25 @@ def main(argv=None, agents: dict | None = None) -> None:
                 table = fn(subset, n=args.ablation_n)
                 table.write(args.out, stem)
                 print(table.markdown())
+    if "ladder" in tables:
+        from lcf_jax.eval import ablations as A
+        from lcf_jax.eval import ladder as LD
+        from lcf_jax.data import sources
+        run = A.load_run(args.ladder_run or str(shipped.SHIPPED_LCFX), agents)
+        session = protocols.Session(receiver=run["receiver"], sharer=run["sharer"], adapter=(run["config"], run["params"]))
+        tasks = {name: protocols.tasks_from_examples(sources.read(name, LD.LADDER_SETS[name], max_examples=args.n))
+                 for name in args.ladder_sets.split(",")}
+        results = LD.run_ladder(session, tasks, rungs=[r.strip() for r in args.ladder_rungs.split(",")])
+        settings = {"n": args.n, "sets": {k: LD.LADDER_SETS[k] for k in tasks}, "adapter": run["path"],
+                    "adapter_step": run["step"], "max_new_tokens": session.max_new_tokens,
+                    "max_context_tokens": session.max_context_tokens}
+        table = LD.ladder_table(results, settings, notes=[
+            f"dev splits, first {args.n} questions per set; F1/EM with 95% bootstrap intervals (10,000 resamples); "
+            "ΔF1 paired over the same questions.",
+            "R3 (the receiver as its own sharer, pooled by a trained adapter) needs its own adapter and is not in this table."])
+        table.write(args.out, args.ladder_stem)
+        (args.out / f"{args.ladder_stem}.json").write_text(json.dumps(results, indent=1))
+        print(table.markdown())
     if "t2" in tables:
         cfg, params, meta = shipped.load_lcfx_adapter(args.adapter or shipped.SHIPPED_LCFX)
         extra = {name: shipped.load_lcfx_adapter(path) for name, path in _named_paths(args.t2_adapters)}

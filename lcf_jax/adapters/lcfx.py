@@ -60,9 +60,11 @@ from lcf_jax.adapters.layer_map import select_layers
 from lcf_jax.models.cache import ExtraKV, KVCache
 from lcf_jax.models.config import ModelConfig
 from lcf_jax.models.layers import activation as _activation
-from lcf_jax.models.layers import invert_rope, rms_norm
+from lcf_jax.models.layers import apply_rope, invert_rope, rms_norm
 
 ACTIVATIONS = ("silu", "gelu_tanh")
+INJECTIONS = ("extra", "positioned")
+DECODERS = ("kv", "embed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +84,17 @@ class LCFXConfig:
     # down-projection, the pooling's values and the up-projection, so a slot is exactly a convex
     # combination of translated tokens. What the closed-form latent alignment fits (train/latent_align.py).
     linear: bool = False
+    # How the decoded message enters the receiver. "extra": position-free extra KV every query sees
+    # (the first convention; its keys look to the receiver like keys at position 0). "positioned": a
+    # prefix of the receiver's own cache, right after its special prefix (BOS): slot j sits at position
+    # P + j, keys rotated there, and the prompt continues at P + m. A positioned prefix is an ordinary
+    # cache, so sliding-window layers and a plain transformers cache treat the slots as tokens.
+    injection: str = "extra"
+    # What the receiver half decodes each slot into. "kv": per-layer keys and values (dec_wk/dec_wv).
+    # "embed": one input vector per slot that the receiver prefills itself (its own layers then make
+    # the K/V, as an ordinary token's); needs injection="positioned".
+    decoder: str = "kv"
+    embed_hidden: int = 1024   # width of the embed decoder's hidden layer
 
     kind = "lcfx"
 
@@ -97,6 +110,13 @@ class LCFXConfig:
         if self.linear and self.pool_heads != 1:
             raise ValueError("LCFXConfig.linear needs pool_heads=1: with several heads one slot would mix "
                              "different tokens' latent chunks")
+        if self.injection not in INJECTIONS:
+            raise ValueError(f"LCFXConfig.injection must be one of {INJECTIONS}, got {self.injection!r}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"LCFXConfig.decoder must be one of {DECODERS}, got {self.decoder!r}")
+        if self.decoder == "embed" and self.injection != "positioned":
+            raise ValueError("LCFXConfig.decoder='embed' needs injection='positioned': the receiver prefills "
+                             "the decoded vectors as tokens of its own cache")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"LCFXConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
 
@@ -135,13 +155,28 @@ class LCFXModule(nn.Module):
             "pool_wv": d("pool_wv", plain, (r, r), ("rank_in", "rank")),
             "pool_wo": d("pool_wo", plain, (r, r), ("rank_in", "rank")),
             "out_norm": d("out_norm", nn.initializers.ones, (r,), ("rank",)),
-            "dec_norm": d("dec_norm", nn.initializers.ones, (len(ru), r), ("layers", "rank")),
-            "dec_wk": d("dec_wk", nn.initializers.normal(c.key_init_std), (len(ru), r, kv), ("layers", "rank", "kv_out")),
-            "dec_bk": d("dec_bk", nn.initializers.zeros, (len(ru), kv), ("layers", "kv_out")),
-            "dec_wv": d("dec_wv", stacked, (len(ru), r, kv), ("layers", "rank", "kv_out")),
-            "dec_bv": d("dec_bv", nn.initializers.zeros, (len(ru), kv), ("layers", "kv_out")),
-            "v_gate": d("v_gate", C.constant(c.value_gate_init), (len(ru),), ("layers",)),
         }
+        if c.decoder == "kv":
+            p.update({
+                "dec_norm": d("dec_norm", nn.initializers.ones, (len(ru), r), ("layers", "rank")),
+                "dec_wk": d("dec_wk", nn.initializers.normal(c.key_init_std), (len(ru), r, kv), ("layers", "rank", "kv_out")),
+                "dec_bk": d("dec_bk", nn.initializers.zeros, (len(ru), kv), ("layers", "kv_out")),
+                "dec_wv": d("dec_wv", stacked, (len(ru), r, kv), ("layers", "rank", "kv_out")),
+                "dec_bv": d("dec_bv", nn.initializers.zeros, (len(ru), kv), ("layers", "kv_out")),
+                "v_gate": d("v_gate", C.constant(c.value_gate_init), (len(ru),), ("layers",)),
+            })
+        else:
+            hid, dim = c.embed_hidden, rc.hidden_size
+            p.update({
+                "dec_e_norm": d("dec_e_norm", nn.initializers.ones, (r,), ("rank",)),
+                "dec_e_w1": d("dec_e_w1", plain, (r, hid), ("rank_in", "mlp")),
+                "dec_e_b1": d("dec_e_b1", nn.initializers.zeros, (hid,), ("mlp",)),
+                "dec_e_w2": d("dec_e_w2", plain, (hid, dim), ("mlp", "embed")),
+                "dec_e_b2": d("dec_e_b2", nn.initializers.zeros, (dim,), ("embed",)),
+                # RMSNorm weight of the decoded vector; `calibrate_embed_decoder` sets it to the RMS of the
+                # receiver's own input vectors, so slots start at the scale the first layer expects.
+                "dec_e_scale": d("dec_e_scale", nn.initializers.ones, (dim,), ("embed",)),
+            })
         if c.conditioned:
             p.update({
                 "cond_w": d("cond_w", fan_in_sum, (len(cu), 2 * kv, r), ("receiver_layers", "kv_in", "rank")),
@@ -265,6 +300,9 @@ def decode_message(params: dict, latents: jax.Array, *, cfg: LCFXConfig, receive
     """
     if latents.ndim != 3 or latents.shape[1:] != (cfg.slots, cfg.rank):
         raise ValueError(f"latents must be [B, slots={cfg.slots}, rank={cfg.rank}], got {tuple(latents.shape)}")
+    if cfg.decoder != "kv":
+        raise ValueError(f"decode_message makes per-layer K/V; decoder={cfg.decoder!r} decodes to input vectors "
+                         "(use message_prefix)")
     ru = _resolve(cfg.receiver_layers, receiver_cfg.num_layers, "receiver_layers")
     if params["dec_wk"].shape != (len(ru), cfg.rank, receiver_cfg.kv_width):
         raise ValueError(f"dec_wk has shape {tuple(params['dec_wk'].shape)}, expected "
@@ -302,6 +340,103 @@ def decode_layers(params: dict, latents: jax.Array, *, cfg: LCFXConfig, receiver
                          params["dec_bv"], params["v_gate"].astype(f32))
 
 
+def decode_embeddings(params: dict, latents: jax.Array, *, cfg: LCFXConfig) -> jax.Array:
+    """Embed decoder: latents [B, n, r] -> receiver input vectors [B, n, D] (float32):
+    RMSNorm(W2 act(W1 RMSNorm(latents) + b1) + b2) * dec_e_scale."""
+    f32 = jnp.float32
+    h = rms_norm(latents.astype(f32), params["dec_e_norm"], cfg.eps, plus_one=False)
+    h = _activation(h @ params["dec_e_w1"].astype(f32) + params["dec_e_b1"], cfg.activation)
+    e = h @ params["dec_e_w2"].astype(f32) + params["dec_e_b2"]
+    return rms_norm(e, params["dec_e_scale"], cfg.eps, plus_one=False)
+
+
+def calibrate_embed_decoder(params: dict, receiver_params: dict, *, cfg: LCFXConfig, receiver_cfg: ModelConfig) -> dict:
+    """Sets dec_e_scale to the root-mean-square of the receiver's input vectors (per feature), so a fresh
+    embed decoder emits vectors of the size the receiver's first layer sees for real tokens."""
+    if cfg.decoder != "embed":
+        return params
+    emb = receiver_params["embed"].astype(jnp.float32) * receiver_cfg.embed_scale
+    rms = jnp.sqrt(jnp.mean(emb * emb, axis=0))
+    return {**params, "dec_e_scale": rms.astype(params["dec_e_scale"].dtype)}
+
+
+def _slot_positions(b: int, n: int, p: int, slot_mask):
+    """(mask, positions) of n slots after a prefix of p: valid slots take positions p, p+1, ... in order
+    (a row with fewer valid slots continues its prompt earlier, as a shorter passage would)."""
+    mask = jnp.ones((b, n), bool) if slot_mask is None else slot_mask.astype(bool)
+    positions = p + jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1, 0)
+    return mask, positions.astype(jnp.int32)
+
+
+def _prefix_start(receiver_params: dict, prefix_ids: jax.Array, capacity: int, receiver_cfg: ModelConfig) -> KVCache:
+    from lcf_jax.models import transformer  # the receiver's forward (models sit below adapters)
+    b, p = prefix_ids.shape
+    cache = KVCache.empty(receiver_cfg, b, capacity, receiver_params["embed"].dtype)
+    if p:
+        _, cache = transformer.forward(receiver_params, prefix_ids, jnp.broadcast_to(jnp.arange(p), (b, p)), cache,
+                                       config=receiver_cfg, hidden_only=True)
+    return cache
+
+
+def positioned_kv_prefix(keys: jax.Array, values: jax.Array, receiver_params: dict, prefix_ids: jax.Array, *,
+                         capacity: int, receiver_cfg: ModelConfig, layers=None,
+                         slot_mask: Optional[jax.Array] = None) -> KVCache:
+    """The positioned convention for given K/V: a receiver cache [special prefix | n entries].
+
+    keys (un-rotated, the receiver's frame), values: [len(layers), B, Hr, n, Dr] for receiver `layers`
+    (default all; the others hold zeros at these slots); prefix_ids [B, P]. Entry j gets position P + j
+    and its keys that position's rotation in each layer, exactly as if the receiver had read a token
+    there. The ladder's R2 feeds the receiver's own un-rotated passage K/V through it.
+    """
+    layers = tuple(range(receiver_cfg.num_layers)) if layers is None else tuple(layers)
+    _, b, _, n, _ = keys.shape
+    p = prefix_ids.shape[1]
+    if capacity < p + n:
+        raise ValueError(f"capacity {capacity} < prefix {p} + slots {n}")
+    cache = _prefix_start(receiver_params, prefix_ids, capacity, receiver_cfg)
+    mask, positions = _slot_positions(b, n, p, slot_mask)
+    cos, sin = C.layer_rope_tables(positions, receiver_cfg, layers)                    # [n_l, B, n, D]
+    rot = jax.vmap(lambda x, c_, s_: apply_rope(x.transpose(0, 2, 1, 3), c_, s_).transpose(0, 2, 1, 3))
+    dtype = cache.keys.dtype
+    idx = np.asarray(layers)
+    new_keys = cache.keys.at[idx, :, :, p:p + n].set(rot(keys, cos, sin).astype(dtype))
+    new_values = cache.values.at[idx, :, :, p:p + n].set(values.astype(dtype))
+    return cache._replace(keys=new_keys, values=new_values,
+                          positions=cache.positions.at[:, p:p + n].set(positions),
+                          mask=cache.mask.at[:, p:p + n].set(mask), index=jnp.asarray(p + n, jnp.int32))
+
+
+def message_prefix(params: dict, latents: jax.Array, receiver_params: dict, prefix_ids: jax.Array, *,
+                   capacity: int, cfg: LCFXConfig, receiver_cfg: ModelConfig,
+                   slot_mask: Optional[jax.Array] = None) -> KVCache:
+    """The positioned message: a receiver cache holding [special prefix | m message slots], with room
+    for `capacity` slots in all. The prompt continues at position P + m (P = prefix_ids.shape[1]).
+
+    latents [B, m, r]; prefix_ids [B, P] (the receiver's BOS; P may be 0); slot_mask [B, m] (default
+    all True; a False slot is invisible, as a padding token). Works for any n = latents.shape[1] (the
+    ladder feeds per-token latents). decoder="kv": `positioned_kv_prefix` of the decoded per-layer K/V;
+    decoder="embed": the receiver prefills the decoded vectors itself at positions P..P+n-1.
+    """
+    from lcf_jax.models import transformer
+    if cfg.injection != "positioned":
+        raise ValueError("message_prefix is the positioned convention; this adapter has injection='extra'")
+    b, n, _ = latents.shape
+    p = prefix_ids.shape[1]
+    if cfg.decoder == "kv":
+        ru = _resolve(cfg.receiver_layers, receiver_cfg.num_layers, "receiver_layers")
+        k, v = decode_layers(params, latents, cfg=cfg, receiver_cfg=receiver_cfg)
+        return positioned_kv_prefix(k, v, receiver_params, prefix_ids, capacity=capacity, receiver_cfg=receiver_cfg,
+                                    layers=ru, slot_mask=slot_mask)
+    if capacity < p + n:
+        raise ValueError(f"capacity {capacity} < prefix {p} + slots {n}")
+    cache = _prefix_start(receiver_params, prefix_ids, capacity, receiver_cfg)
+    mask, positions = _slot_positions(b, n, p, slot_mask)
+    e = decode_embeddings(params, latents, cfg=cfg)
+    _, cache = transformer.forward(receiver_params, None, positions, cache, config=receiver_cfg, token_mask=mask,
+                                   embeds=e.astype(cache.keys.dtype), hidden_only=True)
+    return cache
+
+
 # ------------------------------------------------------------------------------------------------
 # Message transport
 # ------------------------------------------------------------------------------------------------
@@ -336,7 +471,8 @@ def dequantize_message(q: jax.Array, scale: Optional[jax.Array] = None) -> jax.A
     return q.astype(jnp.float32) * scale.astype(jnp.float32)
 
 
-DECODER_KEYS = ("dec_norm", "dec_wk", "dec_bk", "dec_wv", "dec_bv", "v_gate")
+DECODER_KEYS = ("dec_norm", "dec_wk", "dec_bk", "dec_wv", "dec_bv", "v_gate",
+                "dec_e_norm", "dec_e_w1", "dec_e_b1", "dec_e_w2", "dec_e_b2", "dec_e_scale")
 
 
 def split_params(params: dict) -> tuple[dict, dict]:

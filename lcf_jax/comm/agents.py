@@ -51,10 +51,14 @@ def first_line(text: str) -> str:
 
 
 def generate_answers(agent: Agent, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,
-                     extra_kv: Optional[ExtraKV] = None, multiple: int = 32) -> list[str]:
+                     extra_kv: Optional[ExtraKV] = None, multiple: int = 32,
+                     cache: Optional[KVCache] = None) -> list[str]:
+    """Greedy answers (first line) to left-padded prompts; `cache` holds a prefix the prompts continue
+    (a positioned LCF-X message) with room for the prompt and the new tokens."""
     tokens, mask = pad_rows(prompts, agent.config.pad_token_id, multiple)
-    generate.check_prompt_length(agent.config, tokens.shape[1], max_new_tokens)
+    held = 0 if cache is None else int(cache.index)
+    generate.check_prompt_length(agent.config, held + tokens.shape[1], max_new_tokens)
     gen = generate.generate(agent.params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.PRNGKey(0),
-                            config=agent.config, max_new_tokens=max_new_tokens, extra_kv=extra_kv)
+                            config=agent.config, max_new_tokens=max_new_tokens, extra_kv=extra_kv, cache=cache)
     out, lengths = np.asarray(gen.tokens), np.asarray(gen.lengths)
     return [first_line(agent.decode(out[i, :lengths[i]])) for i in range(len(prompts))]

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from lcf_jax.adapters import lcfx
 from lcf_jax.comm.agents import Agent, generate_answers, pad_rows, prefill_cache
-from lcf_jax.models.cache import ExtraKV
+from lcf_jax.models.cache import ExtraKV, KVCache
 from lcf_jax.models.config import ModelConfig
 
 
@@ -48,6 +48,37 @@ def receive(receiver: Agent, adapter_params, cfg, latents: jax.Array) -> ExtraKV
     return _decode(adapter_params, latents, cfg=cfg, receiver_cfg=receiver.config)
 
 
+@functools.partial(jax.jit, static_argnames=("cfg", "receiver_cfg", "capacity"))
+def _prefix(adapter_params, latents, receiver_params, prefix_ids, slot_mask, *, capacity: int, cfg,
+            receiver_cfg: ModelConfig) -> KVCache:
+    return lcfx.message_prefix(adapter_params, latents, receiver_params, prefix_ids, capacity=capacity, cfg=cfg,
+                               receiver_cfg=receiver_cfg, slot_mask=slot_mask)
+
+
+def special_prefix(agent: Agent) -> list[int]:
+    """The ids every encoded prompt of this agent starts with (its BOS; empty for SmolLM2)."""
+    return agent.encode("", special=True)
+
+
+def answer_positioned(receiver: Agent, adapter_params, cfg, latents: jax.Array, prompt_rows, *, max_new_tokens: int,
+                      slot_mask=None) -> list[str]:
+    """Answers with the message as a positioned prefix: [BOS | m slots | prompt], the prompt rows (which
+    start with the special prefix) continuing after the slots."""
+    pre = special_prefix(receiver)
+    for i, r in enumerate(prompt_rows):
+        if list(r[:len(pre)]) != pre:
+            raise ValueError(f"prompt row {i} does not start with the receiver's special prefix {pre}")
+    rest = [list(r[len(pre):]) for r in prompt_rows]
+    tokens, mask = pad_rows(rest, receiver.config.pad_token_id, 32)
+    b, n = latents.shape[0], latents.shape[1]
+    capacity = len(pre) + n + tokens.shape[1] + max_new_tokens
+    prefix_ids = jnp.broadcast_to(jnp.asarray(pre, jnp.int32), (b, len(pre)))
+    sm = jnp.ones((b, n), bool) if slot_mask is None else jnp.asarray(slot_mask, bool)
+    cache = _prefix(adapter_params, latents, receiver.params, prefix_ids, sm, capacity=capacity, cfg=cfg,
+                    receiver_cfg=receiver.config)
+    return generate_answers(receiver, rest, max_new_tokens=max_new_tokens, cache=cache)
+
+
 def answer(sharer: Agent, receiver: Agent, adapter_params, cfg, sharer_rows, prompt_rows, *,
            max_new_tokens: int, quantize: Optional[str] = None) -> tuple[list[str], int]:
     """Answers through LCF-X; returns (answers, bytes of one message)."""
@@ -57,5 +88,8 @@ def answer(sharer: Agent, receiver: Agent, adapter_params, cfg, sharer_rows, pro
         q, scale = lcfx.quantize_message(latents, quantize)
         nbytes = lcfx.message_nbytes((q[:1], None if scale is None else scale[:1]))
         latents = lcfx.dequantize_message(q, scale)
+    if cfg.injection == "positioned":
+        return answer_positioned(receiver, adapter_params, cfg, latents, prompt_rows,
+                                 max_new_tokens=max_new_tokens), nbytes
     extra = receive(receiver, adapter_params, cfg, latents)
     return generate_answers(receiver, prompt_rows, max_new_tokens=max_new_tokens, extra_kv=extra), nbytes

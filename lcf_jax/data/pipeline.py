@@ -57,6 +57,7 @@ class TokenizedQA:
     prompt: np.ndarray  # int32 [n_p], special prefix included
     target: np.ndarray  # int32 [n_t], ends with EOS unless truncated
     answers: list[str]
+    teacher_context: Optional[np.ndarray] = None  # int32 [n_c]: `Context: {passage}\n` for the teacher
 
 
 def _pad_id(tokenizer) -> int:
@@ -103,7 +104,8 @@ class QAFeatures:
                  sharer_template: str = DEFAULT_SHARER_TEMPLATE,
                  sharer_buckets: Optional[Sequence[int]] = None,
                  receiver_buckets: Optional[Sequence[int]] = None,
-                 add_special_tokens: bool = True, sharer_truncation: str = "right"):
+                 add_special_tokens: bool = True, sharer_truncation: str = "right",
+                 teacher_context_len: int = 0, teacher_template: str = "Context: {context}\n"):
         if sharer_truncation not in ("right", "left"):
             raise ValueError("sharer_truncation must be 'right' or 'left'")
         self.sharer_tokenizer = sharer_tokenizer
@@ -115,6 +117,8 @@ class QAFeatures:
         self.target_template = target_template
         self.sharer_template = sharer_template
         self.sharer_truncation = sharer_truncation
+        self.teacher_context_len = int(teacher_context_len)
+        self.teacher_template = teacher_template
         self.sharer_buckets = tuple(sorted(sharer_buckets or default_buckets(self.max_sharer_len)))
         self.receiver_buckets = tuple(sorted(
             receiver_buckets or default_buckets(self.max_prompt_len + self.max_target_len)))
@@ -135,6 +139,17 @@ class QAFeatures:
         if len(self._receiver_prefix) >= self.max_prompt_len:
             raise ValueError("max_prompt_len leaves no room after the special prefix")
 
+    @property
+    def receiver_prefix_len(self) -> int:
+        """Tokens of the receiver's special prefix (its BOS) that start every prompt row."""
+        return len(self._receiver_prefix)
+
+    @property
+    def teacher_len(self) -> int:
+        """Padded length of a teacher row: prefix + passage + prompt + target."""
+        n = len(self._receiver_prefix) + self.teacher_context_len + self.max_prompt_len + self.max_target_len
+        return -(-n // 32) * 32
+
     # ------------------------------------------------------------ tokenisation
 
     @staticmethod
@@ -152,10 +167,13 @@ class QAFeatures:
         s_ids = self._ids(self.sharer_tokenizer, passages)
         p_ids = self._ids(self.receiver_tokenizer, prompts)
         t_ids = self._ids(self.receiver_tokenizer, targets)
+        teacher = ([x[: self.teacher_context_len] for x in self._ids(
+            self.receiver_tokenizer, [self.teacher_template.format(context=e["sharer_context"]) for e in examples])]
+            if self.teacher_context_len > 0 else [None] * len(examples))
         out = []
         s_room = self.max_sharer_len - len(self._sharer_prefix)
         p_room = self.max_prompt_len - len(self._receiver_prefix)
-        for e, s, p, t in zip(examples, s_ids, p_ids, t_ids):
+        for e, s, p, t, tc in zip(examples, s_ids, p_ids, t_ids, teacher):
             s = s[:s_room] if self.sharer_truncation == "right" else s[max(0, len(s) - s_room):]
             p = p[max(0, len(p) - p_room):]
             t = (t + [self.receiver_eos_id])[: self.max_target_len]
@@ -165,6 +183,7 @@ class QAFeatures:
                 prompt=np.asarray(self._receiver_prefix + p, np.int32),
                 target=np.asarray(t, np.int32),
                 answers=list(e.get("answers") or [e["target"]]),
+                teacher_context=None if tc is None else np.asarray(tc, np.int32),
             ))
         return out
 
@@ -208,6 +227,8 @@ class QAFeatures:
             loss[n_p:n_p + n_t] = True
             out.update(receiver_ids=ids, receiver_mask=mask, loss_mask=loss,
                        prompt_len=np.int32(n_p), target_len=np.int32(n_t))
+            if tok.teacher_context is not None:
+                out.update(self._teacher_row(tok))
         else:
             if n_p > lr:
                 raise ValueError(f"{n_p} prompt tokens do not fit bucket {lr}")
@@ -219,6 +240,19 @@ class QAFeatures:
                        prompt_positions=np.maximum(np.cumsum(mask) - 1, 0).astype(np.int32),
                        prompt_len=np.int32(n_p))
         return out
+
+    def _teacher_row(self, tok: TokenizedQA) -> dict[str, np.ndarray]:
+        """The teacher's row, right-padded: [prefix | passage | prompt after its prefix | target].
+        teacher_offset is the passage's length: student row position t (after the prefix) holds the
+        same token as teacher row position t + teacher_offset."""
+        n = self.teacher_len
+        pre = len(self._receiver_prefix)
+        row = np.concatenate([tok.prompt[:pre], tok.teacher_context, tok.prompt[pre:], tok.target])
+        ids = np.full(n, self.receiver_pad_id, np.int32)
+        ids[:len(row)] = row
+        mask = np.zeros(n, bool)
+        mask[:len(row)] = True
+        return {"teacher_ids": ids, "teacher_mask": mask, "teacher_offset": np.int32(len(tok.teacher_context))}
 
     def __call__(self, example: dict, mode: str = "train") -> dict[str, np.ndarray]:
         return self.pad(self.tokenize(example), mode)

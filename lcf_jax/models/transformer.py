@@ -115,7 +115,8 @@ def _layer_statics(config: ModelConfig) -> dict:
 def forward(params: dict, tokens: jax.Array, positions: jax.Array, cache: Optional[KVCache] = None, *,
             config: ModelConfig, token_mask: Optional[jax.Array] = None,
             extra_kv: Optional[ExtraKV] = None, kv_delta: Optional[tuple[jax.Array, jax.Array]] = None,
-            last_logits_only: bool = False, hidden_only: bool = False, causal_blocks: bool = False):
+            last_logits_only: bool = False, hidden_only: bool = False, causal_blocks: bool = False,
+            embeds: Optional[jax.Array] = None):
     """Runs the decoder on `tokens` and returns (logits, cache).
 
     tokens, positions: [B, T] int; token_mask: [B, T] bool (False for padding; default all True).
@@ -129,9 +130,17 @@ def forward(params: dict, tokens: jax.Array, positions: jax.Array, cache: Option
     causal_blocks: the positions increase along T for valid tokens (as `positions_from_mask` makes them),
     so attention may skip the key blocks no query of a block can see (`layers.attention`). Every
     prefill here sets it; the result for valid tokens is the same.
+    embeds: [B, T, D] input vectors used instead of the token embeddings (already scaled the way the
+    model scales its embeddings); `tokens` is then ignored and may be None. An LCF-X message decoded to
+    input embeddings enters the receiver this way, so the receiver's own layers make its K/V.
     """
     c = config
-    b, t = tokens.shape
+    if embeds is not None:
+        b, t = embeds.shape[:2]
+        if embeds.shape[2] != c.hidden_size:
+            raise ValueError(f"embeds width {embeds.shape[2]} != hidden_size {c.hidden_size}")
+    else:
+        b, t = tokens.shape
     if positions.shape != (b, t):
         raise ValueError(f"positions shape {positions.shape} != tokens shape {(b, t)}")
     if token_mask is None:
@@ -147,9 +156,10 @@ def forward(params: dict, tokens: jax.Array, positions: jax.Array, cache: Option
     new_pos = jax.lax.dynamic_update_slice(cache.positions, positions.astype(jnp.int32), (0, start))
     new_mask = jax.lax.dynamic_update_slice(cache.mask, token_mask, (0, start))
 
-    x = jnp.take(params["embed"], tokens, axis=0)
-    if c.embed_scale != 1.0:
-        x = x * jnp.asarray(c.embed_scale, dtype)
+    if embeds is not None:
+        x = embeds.astype(dtype)
+    else:
+        x = embed_tokens(params, tokens, config=c)
 
     xs = {"p": params["layers"], "k": cache.keys, "v": cache.values, **_layer_statics(c)}
     if extra_kv is not None:
@@ -195,6 +205,14 @@ def forward(params: dict, tokens: jax.Array, positions: jax.Array, cache: Option
         return x, new_cache
     logits = lm_head(params, x[:, -1:] if last_logits_only else x, config=c)
     return logits, new_cache
+
+
+def embed_tokens(params: dict, tokens: jax.Array, *, config: ModelConfig) -> jax.Array:
+    """Token ids [...] -> the input vectors [..., D] the first layer sees (embedding times embed_scale)."""
+    x = jnp.take(params["embed"], tokens, axis=0)
+    if config.embed_scale != 1.0:
+        x = x * jnp.asarray(config.embed_scale, x.dtype)
+    return x
 
 
 def lm_head(params: dict, hidden: jax.Array, *, config: ModelConfig) -> jax.Array:

@@ -57,8 +57,13 @@ def base_config() -> ml_collections.ConfigDict:
         max_train_examples=-1,
         answer_in_context=False,  # keep only training rows whose answer occurs in the sharer's passage
         prompt_template="Question: {question}\nAnswer:",
+        # > 0: each training row also carries the teacher's row, the receiver reading `Context: {passage}\n`
+        # (cut to this many receiver tokens) before the same prompt and target (distill.* needs it).
+        teacher_context_len=0,
         seed=0,
     ))
+    # LCF-X loss weights (train/objective.Setup): kl and hidden distil from the teacher that reads the passage.
+    c.distill = ml_collections.ConfigDict(dict(ce_weight=1.0, kl_weight=0.0, hidden_weight=0.0, temperature=1.0))
     c.train = ml_collections.ConfigDict(dict(
         steps=1000,
         lr=1e-3,
@@ -149,6 +154,9 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ValueError(f"train.sharer_cache must be on_the_fly or precomputed, got {c.train.sharer_cache!r}")
     if c.pretrain.method not in ("sgd", "closed_form"):
         raise ValueError(f"pretrain.method must be sgd or closed_form, got {c.pretrain.method!r}")
+    if (c.distill.kl_weight > 0 or c.distill.hidden_weight > 0) and c.data.teacher_context_len <= 0:
+        raise ValueError("distill.kl_weight / distill.hidden_weight > 0 need data.teacher_context_len > 0 (the teacher's "
+                         "passage length in receiver tokens)")
     if c.data.task not in ("qa", "instruct", "synthetic"):
         raise ValueError(f"data.task must be qa, instruct or synthetic, got {c.data.task!r}")
     adapter_config(c)  # the dataclass validates values

@@ -30,8 +30,9 @@ class PositionIterator:
 
 class SyntheticBatches(PositionIterator):
     def __init__(self, kind: str, sharer: ModelConfig, receiver: ModelConfig, batch_size: int, seed: int,
-                 sharer_len: int = 16, prompt_len: int = 6, target_len: int = 4, context_len: int = 12):
-        self.kind, self.sharer, self.receiver = kind, sharer, receiver
+                 sharer_len: int = 16, prompt_len: int = 6, target_len: int = 4, context_len: int = 12,
+                 teacher: bool = False):
+        self.kind, self.sharer, self.receiver, self.teacher = kind, sharer, receiver, teacher
         self.batch_size, self.seed = batch_size, seed
         self.sharer_len, self.prompt_len, self.target_len, self.context_len = sharer_len, prompt_len, target_len, context_len
         self.position = 0
@@ -54,6 +55,11 @@ class SyntheticBatches(PositionIterator):
         ids[:, self.prompt_len:] = 3 + first % (self.receiver.vocab_size - 3)
         batch.update(receiver_ids=ids, receiver_mask=np.ones((b, tr), bool),
                      loss_mask=np.arange(tr)[None].repeat(b, 0) >= self.prompt_len)
+        if self.teacher:  # the teacher reads the passage (the sharer's tokens, in the receiver's vocabulary) first
+            passage = 3 + batch["sharer_ids"] % (self.receiver.vocab_size - 3)
+            batch.update(teacher_ids=np.concatenate([passage, ids], 1).astype(np.int32),
+                         teacher_mask=np.concatenate([np.ones_like(s_mask), np.ones((b, tr), bool)], 1),
+                         teacher_offset=np.full((b,), self.sharer_len, np.int32))
         if self.kind in ("lcf", "c2c"):
             tc = self.context_len
             c_mask = np.arange(tc)[None] >= (tc - np.minimum(s_len, tc))[:, None]
@@ -91,7 +97,8 @@ class QAData:
         cache_dir = d.cache_dir or None
         self.features = pipeline.QAFeatures(sharer_tok, receiver_tok, max_sharer_len=d.max_sharer_len,
                                             max_prompt_len=d.max_prompt_len, max_target_len=d.max_target_len,
-                                            prompt_template=d.prompt_template)
+                                            prompt_template=d.prompt_template,
+                                            teacher_context_len=d.teacher_context_len)
         train: list[dict] = []
         for name in d.train_sets:
             tfds_builders.build(name, data_dir, cache_dir)
@@ -153,7 +160,8 @@ def make_feed(cfg, kind: str, sharer: ModelConfig, receiver: ModelConfig, tokeni
         raise ValueError(f"data.task={task!r} trains adapter kinds {TASK_KINDS[task]}, not {kind!r}: different-context "
                          "adapters (lcfx) train on 'qa', shared-context ones (lcf, c2c) on 'instruct'")
     if task == "synthetic":
-        return SyntheticBatches(kind, sharer, receiver, cfg.data.batch_size, cfg.data.seed), None
+        return SyntheticBatches(kind, sharer, receiver, cfg.data.batch_size, cfg.data.seed,
+                                teacher=cfg.data.teacher_context_len > 0), None
     if tokenizers is None:
         raise ValueError(f"data.task={task!r} needs the models' tokenizers (bundled models)")
     if task == "instruct":

@@ -5,6 +5,8 @@ state) is restored automatically, so rerunning the same command after a crash or
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import time
@@ -109,12 +111,18 @@ def build(cfg):
     acfg = config_lib.adapter_config(cfg)
     s_cfg, s_params = registry.load_any(cfg.model.sharer)
     r_cfg, r_params = registry.load_any(cfg.model.receiver)
-    setup = Setup(kind, acfg, s_cfg, r_cfg, cfg.train.compute_dtype, loss_positions=cfg.data.max_target_len)
+    dist = cfg.distill
+    setup = Setup(kind, acfg, s_cfg, r_cfg, cfg.train.compute_dtype, loss_positions=cfg.data.max_target_len,
+                  ce_weight=dist.ce_weight, kl_weight=dist.kl_weight, hidden_weight=dist.hidden_weight,
+                  kl_temperature=dist.temperature)
     mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.model,
                               jax.devices()[:cfg.mesh.num_devices] if cfg.mesh.num_devices > 0 else None)
     sharding.check_global_batch(cfg.data.batch_size, mesh)
     spec = ADAPTER_KINDS[kind]
     params = spec.init(jax.random.PRNGKey(cfg.train.seed), acfg, s_cfg, r_cfg)
+    if kind == "lcfx":
+        from lcf_jax.adapters import lcfx
+        params = lcfx.calibrate_embed_decoder(params, r_params, cfg=acfg, receiver_cfg=r_cfg)
     p_sh = sharding.tree_shardings(params, spec.param_axes(acfg, s_cfg, r_cfg), mesh)
     unknown = sorted(set(cfg.train.freeze) - set(params))
     if unknown:
@@ -223,6 +231,8 @@ def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None) -> dict:
     if cfg.data.task in ("qa", "instruct"):
         tokenizers = (registry.load_tokenizer(cfg.model.sharer), registry.load_tokenizer(cfg.model.receiver))
     feed, qa = feed_lib.make_feed(cfg, setup.kind, setup.sharer, setup.receiver, tokenizers)
+    if qa is not None and hasattr(qa, "features") and hasattr(qa.features, "receiver_prefix_len"):
+        setup = b["setup"] = dataclasses.replace(setup, receiver_prefix=qa.features.receiver_prefix_len)
     if cfg.train.sharer_cache == "precomputed":
         feed = feed_lib.WithSharerCache(feed, sharer_cache_fn(setup, b["frozen"][0]))
     if evaluate is None and qa is not None:
@@ -284,7 +294,8 @@ def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None) -> dict:
                 tokens_done += float(m["target_tokens"]) * cfg.train.log_every
                 dt = time.perf_counter() - t0
                 last = {"loss": float(m["loss"]), "grad_norm": float(m["grad_norm"]),
-                        "target_tokens_per_s": tokens_done / max(dt, 1e-9), "lr": float(schedule(step))}
+                        "target_tokens_per_s": tokens_done / max(dt, 1e-9), "lr": float(schedule(step)),
+                        **{k: float(m[k]) for k in ("ce", "kl", "hidden") if k in m}}
                 log.write(step, "train", last)
                 if bar is not None:
                     bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{last['target_tokens_per_s']:.0f}")

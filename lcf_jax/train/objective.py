@@ -37,6 +37,20 @@ class Setup:
     # Logits are computed only at this many target positions per row (0: every position). The
     # receiver's vocabulary (262k for Gemma3) makes the full [B, T, vocab] head the costliest matmul.
     loss_positions: int = 0
+    # The receiver's special prefix length (its BOS): a positioned LCF-X message sits right after it.
+    receiver_prefix: int = 0
+    # Loss weights (LCF-X): cross-entropy on the target; KL(teacher || student) on the target tokens,
+    # the teacher being the receiver that reads the passage (batch["teacher_*"]); and the mean squared
+    # distance of the student's final hidden states to the teacher's over the prompt and target,
+    # relative to the teacher's mean square.
+    ce_weight: float = 1.0
+    kl_weight: float = 0.0
+    hidden_weight: float = 0.0
+    kl_temperature: float = 1.0
+
+    @property
+    def distills(self) -> bool:
+        return self.kl_weight > 0 or self.hidden_weight > 0
 
     @property
     def dtype(self):
@@ -86,6 +100,8 @@ def receiver_hidden(adapter_params: dict, sharer_params: dict, receiver_params: 
             r_cache = r_cache._replace(mask=prompt_mask)
         latents = lcfx.encode_message(ap, s_cache, r_cache, cfg=setup.adapter, sharer_cfg=setup.sharer,
                                       receiver_cfg=setup.receiver)
+        if setup.adapter.injection == "positioned":
+            return _positioned_hidden(ap, latents, frozen_r, ids, mask, setup)
         extra = lcfx.decode_message(ap, latents, cfg=setup.adapter, receiver_cfg=setup.receiver)
         extra = ExtraKV(extra.keys.astype(dt), extra.values.astype(dt), extra.mask)
         hidden, _ = transformer.forward(frozen_r, ids, _right_padded_positions(mask), None, config=setup.receiver,
@@ -113,6 +129,67 @@ def receiver_hidden(adapter_params: dict, sharer_params: dict, receiver_params: 
     return hidden
 
 
+def _positioned_hidden(ap, latents, frozen_r, ids, mask, setup: Setup) -> jax.Array:
+    """Receiver hidden states [B, Tr, D] over right-padded rows [prefix | prompt + target] with the message
+    as slots P..P+m-1 of its cache; the P prefix rows of the result are zeros (no loss reads them)."""
+    p, (b, t) = setup.receiver_prefix, ids.shape
+    m = latents.shape[1]
+    prefix = lcfx.message_prefix(ap, latents, frozen_r, ids[:, :p], capacity=t + m, cfg=setup.adapter,
+                                 receiver_cfg=setup.receiver)
+    hidden, _ = transformer.forward(frozen_r, ids[:, p:], _right_padded_positions(mask[:, p:], p + m), prefix,
+                                    config=setup.receiver, token_mask=mask[:, p:], hidden_only=True)
+    return jnp.concatenate([jnp.zeros((b, p, hidden.shape[-1]), hidden.dtype), hidden], axis=1)
+
+
+def teacher_hidden(receiver_params: dict, batch: dict, setup: Setup) -> jax.Array:
+    """The teacher's final hidden states aligned to the student's rows: [B, Tr, D], where row position t
+    holds the teacher's state at t + teacher_offset (the teacher read `Context: {passage}\n` after its
+    prefix, then the same prompt and target tokens). No gradient."""
+    frozen_r = jax.lax.stop_gradient(_cast(receiver_params, setup.dtype))
+    tid, tmask = batch["teacher_ids"], batch["teacher_mask"]
+    hidden, _ = transformer.forward(frozen_r, tid, _right_padded_positions(tmask), None, config=setup.receiver,
+                                    token_mask=tmask, hidden_only=True)
+    tr = batch["receiver_ids"].shape[1]
+    idx = jnp.minimum(jnp.arange(tr)[None, :] + batch["teacher_offset"][:, None], tid.shape[1] - 1)
+    return jax.lax.stop_gradient(jnp.take_along_axis(hidden, idx[..., None], axis=1))
+
+
+def _target_positions(weights: jax.Array, k: int):
+    """Indices [B, k'] of the first k positions where weights > 0 (all positions when k is 0)."""
+    if k and k < weights.shape[1]:
+        return jnp.argsort(weights <= 0, axis=1, stable=True)[:, :k]
+    return jnp.broadcast_to(jnp.arange(weights.shape[1]), weights.shape)
+
+
+def distill_losses(hidden: jax.Array, t_hidden: jax.Array, receiver_params: dict, ids: jax.Array,
+                   weights: jax.Array, hidden_weights: jax.Array, setup: Setup) -> dict:
+    """CE on the target, KL(teacher || student) on the target tokens, and the relative hidden-state
+    distance over `hidden_weights` positions. hidden, t_hidden: [B, T, D] aligned; weights: [B, T]
+    (targets); hidden_weights: [B, T] (prompt + target tokens after the prefix)."""
+    h, th, tgt, w = hidden[:, :-1], t_hidden[:, :-1], ids[:, 1:], weights[:, 1:].astype(jnp.float32)
+    order = _target_positions(w, setup.loss_positions)
+    pick = lambda x: jnp.take_along_axis(x, order[..., None], axis=1)  # noqa: E731
+    h_t, th_t = pick(h), pick(th)
+    tgt, w = jnp.take_along_axis(tgt, order, axis=1), jnp.take_along_axis(w, order, axis=1)
+    head = jax.lax.stop_gradient(_cast(receiver_params, h.dtype))
+    s_logits = transformer.lm_head(head, h_t, config=setup.receiver)
+    logp = jax.nn.log_softmax(s_logits, axis=-1)
+    n = jnp.maximum(jnp.sum(w), 1.0)
+    ce = -jnp.sum(jnp.take_along_axis(logp, tgt[..., None], axis=-1)[..., 0] * w) / n
+    tau = setup.kl_temperature
+    t_logits = jax.lax.stop_gradient(transformer.lm_head(head, th_t, config=setup.receiver))
+    t_logp = jax.nn.log_softmax(t_logits / tau, axis=-1)
+    s_logp = logp if tau == 1.0 else jax.nn.log_softmax(s_logits / tau, axis=-1)
+    kl = jnp.sum(jnp.exp(t_logp) * (t_logp - s_logp), axis=-1)
+    kl = jnp.sum(kl * w) / n * tau * tau
+    hw = hidden_weights.astype(jnp.float32)
+    diff = jnp.mean(jnp.square(hidden.astype(jnp.float32) - t_hidden.astype(jnp.float32)), axis=-1)
+    scale = jnp.mean(jnp.square(t_hidden.astype(jnp.float32)), axis=-1)
+    hid = jnp.sum(diff / jnp.maximum(scale, 1e-6) * hw) / jnp.maximum(jnp.sum(hw), 1.0)
+    total = setup.ce_weight * ce + setup.kl_weight * kl + setup.hidden_weight * hid
+    return {"loss": total, "ce": ce, "kl": kl, "hidden": hid, "target_tokens": jnp.sum(w)}
+
+
 def target_cross_entropy(hidden: jax.Array, receiver_params: dict, ids: jax.Array, weights: jax.Array, setup: Setup
                          ) -> tuple[jax.Array, jax.Array]:
     """Mean CE of predicting ids[:, t] from hidden[:, t-1] where weights[:, t]; returns (loss, n_tokens)."""
@@ -136,5 +213,16 @@ def loss_fn(adapter_params: dict, sharer_params: dict, receiver_params: dict, ba
     weights = batch["loss_mask"].astype(bool)
     if "example_mask" in batch:
         weights = weights & batch["example_mask"].astype(bool)[:, None]
+    if setup.distills:
+        if "teacher_ids" not in batch:
+            raise ValueError("distillation (kl_weight or hidden_weight > 0) needs teacher rows: set "
+                             "data.teacher_context_len > 0")
+        t_hidden = teacher_hidden(receiver_params, batch, setup)
+        positions = jnp.arange(weights.shape[1])[None, :] >= setup.receiver_prefix
+        hidden_weights = batch["receiver_mask"].astype(bool) & positions
+        if "example_mask" in batch:
+            hidden_weights = hidden_weights & batch["example_mask"].astype(bool)[:, None]
+        out = distill_losses(hidden, t_hidden, receiver_params, batch["receiver_ids"], weights, hidden_weights, setup)
+        return out["loss"], out
     loss, n = target_cross_entropy(hidden, receiver_params, batch["receiver_ids"], weights, setup)
     return loss, {"loss": loss, "target_tokens": n}

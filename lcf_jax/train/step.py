@@ -53,9 +53,9 @@ def eval_step(params: Any, frozen: tuple, batch: dict, *, setup: Setup) -> dict:
 
 def jit_train_step(setup: Setup, optimizer, mesh, state_shardings, frozen_shardings, batch_shardings):
     step = functools.partial(train_step, setup=setup, optimizer=optimizer)
+    keys = ["loss", "target_tokens", "grad_norm", "finite"] + (["ce", "kl", "hidden"] if setup.distills else [])
     return jax.jit(step, in_shardings=(state_shardings, frozen_shardings, batch_shardings),
-                   out_shardings=(state_shardings, sharding.replicated({"loss": 0, "target_tokens": 0, "grad_norm": 0,
-                                                                         "finite": 0}, mesh)),
+                   out_shardings=(state_shardings, sharding.replicated(dict.fromkeys(keys, 0), mesh)),
                    donate_argnums=(0,))
 
 
