@@ -35,6 +35,8 @@ Tensor names (l = receiver layer index, s = sharer layer index, b = block index)
         encoder.cond_norm.weight [r]  encoder.cond_shift.weight [m*r, r]
         decoder.layers.{l}.norm.weight [r]  decoder.layers.{l}.{k,v}.weight [Hr*Dr, r]
         decoder.layers.{l}.{k,v}.bias [Hr*Dr]  decoder.layers.{l}.v_gate []
+        (decoder "embed", instead of decoder.layers) decoder.embed.norm.weight [r]  decoder.embed.w1.{weight [H, r],
+        bias [H]}  decoder.embed.w2.{weight [D, H], bias [D]}  decoder.embed.scale.weight [D]
   c2c   {key,value}.layers.{l}.in_proj.{weight,bias}  .mlp1.{norm,w1,w2}.weight
         .scalar_mlp2.{norm,w1,w2}.weight  .scalar_head.{weight,bias}  .proj_mlp2.{b}.{norm,w1,w2}.weight
         .proj_out.{weight,bias}  .gate_logit []
@@ -66,7 +68,7 @@ CONFIG_FIELDS = {
     "lcf": ("rank", "layer_map", "activation", "gate_init", "backend", "block_tokens", "eps", "zero_init_up",
             "up_init_std", "layers", "ranks", "disabled", "joint_kv"),
     "lcfx": ("rank", "slots", "conditioned", "sharer_layers", "receiver_layers", "cond_layers", "pool_heads",
-             "activation", "eps", "key_init_std", "value_gate_init", "linear"),
+             "activation", "eps", "key_init_std", "value_gate_init", "linear", "injection", "decoder", "embed_hidden"),
     "c2c": ("hidden_dim", "intermediate_dim", "num_layers", "dropout", "initial_temperature", "final_temperature",
             "anneal_steps", "layer_map", "zero_init", "eps"),
 }
@@ -132,6 +134,15 @@ def normalize_config(kind: str, cfg: Any) -> dict:
     if kind == "lcfx":
         for k in ("sharer_layers", "receiver_layers", "cond_layers"):
             out.setdefault(k, None)
+        # files written before the positioned message have neither field: the first convention
+        out.setdefault("injection", "extra")
+        out.setdefault("decoder", "kv")
+        out.setdefault("embed_hidden", 1024)
+        if out["injection"] not in ("extra", "positioned") or out["decoder"] not in ("kv", "embed"):
+            raise AdapterFormatError(f"lcfx config injection={out['injection']!r} / decoder={out['decoder']!r}: "
+                                     "injection must be extra or positioned, decoder kv or embed")
+        if out["decoder"] == "embed" and out["injection"] != "positioned":
+            raise AdapterFormatError("lcfx config decoder='embed' needs injection='positioned'")
         if out["rank"] % out["pool_heads"]:
             raise AdapterFormatError(f"lcfx config rank={out['rank']} is not a multiple of "
                                      f"pool_heads={out['pool_heads']}")
@@ -250,9 +261,7 @@ def _lcfx_table(cfg, s, r) -> Table:
     su, ru, cu = lcfx_layers(cfg, s, r)
     rk, m, kv_s, kv_r = int(cfg["rank"]), int(cfg["slots"]), 2 * s.kv_width, r.kv_width
     leaves = {("enc_w",): (len(su), kv_s, rk), ("enc_b",): (rk,), ("enc_norm",): (rk,), ("queries",): (m, rk),
-              ("pool_wk",): (rk, rk), ("pool_wv",): (rk, rk), ("pool_wo",): (rk, rk), ("out_norm",): (rk,),
-              ("dec_norm",): (len(ru), rk), ("dec_wk",): (len(ru), rk, kv_r), ("dec_bk",): (len(ru), kv_r),
-              ("dec_wv",): (len(ru), rk, kv_r), ("dec_bv",): (len(ru), kv_r), ("v_gate",): (len(ru),)}
+              ("pool_wk",): (rk, rk), ("pool_wv",): (rk, rk), ("pool_wo",): (rk, rk), ("out_norm",): (rk,)}
     e = [Entry(f"encoder.in_proj.{sl}.weight", (rk, kv_s), ("enc_w",), (j,), "linear") for j, sl in enumerate(su)]
     e += [Entry("encoder.in_proj_bias", (rk,), ("enc_b",), (), "copy"),
           Entry("encoder.norm.weight", (rk,), ("enc_norm",), (), "copy"),
@@ -269,6 +278,20 @@ def _lcfx_table(cfg, s, r) -> Table:
         e += [Entry("encoder.cond_bias", (rk,), ("cond_b",), (), "copy"),
               Entry("encoder.cond_norm.weight", (rk,), ("cond_norm",), (), "copy"),
               Entry("encoder.cond_shift.weight", (m * rk, rk), ("cond_shift",), (), "shift")]
+    if cfg.get("decoder", "kv") == "embed":
+        hid, dim = int(cfg["embed_hidden"]), r.hidden_size
+        leaves.update({("dec_e_norm",): (rk,), ("dec_e_w1",): (rk, hid), ("dec_e_b1",): (hid,),
+                       ("dec_e_w2",): (hid, dim), ("dec_e_b2",): (dim,), ("dec_e_scale",): (dim,)})
+        e += [Entry("decoder.embed.norm.weight", (rk,), ("dec_e_norm",), (), "copy"),
+              Entry("decoder.embed.w1.weight", (hid, rk), ("dec_e_w1",), (), "linear"),
+              Entry("decoder.embed.w1.bias", (hid,), ("dec_e_b1",), (), "copy"),
+              Entry("decoder.embed.w2.weight", (dim, hid), ("dec_e_w2",), (), "linear"),
+              Entry("decoder.embed.w2.bias", (dim,), ("dec_e_b2",), (), "copy"),
+              Entry("decoder.embed.scale.weight", (dim,), ("dec_e_scale",), (), "copy")]
+        return Table(tuple(e), leaves)
+    for name in ("dec_norm", "dec_wk", "dec_bk", "dec_wv", "dec_bv", "v_gate"):
+        leaves[(name,)] = {"dec_norm": (len(ru), rk), "dec_wk": (len(ru), rk, kv_r), "dec_bk": (len(ru), kv_r),
+                           "dec_wv": (len(ru), rk, kv_r), "dec_bv": (len(ru), kv_r), "v_gate": (len(ru),)}[name]
     for j, l in enumerate(ru):
         p = f"decoder.layers.{l}."
         e += [Entry(p + "norm.weight", (rk,), ("dec_norm",), (j,), "copy"),

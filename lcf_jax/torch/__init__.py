@@ -8,8 +8,8 @@ Export adapters with `python -m lcf_jax.export` (see docs/pytorch_usage.md).
 """
 from lcf_jax.torch.c2c import C2CAdapter
 from lcf_jax.torch.cache_bridge import (SlidingWindowMismatchError, answer_with_lcfx, cache_from_kv, fuse_caches,
-                                        generate_with_cache, kv_from_cache, lcfx_extra, positions_from_mask,
-                                        prefill, prefix_cache)
+                                        generate_with_cache, kv_from_cache, lcfx_extra, positioned_prefix,
+                                        positions_from_mask, prefill, prefix_cache)
 from lcf_jax.torch.common import KV, ExtraKV
 from lcf_jax.torch.lcf import LCFAdapter
 from lcf_jax.torch.lcfx import LCFXAdapter
@@ -19,4 +19,5 @@ from lcf_jax.torch.load import (AdapterFormatError, ConfigHashMismatchError, For
 __all__ = ["AdapterFormatError", "C2CAdapter", "ConfigHashMismatchError", "ExtraKV", "FormatVersionError", "KV",
            "LCFAdapter", "LCFXAdapter", "SlidingWindowMismatchError", "TensorMismatchError", "answer_with_lcfx",
            "build_adapter", "cache_from_kv", "check_model", "fuse_caches", "generate_with_cache", "kv_from_cache",
-           "lcfx_extra", "load_adapter", "model_config_of", "positions_from_mask", "prefill", "prefix_cache"]
+           "lcfx_extra", "load_adapter", "model_config_of", "positioned_prefix", "positions_from_mask", "prefill",
+           "prefix_cache"]

@@ -30,6 +30,7 @@ from typing import Any, Optional
 import torch
 
 from lcf_jax.models.config import ModelConfig
+from lcf_jax.torch import common as C
 from lcf_jax.torch.common import KV, ExtraKV
 from lcf_jax.torch.load import check_model, model_config_of
 
@@ -165,17 +166,63 @@ def prefix_cache(extra: ExtraKV, receiver_model: Any):
 
 
 @torch.no_grad()
+def positioned_prefix(receiver_model: Any, adapter, latents: torch.Tensor, prefix_ids: torch.Tensor,
+                      slot_mask: Optional[torch.Tensor] = None):
+    """The positioned LCF-X message as a plain transformers cache: [prefix | n slots].
+
+    prefix_ids [B, P]: what the receiver's tokenizer puts before every prompt (Gemma's BOS; P may be 0).
+    Slot j (of the valid ones) sits at position P + j: decoder "embed" lets the receiver prefill the decoded
+    input vectors itself; decoder "kv" writes the decoded keys rotated at those positions. Returns
+    (DynamicCache, cache mask [B, P + n], the position the prompt continues at [B])."""
+    if not adapter.positioned:
+        raise ValueError("positioned_prefix needs an adapter with injection='positioned' (this one sends "
+                         "position-free extra KV: use prefix_cache)")
+    b, n = latents.shape[:2]
+    p = prefix_ids.shape[1]
+    device = latents.device
+    mask = (torch.ones(b, n, dtype=torch.bool, device=device) if slot_mask is None else slot_mask.to(torch.bool))
+    positions = p + torch.clamp(torch.cumsum(mask.to(torch.long), dim=1) - 1, min=0)
+    cache_mask = torch.cat([torch.ones(b, p, dtype=torch.bool, device=device), mask], dim=1)
+    dtype = next(receiver_model.parameters()).dtype
+    if adapter.config["decoder"] == "embed":
+        cache = _dynamic_cache_cls()(config=receiver_model.config)
+        if p:
+            receiver_model(input_ids=prefix_ids, position_ids=torch.arange(p, device=device)[None].expand(b, p),
+                           cache=cache, use_cache=True, logits_to_keep=1)
+        out = receiver_model(inputs_embeds=adapter.decode_embeddings(latents).to(dtype),
+                             attention_mask=cache_mask.to(torch.long), position_ids=positions, cache=cache,
+                             use_cache=True, logits_to_keep=1)
+        return out.cache, cache_mask, p + mask.sum(-1)
+    rc = adapter.receiver_config
+    extra = adapter.decode(latents, mask)
+    keys = extra.keys.clone()
+    for l in range(rc.num_layers):
+        cos, sin = C.layer_rope(positions, rc, l)
+        keys[l] = C.apply_rope(keys[l].transpose(1, 2), cos, sin).transpose(1, 2)
+    if p:
+        pre, _ = prefill(receiver_model, prefix_ids)
+        keys = torch.cat([pre.keys.to(torch.float32), keys], dim=3)
+        values = torch.cat([pre.values.to(torch.float32), extra.values], dim=3)
+    else:
+        values = extra.values
+    return cache_from_kv(keys.to(dtype), values.to(dtype), receiver_model.config), cache_mask, p + mask.sum(-1)
+
+
+@torch.no_grad()
 def answer_with_lcfx(sharer_model: Any, receiver_model: Any, adapter, sharer_input_ids: torch.Tensor,
                      receiver_input_ids: torch.Tensor, max_new_tokens: int, *,
                      sharer_attention_mask: Optional[torch.Tensor] = None,
                      receiver_attention_mask: Optional[torch.Tensor] = None,
                      slot_mask: Optional[torch.Tensor] = None, check_models: bool = True,
-                     **generate_kwargs) -> torch.Tensor:
+                     prefix_ids: Optional[torch.Tensor] = None, **generate_kwargs) -> torch.Tensor:
     """The receiver answers its prompt with the sharer's context sent through an LCF-X adapter.
 
     sharer_input_ids [B, S] (the sharer's own context) and receiver_input_ids [B, T] (the receiver's prompt),
     each left-padded when batched (pass the attention masks). Greedy by default (generate_kwargs override).
     Returns receiver_model.generate()'s sequences [B, T + new tokens] (prompt first, as generate() returns).
+    A positioned adapter (injection="positioned") puts the message right after `prefix_ids` [B, P] (the ids the
+    receiver's tokenizer starts every prompt with, e.g. Gemma's BOS): receiver_input_ids then hold the prompt
+    WITHOUT them.
     """
     if adapter.kind != "lcfx":
         raise ValueError(f"answer_with_lcfx needs an lcfx adapter, got {adapter.kind!r}")
@@ -184,6 +231,18 @@ def answer_with_lcfx(sharer_model: Any, receiver_model: Any, adapter, sharer_inp
         check_model(adapter, "receiver", receiver_model)
     r_mask = (torch.ones_like(receiver_input_ids, dtype=torch.bool) if receiver_attention_mask is None
               else receiver_attention_mask.to(torch.bool))
+    if adapter.positioned:
+        b = receiver_input_ids.shape[0]
+        pre = (torch.zeros(b, 0, dtype=receiver_input_ids.dtype) if prefix_ids is None else prefix_ids)
+        s_kv, _ = prefill(sharer_model, sharer_input_ids, sharer_attention_mask)
+        r_kv = None
+        if adapter.config["conditioned"]:  # the receiver's own prompt, prefix included, as in lcf_jax
+            r_kv, _ = prefill(receiver_model, torch.cat([pre, receiver_input_ids], dim=1),
+                              torch.cat([torch.ones_like(pre, dtype=torch.bool), r_mask], dim=1))
+        latents = adapter.encode(s_kv, r_kv)
+        cache, cache_mask, start = positioned_prefix(receiver_model, adapter, latents, pre, slot_mask)
+        return generate_with_cache(receiver_model, cache, cache_mask, receiver_input_ids, r_mask, start_positions=start,
+                                   max_new_tokens=max_new_tokens, **_greedy_defaults(receiver_model, generate_kwargs))
     check_window(adapter.receiver_config, adapter.slots + receiver_input_ids.shape[1] + max_new_tokens,
                  f"{adapter.slots} LCF-X slots + {receiver_input_ids.shape[1]} prompt tokens + {max_new_tokens} new")
     _, extra = lcfx_extra(sharer_model, receiver_model, adapter, sharer_input_ids, receiver_input_ids,

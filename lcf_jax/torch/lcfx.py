@@ -70,6 +70,18 @@ class LCFXDecoder(nn.Module):
         self.layers = nn.ModuleDict({str(l): LCFXDecoderLayer(int(cfg["rank"]), r.kv_width) for l in ru})
 
 
+class LCFXEmbedDecoder(nn.Module):
+    """decoder="embed": latents -> receiver input vectors RMSNorm(W2 act(W1 RMSNorm(lat) + b1) + b2) * scale."""
+
+    def __init__(self, cfg: dict, r: ModelConfig):
+        super().__init__()
+        rk, hid = int(cfg["rank"]), int(cfg["embed_hidden"])
+        self.norm = C.Norm(rk)
+        self.w1 = nn.Linear(rk, hid)
+        self.w2 = nn.Linear(hid, r.hidden_size)
+        self.scale = C.Norm(r.hidden_size)
+
+
 class LCFXAdapter(nn.Module):
     """encode(sharer KV[, receiver KV]) -> latents [B, m, r]; decode(latents) -> ExtraKV for the receiver."""
 
@@ -82,7 +94,15 @@ class LCFXAdapter(nn.Module):
         self.sharer_layers, self.receiver_layers, self.cond_layers = F.lcfx_layers(
             self.config, sharer_config, receiver_config)
         self.encoder = LCFXEncoder(self.config, sharer_config, receiver_config)
-        self.decoder = LCFXDecoder(self.config, sharer_config, receiver_config)
+        if self.config["decoder"] == "embed":
+            self.decoder = nn.ModuleDict({"embed": LCFXEmbedDecoder(self.config, receiver_config)})
+        else:
+            self.decoder = LCFXDecoder(self.config, sharer_config, receiver_config)
+
+    @property
+    def positioned(self) -> bool:
+        """The message is a prefix of the receiver's cache after its special prefix (`cache_bridge.positioned_prefix`)."""
+        return self.config["injection"] == "positioned"
 
     @property
     def slots(self) -> int:
@@ -138,10 +158,13 @@ class LCFXAdapter(nn.Module):
     def decode(self, latents: torch.Tensor, slot_mask: Optional[torch.Tensor] = None) -> ExtraKV:
         """Latents [B, m, r] -> ExtraKV: keys/values [Lr, B, Hr, m, Dr] float32, mask [B, m]."""
         cfg, rc = self.config, self.receiver_config
-        m, r = int(cfg["slots"]), int(cfg["rank"])
-        if latents.ndim != 3 or tuple(latents.shape[1:]) != (m, r):
-            raise ValueError(f"latents must be [B, slots={m}, rank={r}], got {tuple(latents.shape)}")
-        b = latents.shape[0]
+        if cfg["decoder"] != "kv":
+            raise ValueError("this adapter decodes its message into input vectors (decoder='embed'): use "
+                             "decode_embeddings / cache_bridge.positioned_prefix")
+        r = int(cfg["rank"])
+        if latents.ndim != 3 or latents.shape[2] != r:
+            raise ValueError(f"latents must be [B, n, rank={r}], got {tuple(latents.shape)}")
+        b, m = latents.shape[0], latents.shape[1]
         hr, dr = rc.num_kv_heads, rc.head_dim
         lat = latents.to(torch.float32)
         keys = torch.zeros(rc.num_layers, b, hr, m, dr, dtype=torch.float32, device=lat.device)
@@ -158,6 +181,16 @@ class LCFXAdapter(nn.Module):
         elif tuple(slot_mask.shape) != (b, m):
             raise ValueError(f"slot_mask must be [B, slots]={(b, m)}, got {tuple(slot_mask.shape)}")
         return ExtraKV(keys, values, slot_mask.to(torch.bool))
+
+    def decode_embeddings(self, latents: torch.Tensor) -> torch.Tensor:
+        """decoder="embed": latents [B, n, r] -> receiver input vectors [B, n, D] float32."""
+        cfg = self.config
+        if cfg["decoder"] != "embed":
+            raise ValueError("this adapter decodes per-layer K/V (decoder='kv'): use decode")
+        d = self.decoder["embed"]
+        h = C.rms_norm(latents.to(torch.float32), d.norm.weight, cfg["eps"])
+        h = C.activation(C.linear(h, d.w1), cfg["activation"])
+        return C.rms_norm(C.linear(h, d.w2), d.scale.weight, cfg["eps"])
 
     def forward(self, sharer: KV, receiver: Optional[KV] = None, slot_mask: Optional[torch.Tensor] = None) -> ExtraKV:
         return self.decode(self.encode(sharer, receiver), slot_mask)

@@ -201,3 +201,41 @@ def test_fused_cache_generation_matches_the_jax_pipeline(tmp_path, models, kind,
     for i in range(len(q_ids)):
         want = _jax_new_tokens(gen, i)
         assert _hf_new_tokens(out, t, i, len(want)) == want, f"row {i}"
+
+
+@pytest.mark.parametrize("direction", ["llama->gemma3", "gemma3->llama"])
+@pytest.mark.parametrize("decoder", ["embed", "kv"])
+def test_positioned_message_matches_the_jax_pipeline(tmp_path, models, direction, decoder):
+    """The positioned message ([BOS | slots | prompt]) is a plain transformers cache: same first-token
+    logits and greedy tokens as lcf_jax's `message_prefix` + `generate(cache=...)`."""
+    sname, rname = direction.split("->")
+    s_hf, s_cfg, s_params = models[sname]
+    r_hf, r_cfg, r_params = models[rname]
+    cfg = lcfx.LCFXConfig(rank=16, slots=4, pool_heads=2, conditioned=True, value_gate_init=1.0, key_init_std=0.5,
+                          injection="positioned", decoder=decoder, embed_hidden=24)
+    p = perturbed(lcfx.calibrate_embed_decoder(lcfx.init_lcfx(jax.random.key(0), cfg, s_cfg, r_cfg), r_params,
+                                               cfg=cfg, receiver_cfg=r_cfg), 3, 0.1)
+    ad = load_adapter(export_adapter(tmp_path / "a", p, cfg, s_cfg, r_cfg), sharer_model=s_hf, receiver_model=r_hf)
+    s_ids, s_mask = _left_pad(_rows(1, [30, 19, 26]))
+    q_ids, q_mask = _left_pad(_rows(2, [7, 9, 4]))
+    bos = np.ones((3, 1), np.int64)
+    new = 6
+    _, s_cache = _jax_prefill(s_params, s_cfg, s_ids, s_mask)
+    full_ids, full_mask = np.concatenate([bos, q_ids], 1), np.concatenate([np.ones((3, 1), bool), q_mask], 1)
+    r_cache = _jax_prefill(r_params, r_cfg, full_ids, full_mask)[1]
+    lat = lcfx.encode_message(p, s_cache, r_cache, cfg=cfg, sharer_cfg=s_cfg, receiver_cfg=r_cfg)
+    t = q_ids.shape[1]
+    prefix = lcfx.message_prefix(p, lat, r_params, jnp.asarray(bos, jnp.int32), capacity=1 + 4 + t + new, cfg=cfg,
+                                 receiver_cfg=r_cfg)
+    gen = generate.generate(r_params, jnp.asarray(q_ids, jnp.int32), jnp.asarray(q_mask), jax.random.PRNGKey(0),
+                            config=r_cfg, max_new_tokens=new, cache=prefix)
+    first = transformer.forward_jit(r_params, jnp.asarray(q_ids, jnp.int32),
+                                    transformer.positions_from_mask(jnp.asarray(q_mask)) + 5, prefix, config=r_cfg,
+                                    token_mask=jnp.asarray(q_mask))[0][:, -1]
+    out = answer_with_lcfx(s_hf, r_hf, ad, torch.from_numpy(s_ids), torch.from_numpy(q_ids), new,
+                           sharer_attention_mask=torch.from_numpy(s_mask), receiver_attention_mask=torch.from_numpy(q_mask),
+                           prefix_ids=torch.from_numpy(bos), output_scores=True, return_dict_in_generate=True)
+    np.testing.assert_allclose(np_(out.scores[0]), np.asarray(first), atol=2e-4, rtol=0)
+    for i in range(len(q_ids)):
+        want = _jax_new_tokens(gen, i)
+        assert _hf_new_tokens(out.sequences, t, i, len(want)) == want, f"row {i}"
