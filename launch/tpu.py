@@ -26,14 +26,15 @@ from pathlib import Path
 
 from launch import checks, gcloud, local, slices
 from launch.checks import ROOT, LaunchError
+from lcf_jax.cli_errors import ArgumentParser, run_main
 
 ACTIONS = ("all", "create", "setup", "run", "logs", "stop", "teardown", "check")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m launch.tpu", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
-                                epilog="Config overrides: any --config.section.key=value is passed to the training run.")
+    p = ArgumentParser(prog="python -m launch.tpu", description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+                       epilog="Config overrides: any --config.section.key=value is passed to the training run.")
     p.add_argument("action", nargs="?", default="all", choices=ACTIONS,
                    help="TPU pod step (default all = create, setup, run; check = validation only)")
     p.add_argument("--config", help="configs/X.py")
@@ -73,6 +74,13 @@ def parse_args(argv: list[str]):
     bad = [a for a in rest if not a.startswith("--config.")]
     if bad:
         raise LaunchError(f"unknown arguments {bad}; config overrides look like --config.train.steps=100")
+    for flag in ("nodes", "gpus_per_node", "max_cpu_devices", "compile_timeout", "devices_per_process"):
+        if getattr(args, flag) < 1:
+            raise LaunchError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    if not 0 < args.port < 65536:
+        raise LaunchError(f"--port must be in 1..65535, got {args.port}")
+    if args.timeout is not None and args.timeout <= 0:
+        raise LaunchError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     return args, rest
 
 
@@ -230,17 +238,18 @@ def main_cluster(args, overrides) -> int:
     return 0
 
 
+def _main(argv: list[str]) -> int:
+    args, overrides = parse_args(argv)
+    if args.local_processes is not None:
+        return main_local(args, overrides)
+    if args.print_slurm or args.print_ssh:
+        return main_cluster(args, overrides)
+    return main_tpu(args, overrides)
+
+
 def main(argv=None) -> int:
-    try:
-        args, overrides = parse_args(list(sys.argv[1:] if argv is None else argv))
-        if args.local_processes:
-            return main_local(args, overrides)
-        if args.print_slurm or args.print_ssh:
-            return main_cluster(args, overrides)
-        return main_tpu(args, overrides)
-    except (LaunchError, slices.UnknownSliceError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    """Exit code 0; a LaunchError (or any user error) prints `error: ...` and exits 2 (SystemExit)."""
+    return run_main(_main, argv)
 
 
 if __name__ == "__main__":

@@ -11,21 +11,30 @@ import argparse
 import os
 import time
 
+from lcf_jax.cli_errors import ArgumentParser, load_lcfx_adapter, positive, run_main
+
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run_main(_main, argv)
+
+
+def _main(argv) -> None:
+    ap = ArgumentParser(prog="python -m lcf_jax.demo", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=50, help="dev questions for the F1/EM table")
     ap.add_argument("--budget", type=int, default=64, help="text message budget (tokens)")
     ap.add_argument("--adapter", default=None, help="exported LCF-X adapter dir (default: the shipped one)")
     args = ap.parse_args(argv)
+    positive("--n", args.n)
+    positive("--budget", args.budget)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from lcf_jax.comm import protocols, shipped
+    from lcf_jax.comm import protocols
     from lcf_jax.comm.agents import Agent
     from lcf_jax.data import sources
     from lcf_jax.eval import metrics
 
-    cfg, params, meta = shipped.load_lcfx_adapter(args.adapter or shipped.SHIPPED_LCFX)
+    cfg, params, meta = load_lcfx_adapter(args.adapter)
     sharer = Agent.load(meta["sharer"]["name"])
     receiver = Agent.load(meta["receiver"]["name"])
     session = protocols.Session(receiver=receiver, sharer=sharer, adapter=(cfg, params))

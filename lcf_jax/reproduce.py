@@ -10,6 +10,8 @@ import json
 import os
 from pathlib import Path
 
+from lcf_jax.cli_errors import ArgumentParser, UserError, positive, run_main
+
 PAPER_PAIR = ("qwen2.5-0.5b-instruct", "qwen3-0.6b")
 BUNDLED_PAIRS = (("smollm2-135m-instruct", "gemma3-270m"), ("gemma3-270m", "smollm2-135m-instruct"))
 
@@ -24,19 +26,67 @@ def shared_context_adapter(path: str, agents: dict) -> dict:
     return ablations.scoring_adapter(run)
 
 
-def _named_paths(spec: str) -> list[tuple[str, str]]:
-    """'NAME=DIR,NAME=DIR' -> [(NAME, DIR), ...]; a clear error for an entry without '='."""
+def _named_paths(spec: str, flag: str = "adapter entry") -> list[tuple[str, str]]:
+    """'NAME=DIR,NAME=DIR' -> [(NAME, DIR), ...]; a clear error for an entry without '=' or without its directory."""
     out = []
     for item in filter(None, spec.split(",")):
         if "=" not in item:
-            raise SystemExit(f"adapter entry {item!r} needs the form NAME=DIR (e.g. 'm32=runs/exports/lcfx_m32')")
-        out.append(tuple(item.rsplit("=", 1)))
+            raise UserError(f"{flag} {item!r} needs the form NAME=DIR (e.g. 'm32=runs/exports/lcfx_m32')")
+        name, path = item.rsplit("=", 1)
+        if not name or not Path(path).is_dir():
+            raise UserError(f"{flag} {item!r}: " + ("the NAME is empty" if not name else f"{path} is not a directory"))
+        out.append((name, path))
     return out
+
+
+def _names(flag: str, names: list[str], known) -> None:
+    """Each of `names` (as main splits them) is one of `known`."""
+    bad = [x for x in names if x not in known]
+    if bad:
+        raise UserError(f"{flag}: unknown {bad}; known: {list(known)} (comma-separated, no spaces)")
+
+
+def check_args(args, tables: list[str]) -> None:
+    """Numbers, names and paths, before any model loads (a bad one used to fail minutes later, or not at all)."""
+    from lcf_jax.eval.reproduce import T2_SETS
+    needs_two = {"t2", "ladder"} & set(tables)  # control rows swap passages between two questions
+    low = 2 if needs_two else 1
+    if args.n < low:
+        why = f" for {'/'.join(sorted(needs_two))} (their control rows pair questions)" if needs_two else ""
+        raise UserError(f"--n is the number of examples per data set: at least {low}{why}, got {args.n}")
+    positive("--latency-repeats", args.latency_repeats)
+    positive("--ablation-n", args.ablation_n)
+    if "t2" in tables:
+        _names("--sets", args.sets.split(","), T2_SETS)
+        try:
+            budgets = [int(b) for b in args.budgets.split(",")]
+        except ValueError:
+            raise UserError(f"--budgets {args.budgets!r} must be comma-separated integers, e.g. 32,64,128") from None
+        if not budgets or min(budgets) < 1:
+            raise UserError(f"--budgets {args.budgets!r}: every text budget must be at least 1 token")
+    if "ladder" in tables:
+        from lcf_jax.eval import ladder as LD
+        _names("--ladder-sets", args.ladder_sets.split(","), LD.LADDER_SETS)
+        _names("--ladder-rungs", [r.strip() for r in args.ladder_rungs.split(",")], LD.RUNGS)
+        if args.ladder_run and not Path(args.ladder_run).is_dir():
+            raise UserError(f"--ladder-run {args.ladder_run} is not a directory (a training run or an exported adapter)")
+    for flag, spec in (("--t1-adapters", args.t1_adapters), ("--t2-adapters", args.t2_adapters),
+                       ("--ablation-runs", args.ablation_runs)):
+        _named_paths(spec, flag)
+    if args.adapter is not None and not (Path(args.adapter) / "adapter.json").exists():
+        raise UserError(f"--adapter {args.adapter} holds no exported adapter (adapter.json)")
+    if args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} is a file; give a directory for the tables")
 
 
 def main(argv=None, agents: dict | None = None) -> None:
     """`agents` (name -> Agent) replaces the bundled models: tests pass tiny ones."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return run_main(lambda a: _main(a, agents), argv)
+
+
+def _main(argv, agents: dict | None = None) -> None:
+    ap = ArgumentParser(prog="python -m lcf_jax.reproduce", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--table", choices=["t1", "t2", "t3", "ablations", "ladder", "all"], default="all")
     ap.add_argument("--n", type=int, default=50, help="examples per data set")
     ap.add_argument("--out", type=Path, default=Path("results"))
@@ -72,7 +122,8 @@ def main(argv=None, agents: dict | None = None) -> None:
     tables = ((["t1", "t2", "t3"] + (["ablations"] if args.ablation_runs else []))
               if args.table == "all" else [args.table])
     if "ablations" in tables and not args.ablation_runs:
-        raise SystemExit("--table ablations needs --ablation-runs NAME=RUN_DIR,...")
+        raise UserError("--table ablations needs --ablation-runs NAME=RUN_DIR,...")
+    check_args(args, tables)
     if "t3" in tables:
         t3 = R.table_sizes([PAPER_PAIR, *BUNDLED_PAIRS])
         t3.write(args.out, "t3_sizes")

@@ -107,9 +107,29 @@ def model_config_by_name(name: str) -> ModelConfig:
                    f"{sorted(registry.TINY_CONFIGS)}")
 
 
+class ExportError(ValueError):
+    """A checkpoint that cannot be exported as asked (e.g. pruning a kind that has no pruning)."""
+
+
+class _ItemReadError(Exception):
+    def __init__(self, item: str, error: BaseException):
+        super().__init__(item)
+        self.item, self.error = item, error
+
+
+def _restore_item(mngr, step: int, item: str, arg):
+    import orbax.checkpoint as ocp
+    try:
+        return mngr.restore(step, args=ocp.args.Composite(**{item: arg}))[item]
+    except Exception as e:  # Orbax / TensorStore raise KeyError, ValueError, OSError, ... for a damaged step
+        raise _ItemReadError(item, e) from e
+
+
 def load_checkpoint(path: str | os.PathLike, step: Optional[int] = None) -> CheckpointAdapter:
     """Adapter params (no optimizer state) and configs of one step (default: the latest) of a run."""
     import orbax.checkpoint as ocp
+
+    from lcf_jax.train.ckpt import UnreadableCheckpointError, unreadable_step
 
     cdir = checkpoints_dir(path)
     options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
@@ -123,21 +143,31 @@ def load_checkpoint(path: str | os.PathLike, step: Optional[int] = None) -> Chec
             step = steps[-1]
         elif step not in steps:
             raise FileNotFoundError(f"{cdir} has no checkpoint for step {step}; steps: {steps}")
-        run_cfg = mngr.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
-        if not run_cfg:
-            raise ValueError(f"checkpoint {cdir / str(step)} holds no run config")
-        acfg_section = run_cfg["adapter"]
-        kind = acfg_section["kind"]
-        acfg = config_from_dict(kind, acfg_section[kind])
-        sharer = model_config_by_name(run_cfg["model"]["sharer"])
-        receiver = model_config_by_name(run_cfg["model"]["receiver"])
+        run_cfg = _restore_item(mngr, step, "config", ocp.args.JsonRestore())
+        try:
+            acfg_section = run_cfg["adapter"]
+            kind = acfg_section["kind"]
+            acfg = config_from_dict(kind, acfg_section[kind])
+            sharer = model_config_by_name(run_cfg["model"]["sharer"])
+            receiver = model_config_by_name(run_cfg["model"]["receiver"])
+        except (KeyError, TypeError, ValueError) as e:
+            problem = e.args[0] if isinstance(e, KeyError) and e.args else e
+            raise UnreadableCheckpointError(
+                f"checkpoint step {step} in {cdir}: its run config cannot be used ({type(e).__name__}: {problem}); "
+                "was it written by another version of lcf_jax?", step=step, problem=str(problem), usable=[]) from e
         init = ADAPTER_KINDS[kind].init
         dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
                                 jax.eval_shape(lambda k: init(k, acfg, sharer, receiver), jax.random.key(0)))
-        params = mngr.restore(step, args=ocp.args.Composite(params=ocp.args.StandardRestore(abstract)))["params"]
+        params = _restore_item(mngr, step, "params", ocp.args.StandardRestore(abstract))
+    except _ItemReadError as f:
+        failed = f
+    else:
+        failed = None
     finally:
         mngr.close()
+    if failed is not None:  # a partial or corrupt step: name it, what is missing and the steps that do read
+        raise unreadable_step(str(cdir), step, failed.error, item=failed.item, items=("params", "config")) from failed.error
     return CheckpointAdapter(kind, acfg, params, sharer, receiver, int(step), run_cfg, str(cdir))
 
 
@@ -152,7 +182,8 @@ def export_checkpoint(path: str | os.PathLike, out_dir: str | os.PathLike, *, st
     params, cfg, report = ck.params, ck.config, None
     if prune:
         if ck.kind != "lcf":
-            raise ValueError(f"pruning applies to LCF adapters; {path} holds a {ck.kind} adapter")
+            raise ExportError(f"pruning applies to LCF adapters; {path} holds a {ck.kind} adapter: drop the --prune-* "
+                              "options")
         from lcf_jax.adapters.prune import prune_lcf
         params, cfg, report = prune_lcf(params, cfg, ck.sharer, ck.receiver, **prune)
     data = {k: ck.run_config.get("data", {}).get(k) for k in DATA_KEYS if k in ck.run_config.get("data", {})}

@@ -27,6 +27,11 @@ interrupted save are never considered (Orbax ignores them) and are reported
 with a warning as well. Before restoring, the checkpoint's metadata tree is
 compared with the abstract targets; a structure or shape difference raises
 ``CheckpointMismatchError`` naming the first mismatching leaf.
+
+``step_problems(directory)`` reads every step back and says what is wrong with
+each damaged one ("its 'config' item is missing"); ``unreadable_step`` turns a
+failed read into an ``UnreadableCheckpointError`` naming the step, the problem
+and the usable steps (what `python -m lcf_jax.export` reports).
 """
 from __future__ import annotations
 
@@ -47,6 +52,9 @@ __all__ = [
     "CheckpointMismatchError",
     "NoValidCheckpointError",
     "Restored",
+    "UnreadableCheckpointError",
+    "step_problems",
+    "unreadable_step",
 ]
 
 ITEM_NAMES = ("params", "opt_state", "step", "data_state", "config")
@@ -68,6 +76,16 @@ class CheckpointMismatchError(ValueError):
 
 class NoValidCheckpointError(RuntimeError):
     """Checkpoints exist but none of them could be restored."""
+
+
+class UnreadableCheckpointError(ValueError):
+    """One checkpoint step cannot be read (a partial or corrupt save); says what is wrong and which steps are usable."""
+
+    def __init__(self, message: str, *, step: int, problem: str, usable: list[int]):
+        super().__init__(message)
+        self.step = step
+        self.problem = problem
+        self.usable = usable
 
 
 class Restored(NamedTuple):
@@ -143,6 +161,66 @@ def _metrics_to_json(metrics: Mapping[str, Any] | None) -> dict | None:
 def _short(e: BaseException, limit: int = 300) -> str:
     msg = f"{type(e).__name__}: {e}"
     return msg if len(msg) <= limit else msg[:limit] + "..."
+
+
+def describe_failure(e: BaseException, item: str | None = None) -> str:
+    """An Orbax / TensorStore read error in a few words, e.g. "its 'config' item is missing"."""
+    m = re.search(r'Item "(\w+)" was not found|Unknown key: (\w+)', str(e))
+    if m:
+        return f"its {(m.group(1) or m.group(2))!r} item is missing"
+    if isinstance(e, FileNotFoundError) and item is None:
+        return f"a file is missing ({_short(e, 160)})"
+    return f"its {item!r} item is unreadable ({_short(e, 160)})" if item else _short(e, 160)
+
+
+def _item_arg(item: str):
+    return ocp.args.StandardRestore() if item in ("params", "opt_state") else ocp.args.JsonRestore()
+
+
+def step_problems(directory: str | epath.PathLike, items: Sequence[str] = ITEM_NAMES) -> dict[int, str | None]:
+    """{step: None when every one of `items` reads back, else what is wrong} for each finalized step.
+
+    Reads every item in full (the only way to find a truncated array file): for error messages, not hot paths.
+    """
+    root = epath.Path(directory)
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
+    handlers = {k: (ocp.StandardCheckpointHandler() if k in ("params", "opt_state") else ocp.JsonCheckpointHandler())
+                for k in items}
+    mngr = ocp.CheckpointManager(directory if isinstance(directory, str) else root, options=options,
+                                 item_handlers=handlers)
+    out: dict[int, str | None] = {}
+    try:
+        for step in sorted(int(s) for s in mngr.all_steps()):
+            out[step] = None
+            missing = [k for k in items if not (root / str(step) / k).exists()]
+            if missing:
+                out[step] = f"its {missing[0]!r} item is missing"
+                continue
+            for item in items:
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        mngr.restore(step, args=ocp.args.Composite(**{item: _item_arg(item)}))
+                except Exception as e:  # whatever Orbax / TensorStore raise for a damaged file
+                    out[step] = describe_failure(e, item)
+                    break
+    finally:
+        mngr.close()
+    return out
+
+
+def unreadable_step(directory: str | epath.PathLike, step: int, error: BaseException, *, item: str | None = None,
+                    items: Sequence[str] = ITEM_NAMES) -> UnreadableCheckpointError:
+    """The error for a step that failed to read: names the step, what is wrong and the steps that do read."""
+    problem = describe_failure(error, item)
+    try:
+        usable = [s for s, p in step_problems(directory, items).items() if p is None]
+    except Exception:  # the directory itself is unreadable: say nothing about other steps
+        usable = []
+    hint = f"usable steps: {usable}" if usable else "no step of this run is usable"
+    return UnreadableCheckpointError(
+        f"checkpoint step {step} in {directory} is unreadable: {problem} (an interrupted or corrupt save); {hint}",
+        step=step, problem=problem, usable=usable)
 
 
 class Checkpointer:
@@ -345,7 +423,8 @@ class Checkpointer:
             if cshape is not None and tshape is not None and cshape != tshape:
                 raise CheckpointMismatchError(
                     f"Checkpoint {where} does not match the restore target: leaf {name!r} "
-                    f"has shape {cshape} in the checkpoint but {tshape} in the target",
+                    f"has shape {cshape} in the checkpoint but {tshape} in the target (was the workdir written with "
+                    "another config? use that config, or a new train.workdir)",
                     step=step, path=name, checkpoint_shape=cshape, target_shape=tshape,
                 )
         for path, cshape in ckpt.items():
@@ -416,7 +495,7 @@ class Checkpointer:
             except Exception as e:
                 failures.append((step, e))
                 self._bad_steps.add(step)
-                warnings.warn(f"Skipping unreadable checkpoint {where}: {_short(e)}", stacklevel=2)
+                warnings.warn(f"Skipping unreadable checkpoint {where}: {describe_failure(e)}", stacklevel=2)
                 continue
             # A mismatch is a configuration error, not corruption: raise.
             self._check_tree(step, "params", p_md, abstract_params)
@@ -426,8 +505,9 @@ class Checkpointer:
             except Exception as e:
                 failures.append((step, e))
                 self._bad_steps.add(step)
-                warnings.warn(f"Skipping unreadable checkpoint {where}: {_short(e)}", stacklevel=2)
-        details = "; ".join(f"step {s}: {_short(e, 120)}" for s, e in failures)
+                warnings.warn(f"Skipping unreadable checkpoint {where}: {describe_failure(e)}", stacklevel=2)
+        details = "; ".join(f"step {s}: {describe_failure(e)}" for s, e in failures)
         raise NoValidCheckpointError(
-            f"None of the {len(steps)} checkpoints in {self._mngr.directory} could be restored ({details})"
+            f"None of the {len(steps)} checkpoints in {self._mngr.directory} could be restored ({details}); "
+            "no step is usable: move the directory aside to start the run afresh"
         )

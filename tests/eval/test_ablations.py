@@ -51,6 +51,7 @@ def test_ablation_tables_score_each_run_against_the_receiver_alone(tmp_path):
     assert "| joint | lcf | joint K/V, r=8 |" in (tmp_path / "out" / "ablations_shared_context.md").read_text()
 
 
-def test_ablations_need_runs():
-    with pytest.raises(SystemExit, match="ablation-runs"):
+def test_ablations_need_runs(capsys):
+    with pytest.raises(SystemExit) as exit_info:
         reproduce_main(["--table", "ablations"])
+    assert exit_info.value.code == 2 and "--ablation-runs" in capsys.readouterr().err

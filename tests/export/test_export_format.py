@@ -161,7 +161,7 @@ def test_pruned_lcf_checkpoint_exports_as_lcf_with_layers(tmp_path):
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), p, saved[1])
 
 
-def test_export_cli_prunes_an_lcf_checkpoint_to_a_smaller_lcf(tmp_path):
+def test_export_cli_prunes_an_lcf_checkpoint_to_a_smaller_lcf(tmp_path, capsys):
     from lcf_jax import export as cli
     workdir = tmp_path / "run"
     _save_run(workdir, "lcf", [1], rank=8)
@@ -172,8 +172,9 @@ def test_export_cli_prunes_an_lcf_checkpoint_to_a_smaller_lcf(tmp_path):
     kind, cfg, _ = import_adapter(tmp_path / "p")
     assert kind == "lcf" and set(cfg.ranks) == {3}
     _save_run(tmp_path / "x", "lcfx", [1], rank=8, slots=2, pool_heads=2)
-    with pytest.raises(ValueError, match="pruning applies to LCF"):
+    with pytest.raises(SystemExit) as exit_info:  # a user error: one line on stderr, exit code 2
         cli.main(["--checkpoint", str(tmp_path / "x"), "--out", str(tmp_path / "q"), "--prune-rank", "3"])
+    assert exit_info.value.code == 2 and "pruning applies to LCF" in capsys.readouterr().err
 
 
 def test_writes_are_atomic(tmp_path, monkeypatch):

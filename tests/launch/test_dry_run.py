@@ -19,7 +19,10 @@ REGENERATE = f"PYTHONPATH=. .venv/bin/python -m launch.tpu {shlex.join(GOLDEN_AR
 
 
 def run(argv, capsys):
-    rc = tpu.main(argv)
+    try:
+        rc = tpu.main(argv)
+    except SystemExit as e:  # a user error: `error: ...` on stderr, exit code 2
+        rc = e.code
     out, err = capsys.readouterr()
     return rc, out, err
 
