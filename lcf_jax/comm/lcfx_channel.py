@@ -18,7 +18,7 @@ from lcf_jax.models.config import ModelConfig
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "sharer_cfg", "receiver_cfg"))
-def _encode(adapter_params, sharer_cache, receiver_cache, *, cfg, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig):
+def encode(adapter_params, sharer_cache, receiver_cache, *, cfg, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig):
     return lcfx.encode_message(adapter_params, sharer_cache, receiver_cache, cfg=cfg, sharer_cfg=sharer_cfg,
                                receiver_cfg=receiver_cfg)
 
@@ -41,7 +41,7 @@ def send(sharer: Agent, receiver: Agent, adapter_params, cfg, sharer_rows: Seque
             raise ValueError("the conditioned LCF-X variant needs the receiver's prompt rows")
         r_tok, r_mask = pad_rows(prompt_rows, receiver.config.pad_token_id, 32)
         r_cache = prefill_cache(receiver.params, jnp.asarray(r_tok), jnp.asarray(r_mask), config=receiver.config)
-    return _encode(adapter_params, s_cache, r_cache, cfg=cfg, sharer_cfg=sharer.config, receiver_cfg=receiver.config)
+    return encode(adapter_params, s_cache, r_cache, cfg=cfg, sharer_cfg=sharer.config, receiver_cfg=receiver.config)
 
 
 def receive(receiver: Agent, adapter_params, cfg, latents: jax.Array) -> ExtraKV:

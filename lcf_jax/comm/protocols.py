@@ -208,6 +208,11 @@ class Session:
         runs = [self._phases(protocol, task, budget) for _ in range(repeats + 1)][1:]
         return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
+    def _positioned_prefill_time(self, params, cfg, latents, rows) -> float:
+        """Seconds to build the message prefix and prefill the prompt after it (one forward, no decoding)."""
+        _, t = _timed(lambda: lcfx_channel.answer_positioned(self.receiver, params, cfg, latents, rows, max_new_tokens=1))
+        return t
+
     def _phases(self, protocol: str, task: QATask, budget: int) -> dict[str, float]:
         ph: dict[str, float] = {}
         extra = None
@@ -231,8 +236,15 @@ class Session:
                 r_tok, r_mask = pad_rows(rows, self.receiver.config.pad_token_id, 32)
                 r_cache = prefill_cache(self.receiver.params, jnp.asarray(r_tok), jnp.asarray(r_mask),
                                         config=self.receiver.config)
-            extra, ph["adapter"] = _timed(lambda: lcfx_channel.receive(self.receiver, params, cfg, lcfx_channel._encode(
-                params, s_cache, r_cache, cfg=cfg, sharer_cfg=self.sharer.config, receiver_cfg=self.receiver.config)))
+            latents, ph["adapter"] = _timed(lambda: lcfx_channel.encode(
+                params, s_cache, r_cache, cfg=cfg, sharer_cfg=self.sharer.config, receiver_cfg=self.receiver.config))
+            if cfg.injection == "positioned":  # the receiver's half: the message prefix, then the prompt after it
+                _, total = _timed(lambda: lcfx_channel.answer_positioned(
+                    self.receiver, params, cfg, latents, rows, max_new_tokens=self.max_new_tokens))
+                ph["receiver_prefill"], ph["receiver_decode"] = self._positioned_prefill_time(params, cfg, latents, rows), 0.0
+                ph["receiver_decode"] = max(total - ph["receiver_prefill"], 0.0)
+                return ph
+            extra = lcfx_channel.receive(self.receiver, params, cfg, latents)
         elif protocol == "oracle":
             ctx = self._truncate_text(self.receiver, task.sharer_context, self.max_context_tokens)
             rows = self.context_rows([task], [ctx])

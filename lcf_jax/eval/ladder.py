@@ -50,8 +50,9 @@ def _read_cache(params, tokens, mask, *, config):
 
 
 def own_kv_answers(receiver: Agent, contexts: Sequence[str], prompt_rows: Sequence[Sequence[int]], *,
-                   max_new_tokens: int) -> list[str]:
-    """R2: the receiver's own K/V of `Context: {passage}\\n` through `lcfx.positioned_kv_prefix`."""
+                   max_new_tokens: int, positioned: bool = True) -> list[str]:
+    """R2: the receiver's own K/V of `Context: {passage}` (and a newline) through `lcfx.positioned_kv_prefix`
+    (positioned=False: as position-free extra KV, the first LCF-X convention, for comparison)."""
     pre = lcfx_channel.special_prefix(receiver)
     p = len(pre)
     texts = [receiver.encode(READ_TEMPLATE.format(context=c), special=False) for c in contexts]
