@@ -68,6 +68,8 @@ def check_args(args, tables: list[str]) -> None:
         from lcf_jax.eval import ladder as LD
         _names("--ladder-sets", args.ladder_sets.split(","), LD.LADDER_SETS)
         _names("--ladder-rungs", [r.strip() for r in args.ladder_rungs.split(",")], LD.RUNGS)
+        if args.ladder_reuse and not Path(args.ladder_reuse).is_file():
+            raise UserError(f"--ladder-reuse {args.ladder_reuse} is not a file (a ladder .json written by --table ladder)")
         if args.ladder_run and not Path(args.ladder_run).is_dir():
             raise UserError(f"--ladder-run {args.ladder_run} is not a directory (a training run or an exported adapter)")
     for flag, spec in (("--t1-adapters", args.t1_adapters), ("--t2-adapters", args.t2_adapters),
@@ -114,6 +116,10 @@ def _main(argv, agents: dict | None = None) -> None:
                     help="the LCF-X adapter of the ladder's R4/R5 rungs: a training run directory or an exported "
                          "adapter (default: the shipped one)")
     ap.add_argument("--ladder-rungs", default="R0,R1,R2,R4,R5,R5 control", help="rungs to run (comma-separated)")
+    ap.add_argument("--ladder-reuse", default="",
+                    help="a ladder .json from an earlier run on the same sets and --n: its rungs not run now are kept")
+    ap.add_argument("--ladder-split", default="", choices=["", "dev", "test"],
+                    help="split of the ladder's sets (default dev; test only for final rows, never to choose)")
     ap.add_argument("--ladder-stem", default="ladder", help="file name (without extension) of the ladder table")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -155,14 +161,21 @@ def _main(argv, agents: dict | None = None) -> None:
         from lcf_jax.data import sources
         run = A.load_run(args.ladder_run or str(shipped.SHIPPED_LCFX), agents)
         session = protocols.Session(receiver=run["receiver"], sharer=run["sharer"], adapter=(run["config"], run["params"]))
-        tasks = {name: protocols.tasks_from_examples(sources.read(name, LD.LADDER_SETS[name], max_examples=args.n))
-                 for name in args.ladder_sets.split(",")}
+        split_of = {name: args.ladder_split or LD.LADDER_SETS[name] for name in args.ladder_sets.split(",")}
+        tasks = {name: protocols.tasks_from_examples(sources.read(name, split, max_examples=args.n))
+                 for name, split in split_of.items()}
         results = LD.run_ladder(session, tasks, rungs=[r.strip() for r in args.ladder_rungs.split(",")])
-        settings = {"n": args.n, "sets": {k: LD.LADDER_SETS[k] for k in tasks}, "adapter": run["path"],
+        if args.ladder_reuse:  # rungs that need no adapter, kept from an earlier run on the same questions
+            earlier = json.loads(Path(args.ladder_reuse).read_text())
+            for name in tasks:
+                for rung, row in earlier.get(name, {}).items():
+                    if rung not in results[name] and len(row["f1"]) == len(tasks[name]):
+                        results[name][rung] = row
+        settings = {"n": args.n, "sets": split_of, "adapter": run["path"],
                     "adapter_step": run["step"], "max_new_tokens": session.max_new_tokens,
                     "max_context_tokens": session.max_context_tokens}
         table = LD.ladder_table(results, settings, notes=[
-            f"dev splits, first {args.n} questions per set; F1/EM with 95% bootstrap intervals (10,000 resamples); "
+            f"{'/'.join(sorted(set(split_of.values())))} splits, first {args.n} questions per set; F1/EM with 95% bootstrap intervals (10,000 resamples); "
             "ΔF1 paired over the same questions.",
             "R3 (the receiver as its own sharer, pooled by a trained adapter) needs its own adapter and is not in this table."])
         table.write(args.out, args.ladder_stem)
