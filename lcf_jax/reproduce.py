@@ -67,9 +67,10 @@ def check_args(args, tables: list[str]) -> None:
     if "ladder" in tables:
         from lcf_jax.eval import ladder as LD
         _names("--ladder-sets", args.ladder_sets.split(","), LD.LADDER_SETS)
-        _names("--ladder-rungs", [r.strip() for r in args.ladder_rungs.split(",")], LD.RUNGS)
-        if args.ladder_reuse and not Path(args.ladder_reuse).is_file():
-            raise UserError(f"--ladder-reuse {args.ladder_reuse} is not a file (a ladder .json written by --table ladder)")
+        _names("--ladder-rungs", [r.strip() for r in args.ladder_rungs.split(",") if r.strip()], LD.RUNGS)
+        for reuse in filter(None, args.ladder_reuse.split(",")):
+            if not Path(reuse).is_file():
+                raise UserError(f"--ladder-reuse {reuse} is not a file (a ladder .json written by --table ladder)")
         if args.ladder_run and not Path(args.ladder_run).is_dir():
             raise UserError(f"--ladder-run {args.ladder_run} is not a directory (a training run or an exported adapter)")
     for flag, spec in (("--t1-adapters", args.t1_adapters), ("--t2-adapters", args.t2_adapters),
@@ -117,7 +118,8 @@ def _main(argv, agents: dict | None = None) -> None:
                          "adapter (default: the shipped one)")
     ap.add_argument("--ladder-rungs", default="R0,R1,R2,R4,R5,R5 control", help="rungs to run (comma-separated)")
     ap.add_argument("--ladder-reuse", default="",
-                    help="a ladder .json from an earlier run on the same sets and --n: its rungs not run now are kept")
+                    help="ladder .json files (comma-separated) from earlier runs on the same sets and --n: their rungs not "
+                         "run now are kept (with --ladder-rungs '' only merged into one table)")
     ap.add_argument("--ladder-split", default="", choices=["", "dev", "test"],
                     help="split of the ladder's sets (default dev; test only for final rows, never to choose)")
     ap.add_argument("--ladder-stem", default="ladder", help="file name (without extension) of the ladder table")
@@ -164,9 +166,9 @@ def _main(argv, agents: dict | None = None) -> None:
         split_of = {name: args.ladder_split or LD.LADDER_SETS[name] for name in args.ladder_sets.split(",")}
         tasks = {name: protocols.tasks_from_examples(sources.read(name, split, max_examples=args.n))
                  for name, split in split_of.items()}
-        results = LD.run_ladder(session, tasks, rungs=[r.strip() for r in args.ladder_rungs.split(",")])
-        if args.ladder_reuse:  # rungs that need no adapter, kept from an earlier run on the same questions
-            earlier = json.loads(Path(args.ladder_reuse).read_text())
+        results = LD.run_ladder(session, tasks, rungs=[r.strip() for r in args.ladder_rungs.split(",") if r.strip()])
+        for reuse in filter(None, args.ladder_reuse.split(",")):  # rungs kept from earlier runs on the same questions
+            earlier = json.loads(Path(reuse).read_text())
             for name in tasks:
                 for rung, row in earlier.get(name, {}).items():
                     if rung not in results[name] and len(row["f1"]) == len(tasks[name]):
@@ -178,8 +180,9 @@ def _main(argv, agents: dict | None = None) -> None:
             f"{'/'.join(sorted(set(split_of.values())))} splits, first {args.n} questions per set; F1/EM with 95% bootstrap intervals (10,000 resamples); "
             "ΔF1 paired over the same questions.",
             "R3 (the receiver as its own sharer, pooled by a trained adapter) needs its own adapter and is not in this table."])
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"{args.ladder_stem}.json").write_text(json.dumps(results, indent=1))  # answers first: never lost
         table.write(args.out, args.ladder_stem)
-        (args.out / f"{args.ladder_stem}.json").write_text(json.dumps(results, indent=1))
         print(table.markdown())
     if "t2" in tables:
         cfg, params, meta = shipped.load_lcfx_adapter(args.adapter or shipped.SHIPPED_LCFX)

@@ -238,13 +238,15 @@ class Session:
                                         config=self.receiver.config)
             latents, ph["adapter"] = _timed(lambda: lcfx_channel.encode(
                 params, s_cache, r_cache, cfg=cfg, sharer_cfg=self.sharer.config, receiver_cfg=self.receiver.config))
-            if cfg.injection == "positioned":  # the receiver's half: the message prefix, then the prompt after it
+            if cfg.injection != "positioned":  # the decoder's K/V belong to the adapter's phase
+                extra, t_dec = _timed(lambda: lcfx_channel.receive(self.receiver, params, cfg, latents))
+                ph["adapter"] += t_dec
+            else:  # the receiver's half: the message prefix, then the prompt after it
                 _, total = _timed(lambda: lcfx_channel.answer_positioned(
                     self.receiver, params, cfg, latents, rows, max_new_tokens=self.max_new_tokens))
-                ph["receiver_prefill"], ph["receiver_decode"] = self._positioned_prefill_time(params, cfg, latents, rows), 0.0
+                ph["receiver_prefill"] = self._positioned_prefill_time(params, cfg, latents, rows)
                 ph["receiver_decode"] = max(total - ph["receiver_prefill"], 0.0)
                 return ph
-            extra = lcfx_channel.receive(self.receiver, params, cfg, latents)
         elif protocol == "oracle":
             ctx = self._truncate_text(self.receiver, task.sharer_context, self.max_context_tokens)
             rows = self.context_rows([task], [ctx])

@@ -181,7 +181,8 @@ def ladder_table(results: dict, settings: dict, notes: Optional[list[str]] = Non
                 row += [None] * 4
                 continue
             row += [_fmt(mean_interval(r["f1"])), _fmt(mean_interval(r["em"])),
-                    _fmt(paired_difference(r["f1"], results[s]["R0"]["f1"])) if rung != "R0" else None,
+                    _fmt(paired_difference(r["f1"], results[s]["R0"]["f1"])) if rung != "R0" and "R0" in results[s]
+                    else None,
                     _fmt(paired_difference(r["f1"], results[s]["R5 control"]["f1"]))
                     if rung == "R5" and "R5 control" in results[s] else None]
         rows.append(row)

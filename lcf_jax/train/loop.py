@@ -86,7 +86,7 @@ def plot_curve(workdir: str | Path) -> Optional[Path]:
         return None
     fig, ax = plt.subplots(1, 2 if evals else 1, figsize=(10 if evals else 5, 3.5), squeeze=False)
     ax[0, 0].plot([r["step"] for r in train], [r["loss"] for r in train])
-    ax[0, 0].set(xlabel="step", ylabel="train loss (target CE)", title="training curve")
+    ax[0, 0].set(xlabel="step", ylabel="train loss (the whole objective)", title="training curve")
     if evals:
         for key in [k for k in evals[-1] if k not in ("step", "kind", "n", "seconds")]:  # scores, not timings
             ax[0, 1].plot([r["step"] for r in evals], [r.get(key, float("nan")) for r in evals], marker="o", label=key)
