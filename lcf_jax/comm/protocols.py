@@ -88,7 +88,7 @@ class Session:
     batch_size: int = 8
 
     # -- prompt construction -----------------------------------------------------------------
-    def _truncate_text(self, agent: Agent, text: str, n: int) -> str:
+    def truncate_text(self, agent: Agent, text: str, n: int) -> str:
         ids = agent.encode(text, special=False)[:n]
         return agent.decode(ids)
 
@@ -116,7 +116,7 @@ class Session:
 
     def oracle(self, tasks: Sequence[QATask]) -> list[Reply]:
         def run(ch):
-            ctx = [self._truncate_text(self.receiver, t.sharer_context, self.max_context_tokens) for t in ch]
+            ctx = [self.truncate_text(self.receiver, t.sharer_context, self.max_context_tokens) for t in ch]
             answers = generate_answers(self.receiver, self.context_rows(ch, ctx), max_new_tokens=self.max_new_tokens)
             return [Reply(t.id, a, 0) for t, a in zip(ch, answers)]
         return self._batched(tasks, run)
@@ -125,7 +125,7 @@ class Session:
         tpl = SHARER_PROMPTS["with_question" if with_question else "summary"]
         rows = []
         for t in tasks:
-            ctx = self._truncate_text(self.sharer, t.sharer_context, self.max_context_tokens)
+            ctx = self.truncate_text(self.sharer, t.sharer_context, self.max_context_tokens)
             content = tpl.format(context=ctx, question=t.question)
             if self.sharer.tokenizer.chat_template:
                 ids = self.sharer.tokenizer.apply_chat_template([{"role": "user", "content": content}],
@@ -149,7 +149,7 @@ class Session:
 
     def lcfx(self, tasks: Sequence[QATask], contexts: Optional[Sequence[str]] = None,
              quantize: Optional[str] = None) -> list[Reply]:
-        cfg, params = self._adapter()
+        cfg, params = self.lcfx_adapter()
 
         def run(idx):
             ch = [tasks[i] for i in idx]
@@ -174,7 +174,7 @@ class Session:
 
     def lcfx_multi(self, tasks: Sequence[QATask], contexts_a: Sequence[str], contexts_b: Sequence[str]) -> list[Reply]:
         """Two sharers (two contexts) send one message each; the receiver attends to both (2m slots)."""
-        cfg, params = self._adapter()
+        cfg, params = self.lcfx_adapter()
         q = self.question_rows(tasks)
         lat_a = lcfx_channel.send(self.sharer, self.receiver, params, cfg, self.sharer_rows(contexts_a), q)
         lat_b = lcfx_channel.send(self.sharer, self.receiver, params, cfg, self.sharer_rows(contexts_b), q)
@@ -196,7 +196,7 @@ class Session:
             r2.bytes_sent += r1.bytes_sent + len(r1.answer.encode("utf-8"))
         return second
 
-    def _adapter(self):
+    def lcfx_adapter(self):
         if self.adapter is None or self.sharer is None:
             raise ValueError("protocol lcfx needs a sharer agent and an adapter (LCFXConfig, params)")
         return self.adapter
@@ -218,7 +218,7 @@ class Session:
         extra = None
         if protocol == "text":
             rows = None
-            ctx = self._truncate_text(self.sharer, task.sharer_context, self.max_context_tokens)
+            ctx = self.truncate_text(self.sharer, task.sharer_context, self.max_context_tokens)
             s_tok, s_mask = pad_rows(self.sharer_rows([ctx]), self.sharer.config.pad_token_id, 64)
             _, ph["sharer_prefill"] = _timed(lambda: prefill_cache(self.sharer.params, jnp.asarray(s_tok),
                                                                    jnp.asarray(s_mask), config=self.sharer.config))
@@ -226,7 +226,7 @@ class Session:
             ph["sharer_decode"] = max(total - ph["sharer_prefill"], 0.0)
             rows = self.context_rows([task], msgs)
         elif protocol in ("lcfx", "lcfx_control"):
-            cfg, params = self._adapter()
+            cfg, params = self.lcfx_adapter()
             s_tok, s_mask = pad_rows(self.sharer_rows([task.sharer_context]), self.sharer.config.pad_token_id, 64)
             s_cache, ph["sharer_prefill"] = _timed(lambda: prefill_cache(
                 self.sharer.params, jnp.asarray(s_tok), jnp.asarray(s_mask), config=self.sharer.config))
@@ -248,7 +248,7 @@ class Session:
                 ph["receiver_decode"] = max(total - ph["receiver_prefill"], 0.0)
                 return ph
         elif protocol == "oracle":
-            ctx = self._truncate_text(self.receiver, task.sharer_context, self.max_context_tokens)
+            ctx = self.truncate_text(self.receiver, task.sharer_context, self.max_context_tokens)
             rows = self.context_rows([task], [ctx])
         elif protocol == "alone":
             rows = self.question_rows([task])

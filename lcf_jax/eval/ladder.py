@@ -104,16 +104,16 @@ def rung_answers(session: Session, rung: str, tasks: Sequence[QATask]) -> list[s
         if rung == "R0":
             out += [r.answer for r in session.alone(ch)]
         elif rung == "R1":
-            ctx = [session._truncate_text(session.receiver, t.sharer_context, session.max_context_tokens) for t in ch]
+            ctx = [session.truncate_text(session.receiver, t.sharer_context, session.max_context_tokens) for t in ch]
             rows = [session.receiver.encode(READ_TEMPLATE.format(context=c) + PROMPTS["question"].format(question=t.question))
                     for c, t in zip(ctx, ch)]
             out += generate_answers(session.receiver, rows, max_new_tokens=session.max_new_tokens)
         elif rung in ("R2", "R2 extra"):
-            ctx = [session._truncate_text(session.receiver, t.sharer_context, session.max_context_tokens) for t in ch]
+            ctx = [session.truncate_text(session.receiver, t.sharer_context, session.max_context_tokens) for t in ch]
             out += own_kv_answers(session.receiver, ctx, session.question_rows(ch), max_new_tokens=session.max_new_tokens,
                                   positioned=rung == "R2")
         elif rung == "R4":
-            out += per_token_answers(session.sharer, session.receiver, session._adapter(),
+            out += per_token_answers(session.sharer, session.receiver, session.lcfx_adapter(),
                                      session.sharer_rows([t.sharer_context for t in ch]), session.question_rows(ch),
                                      max_new_tokens=session.max_new_tokens)
         else:
