@@ -68,7 +68,7 @@ CONFIG_FIELDS = {
     "lcf": ("rank", "layer_map", "activation", "gate_init", "backend", "block_tokens", "eps", "zero_init_up",
             "up_init_std", "layers", "ranks", "disabled", "joint_kv"),
     "lcfx": ("rank", "slots", "conditioned", "sharer_layers", "receiver_layers", "cond_layers", "pool_heads",
-             "activation", "eps", "key_init_std", "value_gate_init", "linear", "injection", "decoder", "embed_hidden"),
+             "activation", "eps", "key_init_std", "value_gate_init", "linear", "injection", "decoder", "embed_hidden", "pooling", "locator_rank"),
     "c2c": ("hidden_dim", "intermediate_dim", "num_layers", "dropout", "initial_temperature", "final_temperature",
             "anneal_steps", "layer_map", "zero_init", "eps"),
 }
@@ -138,6 +138,12 @@ def normalize_config(kind: str, cfg: Any) -> dict:
         out.setdefault("injection", "extra")
         out.setdefault("decoder", "kv")
         out.setdefault("embed_hidden", 1024)
+        out.setdefault("pooling", "attention")   # files written before window pooling
+        out.setdefault("locator_rank", 128)
+        if out["pooling"] not in ("attention", "window"):
+            raise AdapterFormatError(f"lcfx config pooling={out['pooling']!r} must be attention or window")
+        if out["pooling"] == "window" and not out["conditioned"]:
+            raise AdapterFormatError("lcfx config pooling='window' needs conditioned=true")
         if out["injection"] not in ("extra", "positioned") or out["decoder"] not in ("kv", "embed"):
             raise AdapterFormatError(f"lcfx config injection={out['injection']!r} / decoder={out['decoder']!r}: "
                                      "injection must be extra or positioned, decoder kv or embed")
@@ -260,24 +266,34 @@ def _lcf_table(cfg, s, r) -> Table:
 def _lcfx_table(cfg, s, r) -> Table:
     su, ru, cu = lcfx_layers(cfg, s, r)
     rk, m, kv_s, kv_r = int(cfg["rank"]), int(cfg["slots"]), 2 * s.kv_width, r.kv_width
-    leaves = {("enc_w",): (len(su), kv_s, rk), ("enc_b",): (rk,), ("enc_norm",): (rk,), ("queries",): (m, rk),
-              ("pool_wk",): (rk, rk), ("pool_wv",): (rk, rk), ("pool_wo",): (rk, rk), ("out_norm",): (rk,)}
+    window = cfg.get("pooling", "attention") == "window"
+    leaves = {("enc_w",): (len(su), kv_s, rk), ("enc_b",): (rk,), ("enc_norm",): (rk,),
+              ("pool_wv",): (rk, rk), ("pool_wo",): (rk, rk), ("out_norm",): (rk,)}
     e = [Entry(f"encoder.in_proj.{sl}.weight", (rk, kv_s), ("enc_w",), (j,), "linear") for j, sl in enumerate(su)]
     e += [Entry("encoder.in_proj_bias", (rk,), ("enc_b",), (), "copy"),
-          Entry("encoder.norm.weight", (rk,), ("enc_norm",), (), "copy"),
-          Entry("encoder.queries", (m, rk), ("queries",), (), "copy"),
-          Entry("encoder.pool_k.weight", (rk, rk), ("pool_wk",), (), "linear"),
-          Entry("encoder.pool_v.weight", (rk, rk), ("pool_wv",), (), "linear"),
+          Entry("encoder.norm.weight", (rk,), ("enc_norm",), (), "copy")]
+    if window:
+        k = int(cfg["locator_rank"])
+        leaves.update({("loc_wq",): (rk, k), ("loc_wk",): (rk, k), ("loc_wb",): (rk,)})
+        e += [Entry("encoder.locator_q.weight", (k, rk), ("loc_wq",), (), "linear"),
+              Entry("encoder.locator_k.weight", (k, rk), ("loc_wk",), (), "linear"),
+              Entry("encoder.locator_bias.weight", (rk,), ("loc_wb",), (), "copy")]
+    else:
+        leaves.update({("queries",): (m, rk), ("pool_wk",): (rk, rk)})
+        e += [Entry("encoder.queries", (m, rk), ("queries",), (), "copy"),
+              Entry("encoder.pool_k.weight", (rk, rk), ("pool_wk",), (), "linear")]
+    e += [Entry("encoder.pool_v.weight", (rk, rk), ("pool_wv",), (), "linear"),
           Entry("encoder.pool_o.weight", (rk, rk), ("pool_wo",), (), "linear"),
           Entry("encoder.out_norm.weight", (rk,), ("out_norm",), (), "copy")]
     if cfg["conditioned"]:
-        leaves.update({("cond_w",): (len(cu), 2 * kv_r, rk), ("cond_b",): (rk,), ("cond_norm",): (rk,),
-                       ("cond_shift",): (rk, m, rk)})
+        leaves.update({("cond_w",): (len(cu), 2 * kv_r, rk), ("cond_b",): (rk,), ("cond_norm",): (rk,)})
         e += [Entry(f"encoder.cond_proj.{l}.weight", (rk, 2 * kv_r), ("cond_w",), (j,), "linear")
               for j, l in enumerate(cu)]
         e += [Entry("encoder.cond_bias", (rk,), ("cond_b",), (), "copy"),
-              Entry("encoder.cond_norm.weight", (rk,), ("cond_norm",), (), "copy"),
-              Entry("encoder.cond_shift.weight", (m * rk, rk), ("cond_shift",), (), "shift")]
+              Entry("encoder.cond_norm.weight", (rk,), ("cond_norm",), (), "copy")]
+        if not window:
+            leaves[("cond_shift",)] = (rk, m, rk)
+            e.append(Entry("encoder.cond_shift.weight", (m * rk, rk), ("cond_shift",), (), "shift"))
     if cfg.get("decoder", "kv") == "embed":
         hid, dim = int(cfg["embed_hidden"]), r.hidden_size
         leaves.update({("dec_e_norm",): (rk,), ("dec_e_w1",): (rk, hid), ("dec_e_b1",): (hid,),

@@ -20,6 +20,12 @@ Encoder (sharer side), `encode_message`:
      conditioned encoder equals the unconditioned one). The summary can then ask for what the
      receiver lacks. Note c [B, r] travels receiver -> sharer (a back-channel of r floats per row).
 
+  2'. window pooling (`pooling="window"`, conditioned): a relevance score per token from the receiver
+     summary c (`token_scores`), and the m consecutive tokens with the most softmax(score) mass
+     (`window_slots`); slot j is token start + j through the same value path as a one-token pooling
+     (`token_messages`). The message is then an excerpt of the passage in the receiver's terms, chosen
+     by what the receiver asks; slots past a short passage's end are all zero and masked.
+
 Decoder (receiver side), `decode_message`: per receiver layer l,
         h = RMSNorm(latents) * dec_norm[l];  K = h @ W_k[l] + b_k[l];  V = v_gate[l] * (h @ W_v[l] + b_v[l])
 reshaped to all receiver kv heads [B, Hr, m, Dr]. The keys are position-free (the receiver applies
@@ -65,6 +71,7 @@ from lcf_jax.models.layers import apply_rope, invert_rope, rms_norm
 ACTIVATIONS = ("silu", "gelu_tanh")
 INJECTIONS = ("extra", "positioned")
 DECODERS = ("kv", "embed")
+POOLINGS = ("attention", "window")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +102,13 @@ class LCFXConfig:
     # the K/V, as an ordinary token's); needs injection="positioned".
     decoder: str = "kv"
     embed_hidden: int = 1024   # width of the embed decoder's hidden layer
+    # How the m slots are drawn from the sharer's tokens. "attention": m learned (optionally receiver-
+    # conditioned) queries attend over every token (soft pooling). "window": a receiver-conditioned
+    # relevance score per token picks the m consecutive tokens that hold the most score mass, and slot j
+    # is the translated token start + j (hard attention: an excerpt of the passage, in order, chosen by
+    # what the receiver asks). Needs conditioned=True; `locator_rank` is the width of its score space.
+    pooling: str = "attention"
+    locator_rank: int = 128
 
     kind = "lcfx"
 
@@ -119,6 +133,15 @@ class LCFXConfig:
                              "the decoded vectors as tokens of its own cache")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"LCFXConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"LCFXConfig.pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.pooling == "window" and not self.conditioned:
+            raise ValueError("LCFXConfig.pooling='window' needs conditioned=True: the window is chosen by what the "
+                             "receiver asks (its prompt's summary)")
+        if self.pooling == "window" and self.linear:
+            raise ValueError("LCFXConfig.pooling='window' has no linear variant (linear=False)")
+        if self.locator_rank <= 0:
+            raise ValueError(f"LCFXConfig.locator_rank must be positive, got {self.locator_rank}")
 
 
 def _resolve(sel, n: int, what: str) -> tuple[int, ...]:
@@ -150,12 +173,24 @@ class LCFXModule(nn.Module):
             "enc_w": d("enc_w", fan_in_sum, (len(su), 2 * s.kv_width, r), ("sharer_layers", "kv_in", "rank")),
             "enc_b": d("enc_b", nn.initializers.zeros, (r,), ("rank",)),
             "enc_norm": d("enc_norm", nn.initializers.ones, (r,), ("rank",)),
-            "queries": d("queries", nn.initializers.normal(1.0), (m, r), ("slots", "rank")),
-            "pool_wk": d("pool_wk", plain, (r, r), ("rank_in", "rank")),
+        }
+        if c.pooling == "attention":
+            p.update({
+                "queries": d("queries", nn.initializers.normal(1.0), (m, r), ("slots", "rank")),
+                "pool_wk": d("pool_wk", plain, (r, r), ("rank_in", "rank")),
+            })
+        else:
+            k = c.locator_rank
+            p.update({
+                "loc_wq": d("loc_wq", plain, (r, k), ("rank_in", "locator")),
+                "loc_wk": d("loc_wk", plain, (r, k), ("rank_in", "locator")),
+                "loc_wb": d("loc_wb", nn.initializers.zeros, (r,), ("rank",)),
+            })
+        p.update({
             "pool_wv": d("pool_wv", plain, (r, r), ("rank_in", "rank")),
             "pool_wo": d("pool_wo", plain, (r, r), ("rank_in", "rank")),
             "out_norm": d("out_norm", nn.initializers.ones, (r,), ("rank",)),
-        }
+        })
         if c.decoder == "kv":
             p.update({
                 "dec_norm": d("dec_norm", nn.initializers.ones, (len(ru), r), ("layers", "rank")),
@@ -182,8 +217,9 @@ class LCFXModule(nn.Module):
                 "cond_w": d("cond_w", fan_in_sum, (len(cu), 2 * kv, r), ("receiver_layers", "kv_in", "rank")),
                 "cond_b": d("cond_b", nn.initializers.zeros, (r,), ("rank",)),
                 "cond_norm": d("cond_norm", nn.initializers.ones, (r,), ("rank",)),
-                "cond_shift": d("cond_shift", nn.initializers.zeros, (r, m, r), ("rank_in", "slots", "rank")),
             })
+            if c.pooling == "attention":
+                p["cond_shift"] = d("cond_shift", nn.initializers.zeros, (r, m, r), ("rank_in", "slots", "rank"))
         return p
 
 
@@ -255,6 +291,46 @@ def _slot_output(params: dict, pooled: jax.Array, cfg: LCFXConfig) -> jax.Array:
     return out if cfg.linear else rms_norm(out, params["out_norm"], cfg.eps, plus_one=False)
 
 
+def token_scores(params: dict, z: jax.Array, c: jax.Array, *, cfg: LCFXConfig) -> jax.Array:
+    """Window pooling's relevance of each sharer token to what the receiver asks: [B, S] float32,
+        score_t = (c W_q) . (z_t W_k) / sqrt(k) + z_t . w_b
+    (c: the receiver summary [B, r]; z: per-token latents [B, S, r]). Bilinear in the mean of the
+    receiver's prompt K/V, so it can weigh how strongly each passage token matches the question's tokens."""
+    f32 = jnp.float32
+    q = c.astype(f32) @ params["loc_wq"].astype(f32)                                   # [B, k]
+    k = z.astype(f32) @ params["loc_wk"].astype(f32)                                   # [B, S, k]
+    return jnp.einsum("bk,bsk->bs", q, k) * cfg.locator_rank ** -0.5 + z.astype(f32) @ params["loc_wb"].astype(f32)
+
+
+def window_slots(scores: jax.Array, mask: jax.Array, m: int) -> tuple[jax.Array, jax.Array]:
+    """The m consecutive valid tokens with the largest softmax(scores) mass: (index [B, m] into the S
+    cache slots, valid [B, m]). Valid tokens may sit anywhere in the row (left or right padding); a row
+    with fewer than m valid tokens takes all of them and leaves the last slots invalid."""
+    b, s = scores.shape
+    mask = mask.astype(bool)
+    order = jnp.argsort(~mask, axis=1, stable=True)          # valid slots first, in order
+    n = jnp.sum(mask, axis=1, dtype=jnp.int32)
+    ranked_valid = jnp.arange(s)[None, :] < n[:, None]
+    sc = jnp.where(ranked_valid, jnp.take_along_axis(scores.astype(jnp.float32), order, axis=1), -1e30)
+    p = jax.nn.softmax(sc, axis=-1) * ranked_valid
+    cum = jnp.concatenate([jnp.zeros((b, 1), jnp.float32), jnp.cumsum(p, axis=1)], axis=1)   # [B, S+1]
+    starts = jnp.arange(s)
+    mass = cum[:, jnp.minimum(starts + m, s)] - cum[:, starts]
+    allowed = starts[None, :] <= jnp.maximum(n - m, 0)[:, None]
+    start = jnp.argmax(jnp.where(allowed, mass, -1.0), axis=1)
+    ordinal = start[:, None] + jnp.arange(m)[None, :]
+    index = jnp.take_along_axis(order, jnp.minimum(ordinal, s - 1), axis=1)
+    return index.astype(jnp.int32), ordinal < n[:, None]
+
+
+def default_slot_mask(cfg: LCFXConfig, latents: jax.Array) -> jax.Array:
+    """[B, n] bool: the slots that hold something. Window pooling leaves the slots past a short
+    passage's end all zero; every slot of an attention-pooled message holds a token mixture."""
+    if cfg.pooling == "window":
+        return jnp.any(latents != 0, axis=-1)
+    return jnp.ones(latents.shape[:2], bool)
+
+
 def encode_message(params: dict, sharer_cache: KVCache, receiver_cache: Optional[KVCache] = None, *,
                    cfg: LCFXConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig) -> jax.Array:
     """Sharer cache [Ls, B, Hs, S, Ds] (its own context) -> message latents [B, m, r] (float32).
@@ -271,6 +347,11 @@ def encode_message(params: dict, sharer_cache: KVCache, receiver_cache: Optional
             raise ValueError(f"receiver batch {receiver_cache.mask.shape[0]} != sharer batch {sharer_cache.mask.shape[0]}")
     f32 = jnp.float32
     z = token_latents(params, sharer_cache, cfg=cfg, sharer_cfg=sharer_cfg, receiver_cfg=receiver_cfg)
+    if cfg.pooling == "window":
+        c = receiver_summary(params, receiver_cache, cfg=cfg, sharer_cfg=sharer_cfg, receiver_cfg=receiver_cfg)
+        index, valid = window_slots(token_scores(params, z, c, cfg=cfg), sharer_cache.mask, cfg.slots)
+        lat = token_messages(params, jnp.take_along_axis(z, index[..., None], axis=1), cfg=cfg)
+        return jnp.where(valid[..., None], lat, 0.0).astype(f32)
     b, s, r = z.shape
     h, m = cfg.pool_heads, cfg.slots
     q = jnp.broadcast_to(params["queries"].astype(f32), (b, m, r))
@@ -316,7 +397,7 @@ def decode_message(params: dict, latents: jax.Array, *, cfg: LCFXConfig, receive
         k = jnp.zeros((L,) + k.shape[1:], f32).at[idx].set(k)
         v = jnp.zeros((L,) + v.shape[1:], f32).at[idx].set(v)
     if slot_mask is None:
-        slot_mask = jnp.ones((b, m), bool)
+        slot_mask = default_slot_mask(cfg, latents)
     elif tuple(slot_mask.shape) != (b, m):
         raise ValueError(f"slot_mask must be [B, slots]={(b, m)}, got {tuple(slot_mask.shape)}")
     return ExtraKV(keys=k, values=v, mask=slot_mask.astype(bool))
@@ -422,6 +503,8 @@ def message_prefix(params: dict, latents: jax.Array, receiver_params: dict, pref
         raise ValueError("message_prefix is the positioned convention; this adapter has injection='extra'")
     b, n, _ = latents.shape
     p = prefix_ids.shape[1]
+    if slot_mask is None:
+        slot_mask = default_slot_mask(cfg, latents)
     if cfg.decoder == "kv":
         ru = _resolve(cfg.receiver_layers, receiver_cfg.num_layers, "receiver_layers")
         k, v = decode_layers(params, latents, cfg=cfg, receiver_cfg=receiver_cfg)

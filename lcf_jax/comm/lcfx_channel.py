@@ -73,7 +73,7 @@ def answer_positioned(receiver: Agent, adapter_params, cfg, latents: jax.Array, 
     b, n = latents.shape[0], latents.shape[1]
     capacity = len(pre) + n + tokens.shape[1] + max_new_tokens
     prefix_ids = jnp.broadcast_to(jnp.asarray(pre, jnp.int32), (b, len(pre)))
-    sm = jnp.ones((b, n), bool) if slot_mask is None else jnp.asarray(slot_mask, bool)
+    sm = lcfx.default_slot_mask(cfg, latents) if slot_mask is None else jnp.asarray(slot_mask, bool)
     cache = _prefix(adapter_params, latents, receiver.params, prefix_ids, sm, capacity=capacity, cfg=cfg,
                     receiver_cfg=receiver.config)
     return generate_answers(receiver, rest, max_new_tokens=max_new_tokens, cache=cache)

@@ -6,6 +6,8 @@ Per-layer differences (Gemma3's sliding/global layers with their own RoPE base) 
 """
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 from typing import Optional
 
@@ -205,6 +207,16 @@ def forward(params: dict, tokens: jax.Array, positions: jax.Array, cache: Option
         return x, new_cache
     logits = lm_head(params, x[:, -1:] if last_logits_only else x, config=c)
     return logits, new_cache
+
+
+def first_layers(params: dict, config: ModelConfig, n: int) -> tuple[dict, ModelConfig]:
+    """The model cut after its first n layers: (params with the layer stacks sliced, config with
+    num_layers=n). Its cache equals the first n layers of the full model's cache; a stage that reads
+    only early layers (an adapter's `sharer_layers`) runs this instead of the whole model."""
+    if not 1 <= n <= config.num_layers:
+        raise ValueError(f"first_layers: n={n} outside [1, {config.num_layers}]")
+    cut = dataclasses.replace(config, num_layers=n, layer_types=tuple(config.layer_types[:n]))
+    return {**params, "layers": jax.tree.map(lambda x: x[:n], params["layers"])}, cut
 
 
 def embed_tokens(params: dict, tokens: jax.Array, *, config: ModelConfig) -> jax.Array:

@@ -180,7 +180,10 @@ def positioned_prefix(receiver_model: Any, adapter, latents: torch.Tensor, prefi
     b, n = latents.shape[:2]
     p = prefix_ids.shape[1]
     device = latents.device
-    mask = (torch.ones(b, n, dtype=torch.bool, device=device) if slot_mask is None else slot_mask.to(torch.bool))
+    if slot_mask is None:  # window pooling leaves the slots past a short passage's end all zero
+        slot_mask = (latents.ne(0).any(dim=-1) if adapter.config["pooling"] == "window"
+                     else torch.ones(b, n, dtype=torch.bool, device=device))
+    mask = slot_mask.to(torch.bool)
     positions = p + torch.clamp(torch.cumsum(mask.to(torch.long), dim=1) - 1, min=0)
     cache_mask = torch.cat([torch.ones(b, p, dtype=torch.bool, device=device), mask], dim=1)
     dtype = next(receiver_model.parameters()).dtype

@@ -42,8 +42,15 @@ class LCFXEncoder(nn.Module):
         self.in_proj = nn.ModuleDict({str(l): nn.Linear(2 * s.kv_width, rk, bias=False) for l in su})
         self.in_proj_bias = nn.Parameter(torch.zeros(rk))
         self.norm = C.Norm(rk)
-        self.queries = nn.Parameter(torch.zeros(m, rk))
-        self.pool_k = nn.Linear(rk, rk, bias=False)
+        window = cfg["pooling"] == "window"
+        if window:
+            k = int(cfg["locator_rank"])
+            self.locator_q = nn.Linear(rk, k, bias=False)
+            self.locator_k = nn.Linear(rk, k, bias=False)
+            self.locator_bias = C.Norm(rk)   # a weight vector [r] (w_b), stored like a norm's
+        else:
+            self.queries = nn.Parameter(torch.zeros(m, rk))
+            self.pool_k = nn.Linear(rk, rk, bias=False)
         self.pool_v = nn.Linear(rk, rk, bias=False)
         self.pool_o = nn.Linear(rk, rk, bias=False)
         self.out_norm = C.Norm(rk)
@@ -51,7 +58,8 @@ class LCFXEncoder(nn.Module):
             self.cond_proj = nn.ModuleDict({str(l): nn.Linear(2 * r.kv_width, rk, bias=False) for l in cu})
             self.cond_bias = nn.Parameter(torch.zeros(rk))
             self.cond_norm = C.Norm(rk)
-            self.cond_shift = nn.Linear(rk, m * rk, bias=False)
+            if not window:
+                self.cond_shift = nn.Linear(rk, m * rk, bias=False)
 
 
 class LCFXDecoderLayer(nn.Module):
@@ -134,6 +142,8 @@ class LCFXAdapter(nn.Module):
         linear = bool(cfg.get("linear", False))
         if not linear:
             z = C.activation(C.rms_norm(z, e.norm.weight, cfg["eps"]), cfg["activation"])  # [B, S, r]
+        if cfg["pooling"] == "window":
+            return self._window(z, sharer.mask, self.receiver_summary(receiver))
         b, s, r = z.shape
         h, m = int(cfg["pool_heads"]), int(cfg["slots"])
         q = e.queries.to(torch.float32).expand(b, m, r)
@@ -154,6 +164,30 @@ class LCFXAdapter(nn.Module):
             lat = C.rms_norm(lat, e.out_norm.weight, cfg["eps"])
         any_valid = sharer.mask.any(dim=-1)[:, None, None]
         return torch.where(any_valid, lat, torch.zeros((), dtype=lat.dtype))
+
+    def _window(self, z: torch.Tensor, mask: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Window pooling (`lcfx.token_scores`, `lcfx.window_slots`): the m consecutive valid tokens with the
+        most softmax(score) mass, each through the one-token value path; slots past the end are zero."""
+        cfg, e = self.config, self.encoder
+        b, s, _ = z.shape
+        m, k = int(cfg["slots"]), int(cfg["locator_rank"])
+        scores = torch.einsum("bk,bsk->bs", C.linear(c, e.locator_q), C.linear(z, e.locator_k)) * k ** -0.5
+        scores = scores + z @ e.locator_bias.weight.to(torch.float32)
+        order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
+        n = mask.sum(dim=1)
+        ranked = torch.arange(s, device=z.device)[None, :] < n[:, None]
+        sc = torch.where(ranked, torch.gather(scores, 1, order), torch.full((), -1e30))
+        p = torch.softmax(sc, dim=-1) * ranked
+        cum = torch.cat([torch.zeros(b, 1), torch.cumsum(p, dim=1)], dim=1)
+        starts = torch.arange(s, device=z.device)
+        mass = cum[:, torch.clamp(starts + m, max=s)] - cum[:, starts]
+        allowed = starts[None, :] <= torch.clamp(n - m, min=0)[:, None]
+        start = torch.argmax(torch.where(allowed, mass, torch.full((), -1.0)), dim=1)
+        ordinal = start[:, None] + torch.arange(m, device=z.device)[None, :]
+        index = torch.gather(order, 1, torch.clamp(ordinal, max=s - 1))
+        picked = torch.gather(z, 1, index[..., None].expand(b, m, z.shape[-1]))
+        lat = C.rms_norm(C.linear(C.linear(picked, e.pool_v), e.pool_o), e.out_norm.weight, cfg["eps"])
+        return torch.where((ordinal < n[:, None])[..., None], lat, torch.zeros((), dtype=lat.dtype))
 
     def decode(self, latents: torch.Tensor, slot_mask: Optional[torch.Tensor] = None) -> ExtraKV:
         """Latents [B, m, r] -> ExtraKV: keys/values [Lr, B, Hr, m, Dr] float32, mask [B, m]."""

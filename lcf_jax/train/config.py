@@ -86,9 +86,14 @@ def base_config() -> ml_collections.ConfigDict:
     ))
     # Stage 1 for LCF-X (train/latent_align.py): steps > 0 runs the latent-alignment pre-training on
     # the training passages before the QA objective, on a fresh start only. method "sgd": `steps`
-    # Adam steps; "closed_form" (needs adapter.lcfx.linear): `steps` batches of passages, one solve.
+    # Adam steps; "closed_form" (needs adapter.lcfx.linear): `steps` batches of passages, one solve;
+    # "tokens" (needs adapter.lcfx.decoder="embed", train/token_translation.py): `steps` Adam steps
+    # translating every sharer token into the receiver's input vector of the same text, then, for
+    # pooling="window", `locator_steps` steps teaching the window's scores where answers sit
+    # (train/locator.py, batches of `locator_batch_size` QA rows whose answer is in the passage).
     c.pretrain = ml_collections.ConfigDict(dict(method="sgd", steps=0, lr=1e-3, batch_size=8,
-                                                 max_len=0))  # 0: data.max_sharer_len
+                                                 max_len=0,  # 0: data.max_sharer_len
+                                                 locator_steps=0, locator_lr=1e-3, locator_batch_size=32))
     # num_devices: 0 = every device; N = the first N (e.g. 1 to compare against a sharded run)
     c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1, num_devices=0, shard_frozen=False))
     return c
@@ -152,8 +157,14 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ValueError(f"train.compute_dtype must be float32 or bfloat16, got {c.train.compute_dtype!r}")
     if c.train.sharer_cache not in ("on_the_fly", "precomputed"):
         raise ValueError(f"train.sharer_cache must be on_the_fly or precomputed, got {c.train.sharer_cache!r}")
-    if c.pretrain.method not in ("sgd", "closed_form"):
-        raise ValueError(f"pretrain.method must be sgd or closed_form, got {c.pretrain.method!r}")
+    if c.pretrain.method not in ("sgd", "closed_form", "tokens"):
+        raise ValueError(f"pretrain.method must be sgd, closed_form or tokens, got {c.pretrain.method!r}")
+    if c.pretrain.steps > 0 and c.pretrain.method == "tokens" and c.adapter.lcfx.decoder != "embed":
+        raise ValueError("pretrain.method='tokens' translates tokens into receiver input vectors: it needs "
+                         "adapter.lcfx.decoder='embed'")
+    if c.pretrain.locator_steps > 0 and (c.pretrain.method != "tokens" or c.adapter.lcfx.pooling != "window"):
+        raise ValueError("pretrain.locator_steps > 0 trains a window pooling after the token translation: it needs "
+                         "pretrain.method='tokens' and adapter.lcfx.pooling='window'")
     if (c.distill.kl_weight > 0 or c.distill.hidden_weight > 0) and c.data.teacher_context_len <= 0:
         raise ValueError("distill.kl_weight / distill.hidden_weight > 0 need data.teacher_context_len > 0 (the teacher's "
                          "passage length in receiver tokens)")

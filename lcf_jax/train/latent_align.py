@@ -188,6 +188,8 @@ def maybe_pretrain(cfg, params: dict, frozen: tuple, setup: Setup, tokenizers: O
         raise ValueError("pretrain.steps > 0 needs data.task='qa' (the passages of data.train_sets)")
     batches = PassagePairs(passages_of(train_examples), *tokenizers, max_len=p.max_len or cfg.data.max_sharer_len,
                            batch_size=p.batch_size, seed=cfg.data.seed)
+    if p.method == "tokens":
+        return _token_stages(cfg, params, frozen, setup, tokenizers, train_examples, log)
     if p.method == "closed_form":
         t0 = time.perf_counter()
         x, y = collect_pairs(frozen, batches, setup, p.steps)
@@ -201,6 +203,28 @@ def maybe_pretrain(cfg, params: dict, frozen: tuple, setup: Setup, tokenizers: O
         return params
     return pretrain(start_params(params), frozen, batches, setup, steps=p.steps, lr=p.lr, log=log,
                     log_every=cfg.train.log_every)
+
+
+def _token_stages(cfg, params: dict, frozen: tuple, setup: Setup, tokenizers: tuple, train_examples, log) -> dict:
+    """method "tokens": the token translation, then (window pooling) the locator; its steps are logged
+    after the translation's."""
+    from lcf_jax.train import locator, token_translation
+    p, d = cfg.pretrain, cfg.data
+    s_tok, r_tok = tokenizers
+    batches = token_translation.TokenBatches(passages_of(train_examples), s_tok, r_tok,
+                                             max_len=p.max_len or d.max_sharer_len, batch_size=p.batch_size,
+                                             seed=d.seed, pad_id=_pad_id(s_tok))
+    params = token_translation.pretrain(params, frozen, batches, setup, steps=p.steps, lr=p.lr, log=log,
+                                        log_every=cfg.train.log_every)
+    if p.locator_steps <= 0:
+        return params
+    rows = locator.LocatorBatches(train_examples, s_tok, r_tok, max_len=d.max_sharer_len,
+                                  max_prompt_len=d.max_prompt_len, prompt_template=d.prompt_template,
+                                  batch_size=p.locator_batch_size, seed=d.seed, sharer_pad=_pad_id(s_tok),
+                                  receiver_pad=_pad_id(r_tok))
+    shifted = None if log is None else (lambda step, m: log(p.steps + step, {f"locator_{k}": v for k, v in m.items()}))
+    return locator.pretrain(params, frozen, rows, setup, steps=p.locator_steps, lr=p.locator_lr, log=shifted,
+                            log_every=cfg.train.log_every)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -134,9 +134,12 @@ def _positioned_hidden(ap, latents, frozen_r, ids, mask, setup: Setup) -> jax.Ar
     as slots P..P+m-1 of its cache; the P prefix rows of the result are zeros (no loss reads them)."""
     p, (b, t) = setup.receiver_prefix, ids.shape
     m = latents.shape[1]
+    slot_mask = lcfx.default_slot_mask(setup.adapter, latents)
     prefix = lcfx.message_prefix(ap, latents, frozen_r, ids[:, :p], capacity=t + m, cfg=setup.adapter,
-                                 receiver_cfg=setup.receiver)
-    hidden, _ = transformer.forward(frozen_r, ids[:, p:], _right_padded_positions(mask[:, p:], p + m), prefix,
+                                 receiver_cfg=setup.receiver, slot_mask=slot_mask)
+    # the prompt continues right after the valid slots, as generation continues it (`generate`)
+    start = p + jnp.sum(slot_mask, axis=1, dtype=jnp.int32)[:, None]
+    hidden, _ = transformer.forward(frozen_r, ids[:, p:], _right_padded_positions(mask[:, p:], start), prefix,
                                     config=setup.receiver, token_mask=mask[:, p:], hidden_only=True)
     return jnp.concatenate([jnp.zeros((b, p, hidden.shape[-1]), hidden.dtype), hidden], axis=1)
 

@@ -32,6 +32,7 @@ LOGICAL_RULES: dict[str, Optional[str]] = {
     "kv_out": None,
     "rank_in": None,
     "slots": None,
+    "locator": None,
     "heads": None,
     "units": None,
     "blocks": None,

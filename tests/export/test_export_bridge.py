@@ -204,19 +204,21 @@ def test_fused_cache_generation_matches_the_jax_pipeline(tmp_path, models, kind,
 
 
 @pytest.mark.parametrize("direction", ["llama->gemma3", "gemma3->llama"])
-@pytest.mark.parametrize("decoder", ["embed", "kv"])
-def test_positioned_message_matches_the_jax_pipeline(tmp_path, models, direction, decoder):
+@pytest.mark.parametrize("decoder,pooling", [("embed", "attention"), ("kv", "attention"), ("embed", "window"),
+                                             ("kv", "window")])
+def test_positioned_message_matches_the_jax_pipeline(tmp_path, models, direction, decoder, pooling):
     """The positioned message ([BOS | slots | prompt]) is a plain transformers cache: same first-token
-    logits and greedy tokens as lcf_jax's `message_prefix` + `generate(cache=...)`."""
+    logits and greedy tokens as lcf_jax's `message_prefix` + `generate(cache=...)`. The third sharer row
+    is shorter than the message, so window pooling leaves its last slot empty."""
     sname, rname = direction.split("->")
     s_hf, s_cfg, s_params = models[sname]
     r_hf, r_cfg, r_params = models[rname]
     cfg = lcfx.LCFXConfig(rank=16, slots=4, pool_heads=2, conditioned=True, value_gate_init=1.0, key_init_std=0.5,
-                          injection="positioned", decoder=decoder, embed_hidden=24)
+                          injection="positioned", decoder=decoder, embed_hidden=24, pooling=pooling, locator_rank=8)
     p = perturbed(lcfx.calibrate_embed_decoder(lcfx.init_lcfx(jax.random.key(0), cfg, s_cfg, r_cfg), r_params,
                                                cfg=cfg, receiver_cfg=r_cfg), 3, 0.1)
     ad = load_adapter(export_adapter(tmp_path / "a", p, cfg, s_cfg, r_cfg), sharer_model=s_hf, receiver_model=r_hf)
-    s_ids, s_mask = _left_pad(_rows(1, [30, 19, 26]))
+    s_ids, s_mask = _left_pad(_rows(1, [30, 19, 3]))
     q_ids, q_mask = _left_pad(_rows(2, [7, 9, 4]))
     bos = np.ones((3, 1), np.int64)
     new = 6
@@ -229,8 +231,10 @@ def test_positioned_message_matches_the_jax_pipeline(tmp_path, models, direction
                                  receiver_cfg=r_cfg)
     gen = generate.generate(r_params, jnp.asarray(q_ids, jnp.int32), jnp.asarray(q_mask), jax.random.PRNGKey(0),
                             config=r_cfg, max_new_tokens=new, cache=prefix)
+    start = jnp.max(jnp.where(prefix.mask, prefix.positions + 1, 0), axis=-1)[:, None]   # after the valid slots
+    assert np.asarray(start)[:, 0].tolist() == ([5, 5, 4] if pooling == "window" else [5, 5, 5])
     first = transformer.forward_jit(r_params, jnp.asarray(q_ids, jnp.int32),
-                                    transformer.positions_from_mask(jnp.asarray(q_mask)) + 5, prefix, config=r_cfg,
+                                    transformer.positions_from_mask(jnp.asarray(q_mask)) + start, prefix, config=r_cfg,
                                     token_mask=jnp.asarray(q_mask))[0][:, -1]
     out = answer_with_lcfx(s_hf, r_hf, ad, torch.from_numpy(s_ids), torch.from_numpy(q_ids), new,
                            sharer_attention_mask=torch.from_numpy(s_mask), receiver_attention_mask=torch.from_numpy(q_mask),

@@ -1,0 +1,152 @@
+"""Stage 2 of a window-pooled LCF-X adapter: learn where in the passage the receiver's question points.
+
+Window pooling (`adapter.lcfx.pooling="window"`) sends the m consecutive translated tokens that hold the
+most mass of softmax(token_scores), the scores reading the receiver's summary of its own prompt. Here the
+scores learn to put that mass on the answer: the target of a training row is the set of sharer tokens
+overlapping the first (case-insensitive) occurrence of a reference answer in its passage, and the loss is
+    -log sum_{t in answer} softmax(scores)_t.
+Rows whose answer is not in the passage are skipped. Trained: the receiver summary (cond_*) and the
+scores (loc_*); the translation (stage 1) is fixed. Each model runs only up to the last layer it is
+read at. Logged: `window_recall` (the chosen window holds the whole answer) and `top1_in_answer`.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lcf_jax.adapters import lcfx
+from lcf_jax.adapters.align import tokenize_with_offsets
+from lcf_jax.models import transformer
+from lcf_jax.train import optim
+from lcf_jax.train.objective import Setup
+from lcf_jax.train.token_translation import sharer_prefix_model
+
+TRAINED_KEYS = ("cond_w", "cond_b", "cond_norm", "loc_wq", "loc_wk", "loc_wb")
+
+
+def answer_tokens(passage: str, answers: Sequence[str], offsets) -> np.ndarray:
+    """bool [T]: the tokens (by character offsets) overlapping the first occurrence of a reference answer
+    in the passage (case-insensitive); all False when none occurs."""
+    low = passage.lower()
+    out = np.zeros(len(offsets), bool)
+    for a in answers:
+        a = a.strip().lower()
+        i = low.find(a) if a else -1
+        if i >= 0:
+            j = i + len(a)
+            for t, (s, e) in enumerate(offsets):
+                out[t] = e > s and s < j and e > i
+            return out
+    return out
+
+
+class LocatorBatches:
+    """Right-padded (passage, prompt, answer-token) batches of the rows whose answer is in the passage;
+    all rows tokenised once. Deterministic in (seed, position)."""
+
+    def __init__(self, examples: Sequence[dict], sharer_tok, receiver_tok, *, max_len: int, max_prompt_len: int,
+                 prompt_template: str, batch_size: int, seed: int = 0, sharer_pad: int = 0, receiver_pad: int = 0):
+        rows = []
+        for e in examples:
+            ids, off = tokenize_with_offsets(sharer_tok, e["sharer_context"])
+            ids, off = ids[:max_len], off[:max_len]
+            span = answer_tokens(e["sharer_context"], e["answers"], off)
+            if span.any():
+                prompt = receiver_tok(prompt_template.format(question=e["question"]))["input_ids"]
+                rows.append((ids, span, prompt[-max_prompt_len:] if len(prompt) > max_prompt_len else prompt))
+        if not rows:
+            raise ValueError("the locator stage found no training row whose answer occurs in its passage")
+        n = len(rows)
+        self.ids = np.full((n, max_len), sharer_pad, np.int32)
+        self.mask = np.zeros((n, max_len), bool)
+        self.span = np.zeros((n, max_len), bool)
+        self.prompt = np.full((n, max_prompt_len), receiver_pad, np.int32)
+        self.prompt_mask = np.zeros((n, max_prompt_len), bool)
+        for i, (ids, span, prompt) in enumerate(rows):
+            self.ids[i, :len(ids)], self.mask[i, :len(ids)], self.span[i, :len(ids)] = ids, True, span
+            self.prompt[i, :len(prompt)], self.prompt_mask[i, :len(prompt)] = prompt, True
+        self.batch_size, self.seed, self.position = int(batch_size), int(seed), 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __next__(self) -> dict:
+        n, b = len(self.ids), self.batch_size
+        start = self.position * b
+        rows = [int(np.random.RandomState([self.seed, (start + i) // n]).permutation(n)[(start + i) % n])
+                for i in range(b)]
+        self.position += 1
+        arange = lambda m: np.broadcast_to(np.arange(m.shape[1], dtype=np.int32), m.shape).copy()  # noqa: E731
+        return {"sharer_ids": self.ids[rows], "sharer_mask": self.mask[rows], "sharer_positions": arange(self.mask[rows]),
+                "answer_mask": self.span[rows], "prompt_ids": self.prompt[rows], "prompt_mask": self.prompt_mask[rows],
+                "prompt_positions": arange(self.prompt_mask[rows])}
+
+
+def receiver_prefix_model(receiver_params: dict, setup: Setup):
+    """(params, config) of the receiver cut after the last layer the conditioning reads."""
+    _, _, cu = lcfx.used_layers(setup.adapter, setup.sharer, setup.receiver)
+    return transformer.first_layers(receiver_params, setup.receiver, max(cu) + 1)
+
+
+def locator_loss(adapter_params: dict, cut: tuple, batch: dict, setup: Setup, *, cfgs: tuple):
+    (s_params, r_params), (s_cfg, r_cfg) = cut, cfgs
+    cfg = setup.adapter
+    _, s_cache = transformer.forward(s_params, batch["sharer_ids"], batch["sharer_positions"], None, config=s_cfg,
+                                     token_mask=batch["sharer_mask"], last_logits_only=True)
+    _, r_cache = transformer.forward(r_params, batch["prompt_ids"], batch["prompt_positions"], None, config=r_cfg,
+                                     token_mask=batch["prompt_mask"], last_logits_only=True)
+    s_cache, r_cache = jax.lax.stop_gradient(s_cache), jax.lax.stop_gradient(r_cache)
+    z = jax.lax.stop_gradient(lcfx.token_latents(adapter_params, s_cache, cfg=cfg, sharer_cfg=s_cfg, receiver_cfg=r_cfg))
+    c = lcfx.receiver_summary(adapter_params, r_cache, cfg=cfg, sharer_cfg=s_cfg, receiver_cfg=r_cfg)
+    scores = lcfx.token_scores(adapter_params, z, c, cfg=cfg)
+    valid, span = batch["sharer_mask"], batch["answer_mask"] & batch["sharer_mask"]
+    logp = jax.nn.log_softmax(jnp.where(valid, scores, -1e30), axis=-1)
+    loss = -jnp.mean(jax.nn.logsumexp(jnp.where(span, logp, -1e30), axis=-1))
+    index, ok = lcfx.window_slots(scores, valid, cfg.slots)
+    in_window = jnp.zeros_like(span).at[jnp.arange(span.shape[0])[:, None], index].max(ok)
+    recall = jnp.mean(jnp.all(~span | in_window, axis=-1).astype(jnp.float32))
+    top1 = jnp.mean(jnp.take_along_axis(span, jnp.argmax(logp, -1)[:, None], axis=1)[:, 0].astype(jnp.float32))
+    return loss, {"loss": loss, "window_recall": recall, "top1_in_answer": top1}
+
+
+def _step(trained, opt_state, fixed, cut, batch, *, setup, cfgs, optimizer):
+    (_, aux), grads = jax.value_and_grad(
+        lambda tr: locator_loss({**fixed, **tr}, cut, batch, setup, cfgs=cfgs), has_aux=True)(trained)
+    updates, new_opt = optimizer.update(grads, opt_state, trained)
+    finite = jnp.isfinite(aux["loss"]) & jnp.isfinite(optax.tree.norm(grads))
+    new = optax.apply_updates(trained, updates)
+    keep = lambda a, b_: jax.tree.map(lambda x, y: jnp.where(finite, x, y), a, b_)  # noqa: E731
+    return keep(new, trained), keep(new_opt, opt_state), {**aux, "finite": finite}
+
+
+def pretrain(params: dict, frozen: tuple, batches, setup: Setup, *, steps: int, lr: float, warmup_steps: int = 20,
+             log=None, log_every: int = 10) -> dict:
+    """`steps` Adam steps of the locator; returns the full adapter params."""
+    if setup.kind != "lcfx" or setup.adapter.pooling != "window":
+        raise ValueError("the locator stage trains an LCF-X adapter with adapter.lcfx.pooling='window'")
+    (s_params, s_cfg), (r_params, r_cfg) = sharer_prefix_model(frozen[0], setup), receiver_prefix_model(frozen[1], setup)
+    optimizer = optim.make_optimizer(lr, min(warmup_steps, max(steps // 10, 1)), steps)
+    trained = {k: jnp.array(params[k]) for k in TRAINED_KEYS}
+    fixed = {k: v for k, v in params.items() if k not in TRAINED_KEYS}
+    opt_state = optimizer.init(trained)
+    step_fn = jax.jit(functools.partial(_step, setup=setup, cfgs=(s_cfg, r_cfg), optimizer=optimizer),
+                      donate_argnums=(0, 1))
+    t0 = time.perf_counter()
+    for step in range(1, steps + 1):
+        batch = {k: jnp.asarray(v) for k, v in next(batches).items()}
+        trained, opt_state, m = step_fn(trained, opt_state, fixed, (s_params, r_params), batch)
+        if step % log_every == 0 or step == steps:
+            m = {k: float(v) for k, v in jax.device_get(m).items()}
+            if not m.pop("finite"):
+                raise FloatingPointError(f"locator: non-finite loss at step {step} (loss={m['loss']}); lower "
+                                         "pretrain.locator_lr")
+            m["seconds"] = time.perf_counter() - t0
+            if log is not None:
+                log(step, m)
+    return {**fixed, **jax.device_get(trained)}

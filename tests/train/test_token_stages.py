@@ -1,0 +1,93 @@
+"""The token-translation and locator stages of a window-pooled LCF-X adapter, on tiny models with local
+offset tokenizers."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lcf_jax.adapters import lcfx
+from lcf_jax.models import registry
+from lcf_jax.train import config as config_lib
+from lcf_jax.train import locator, token_translation
+from lcf_jax.train.objective import Setup
+from tests.offset_tok import OffsetTok
+
+PASSAGES = ["The 3 cats sat on 12 mats in Paris.", "Rivers run to the sea and the sea is salt",
+            "a b c d e f g h i j k l m n o p", "Marie Curie won two Nobel prizes in 1903 and 1911."]
+
+
+def _setup(**kw):
+    s, r = registry.TINY_CONFIGS["tiny-llama"], registry.TINY_CONFIGS["tiny-gemma3"]
+    cfg = lcfx.LCFXConfig(**{"rank": 16, "slots": 4, "pool_heads": 2, "conditioned": True, "pooling": "window",
+                             "locator_rank": 8, "injection": "positioned", "decoder": "embed", "embed_hidden": 32,
+                             "sharer_layers": (0, 1), "cond_layers": (0,), **kw})
+    frozen = (registry.load_any("tiny-llama")[1], registry.load_any("tiny-gemma3")[1])
+    params = lcfx.init_lcfx(jax.random.key(0), cfg, s, r)
+    params = lcfx.calibrate_embed_decoder(params, frozen[1], cfg=cfg, receiver_cfg=r)
+    return Setup("lcfx", cfg, s, r), frozen, params
+
+
+def test_each_sharer_token_targets_the_receiver_token_of_its_own_text():
+    s_tok, r_tok = OffsetTok("bare"), OffsetTok("words")
+    text = "one two  three\n"
+    ids, targets, weight = token_translation.token_targets(text, s_tok, r_tok, max_len=32)
+    # the sharer's offsets leave out whitespace; each piece runs from the previous token's end, so the
+    # receiver sees " two" (its own token with the space), not "two"
+    pieces = ["one", " two", "  three"]
+    assert len(ids) == 3 and weight == [True] * 3
+    assert targets == [r_tok(p, add_special_tokens=False)["input_ids"][0] for p in pieces]
+    assert targets[1] != r_tok("two", add_special_tokens=False)["input_ids"][0]
+    assert len(token_translation.token_targets(text, s_tok, r_tok, max_len=2)[0]) == 2
+    # a whitespace-only piece (a chunk of spaces) is not supervised
+    _, _, weight = token_translation.token_targets("ab    cd", OffsetTok("chars", bos=False), r_tok, max_len=8)
+    assert weight == [True, False, False, True]
+
+
+def test_answer_tokens_mark_the_first_occurrence_case_insensitively():
+    text = "Paris is in France. paris again."
+    offsets = OffsetTok("words", bos=False)(text)["offset_mapping"]
+    got = locator.answer_tokens(text, ["berlin", "PARIS"], offsets)
+    assert got.tolist() == [True] + [False] * (len(offsets) - 1)
+    assert not locator.answer_tokens(text, ["Rome"], offsets).any()
+    span = locator.answer_tokens(text, ["in France"], offsets)
+    assert [text[a:b].strip() for (a, b), t in zip(offsets, span) if t] == ["in", "France."]
+
+
+def test_token_translation_learns_and_touches_only_its_parameters():
+    setup, frozen, params = _setup()
+    feed = token_translation.TokenBatches(PASSAGES, OffsetTok("chars", bos=False), OffsetTok("words", vocab=64),
+                                          max_len=24, batch_size=4, seed=0)
+    logs = []
+    out = token_translation.pretrain(params, frozen, feed, setup, steps=60, lr=3e-3, log=lambda s, m: logs.append(m),
+                                     log_every=5)
+    assert logs[-1]["loss"] < 0.6 * logs[0]["loss"], [m["loss"] for m in logs]
+    assert logs[-1]["batch_top1"] > logs[0]["batch_top1"]
+    for k in params:
+        same = np.array_equal(np.asarray(out[k]), np.asarray(params[k]))
+        assert same == (k not in token_translation.TRAINED_KEYS), k
+
+
+def test_locator_learns_where_answers_sit_and_touches_only_its_parameters():
+    setup, frozen, params = _setup()
+    s_tok, r_tok = OffsetTok("words", bos=False), OffsetTok("chars", vocab=64)
+    rows = [{"sharer_context": p, "question": f"where is {w}?", "answers": [w]}
+            for p in PASSAGES for w in p.split()[2:6]]
+    rows.append({"sharer_context": PASSAGES[0], "question": "q", "answers": ["absent"]})   # skipped
+    feed = locator.LocatorBatches(rows, s_tok, r_tok, max_len=16, max_prompt_len=12,
+                                  prompt_template="Question: {question}\nAnswer:", batch_size=8, seed=0)
+    assert len(feed) == len(rows) - 1
+    logs = []
+    out = locator.pretrain(params, frozen, feed, setup, steps=80, lr=1e-2, log=lambda s, m: logs.append(m), log_every=10)
+    assert logs[-1]["loss"] < 0.7 * logs[0]["loss"], [m["loss"] for m in logs]
+    for k in params:
+        if k not in locator.TRAINED_KEYS:
+            np.testing.assert_array_equal(np.asarray(out[k]), np.asarray(params[k]), err_msg=k)
+
+
+def test_config_names_the_stage_a_setting_needs():
+    base = config_lib.pair_config("tiny-llama", "tiny-gemma3", "lcfx", pretrain={"method": "tokens", "steps": 5})
+    with pytest.raises(ValueError, match="decoder='embed'"):
+        config_lib.validate(base)
+    c = config_lib.pair_config("tiny-llama", "tiny-gemma3", "lcfx", pretrain={"method": "sgd", "locator_steps": 5})
+    with pytest.raises(ValueError, match="locator_steps"):
+        config_lib.validate(c)
