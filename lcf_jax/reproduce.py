@@ -48,7 +48,7 @@ def _names(flag: str, names: list[str], known) -> None:
 
 def check_args(args, tables: list[str]) -> None:
     """Numbers, names and paths, before any model loads (a bad one used to fail minutes later, or not at all)."""
-    from lcf_jax.eval.reproduce import T2_SETS
+    from lcf_jax.eval.reproduce import T2_SETS, TEXT_PROMPTS
     needs_two = {"t2", "ladder"} & set(tables)  # control rows swap passages between two questions
     low = 2 if needs_two else 1
     if args.n < low:
@@ -58,6 +58,7 @@ def check_args(args, tables: list[str]) -> None:
     positive("--ablation-n", args.ablation_n)
     if "t2" in tables:
         _names("--sets", args.sets.split(","), T2_SETS)
+        _names("--text-prompts", [p.strip() for p in args.text_prompts.split(",") if p.strip()], TEXT_PROMPTS)
         try:
             budgets = [int(b) for b in args.budgets.split(",")]
         except ValueError:
@@ -96,6 +97,8 @@ def _main(argv, agents: dict | None = None) -> None:
     ap.add_argument("--adapter", default=None, help="exported LCF-X adapter (default: the shipped one)")
     ap.add_argument("--sets", default="squad,nq_openbook,hotpotqa", help="T2 data sets")
     ap.add_argument("--budgets", default="32,64,128", help="T2 text budgets")
+    ap.add_argument("--text-prompts", default="summary,question-aware",
+                    help="T2 sharer prompts for the text rows (summary, question-aware)")
     ap.add_argument("--latency-repeats", type=int, default=3)
     ap.add_argument("--t1-adapters", default="",
                     help="T1 adapter rows, NAME=DIR,... (NAME without commas): exported shared-context adapters (lcf, c2c) of the "
@@ -189,6 +192,7 @@ def _main(argv, agents: dict | None = None) -> None:
         extra = {name: shipped.load_lcfx_adapter(path) for name, path in _named_paths(args.t2_adapters)}
         sets = {s: R.T2_SETS[s] for s in args.sets.split(",")}
         budgets = tuple(int(b) for b in args.budgets.split(","))
+        text_prompts = tuple(p.strip() for p in args.text_prompts.split(",") if p.strip())
         pairs = {"both": BUNDLED_PAIRS, "forward": BUNDLED_PAIRS[:1], "reverse": BUNDLED_PAIRS[1:]}[args.t2_directions]
         for s_name, r_name in pairs:
             has_adapter = (meta["sharer"]["name"], meta["receiver"]["name"]) == (s_name, r_name)
@@ -198,7 +202,8 @@ def _main(argv, agents: dict | None = None) -> None:
             direction = {name: (c, p) for name, (c, p, m) in extra.items()
                          if (m["sharer"]["name"], m["receiver"]["name"]) == (s_name, r_name)}
             table, results = R.table_cross_context(session, sets, n=args.n, budgets=budgets,
-                                                   latency_repeats=args.latency_repeats, adapters=direction)
+                                                   latency_repeats=args.latency_repeats, adapters=direction,
+                                                   text_prompts=text_prompts, log=print)
             table.notes.append(f"context prompt chosen on SQuAD dev (first {args.n}) by oracle F1: {dev_scores}; "
                                f"frozen: `{session.context_prompt}`.")
             if not has_adapter and not direction:

@@ -234,8 +234,9 @@ class Session:
             r_cache = None
             if cfg.conditioned:
                 r_tok, r_mask = pad_rows(rows, self.receiver.config.pad_token_id, 32)
-                r_cache = prefill_cache(self.receiver.params, jnp.asarray(r_tok), jnp.asarray(r_mask),
-                                        config=self.receiver.config)
+                # the conditioned variant's back-channel: the receiver reads its prompt before the message
+                r_cache, ph["receiver_summary"] = _timed(lambda: prefill_cache(
+                    self.receiver.params, jnp.asarray(r_tok), jnp.asarray(r_mask), config=self.receiver.config))
             latents, ph["adapter"] = _timed(lambda: lcfx_channel.encode(
                 params, s_cache, r_cache, cfg=cfg, sharer_cfg=self.sharer.config, receiver_cfg=self.receiver.config))
             if cfg.injection != "positioned":  # the decoder's K/V belong to the adapter's phase

@@ -65,6 +65,7 @@ FILES: dict[str, str] = {
     "squad": "qa_context/squad_v1.1_dev.json",
     "nq_openbook": "qa_context/nq_openbook.jsonl",
     "hotpotqa": "qa_context/hotpotqa_dev500.jsonl",
+    "hotpotqa_supporting": "qa_context/hotpotqa_dev500.jsonl",   # the same rows, supporting paragraphs only
     "quac": "qa_context/quac.jsonl",
     "qa_train/drop": "qa_train/subtask028_drop_answer_generation.task.json",
     "qa_train/quoref": "qa_train/subtask002_quoref_answer_generation.task.json",
@@ -164,10 +165,13 @@ def _iter_nq_openbook(path: pathlib.Path, stats: dict) -> Iterator[tuple[int, di
         yield row, _qa(f"nq_openbook-{row}", m["p"].strip(), m["q"].strip(), answers)
 
 
-def _iter_hotpotqa(path: pathlib.Path, stats: dict) -> Iterator[tuple[int, dict]]:
+def _iter_hotpotqa(path: pathlib.Path, stats: dict, supporting_only: bool = False) -> Iterator[tuple[int, dict]]:
+    """All ten paragraphs, or (supporting_only) the two marked `is_supporting`: a passage that holds the
+    answer and fits a short context."""
     for row, rec in enumerate(_read_jsonl(path)):
         passage = "\n\n".join(
             f"Title: {c['title']}\n{c['paragraph_text'].strip()}" for c in rec["contexts"]
+            if c.get("is_supporting") or not supporting_only
         )
         answers = _dedup(rec["answers_objects"][0]["spans"])
         if not answers:
@@ -364,8 +368,8 @@ def iter_indexed(name: str, data_dir=None, stats: Optional[dict] = None,
         it = _iter_squad(path, stats)
     elif name == "nq_openbook":
         it = _iter_nq_openbook(path, stats)
-    elif name == "hotpotqa":
-        it = _iter_hotpotqa(path, stats)
+    elif name in ("hotpotqa", "hotpotqa_supporting"):
+        it = _iter_hotpotqa(path, stats, supporting_only=name == "hotpotqa_supporting")
     elif name == "quac":
         it = _iter_quac(path, stats)
     elif name in splits_lib.QA_TRAIN_SETS:

@@ -7,6 +7,7 @@ The rules come from `shared/data/README.md` ("what may be used for what"):
 | `squad`                       | article index, in file order (0-47)| -     | articles 0-23       | articles 24-47       |
 | `nq_openbook`                 | row index in the file (0-823)      | -     | rows 0-411          | rows 412-823         |
 | `hotpotqa`, `quac`            | -                                  | -     | -                   | every row            |
+| `hotpotqa_supporting`         | - (hotpotqa, 2 supporting paragraphs only) | - | -             | every row            |
 | `mc/<name>`                   | row index in the raw file          | -     | index % 2 == 0      | index % 2 == 1       |
 | `qa_train/<name>`             | -                                  | all   | -                   | -                    |
 | `instruct/<name>`             | -                                  | all   | -                   | -                    |
@@ -71,7 +72,7 @@ SQUAD_TEST_ARTICLES = range(24, 48)
 NQ_DEV_ROWS = range(0, 412)
 NQ_TEST_ROWS = range(412, 824)
 
-QA_CONTEXT_SETS = ("squad", "nq_openbook", "hotpotqa", "quac")
+QA_CONTEXT_SETS = ("squad", "nq_openbook", "hotpotqa", "hotpotqa_supporting", "quac")
 QA_TRAIN_SETS = (
     "qa_train/drop",
     "qa_train/quoref",
@@ -95,6 +96,7 @@ RULES: dict[str, SplitRule] = {
     "squad": SplitRule("boundary", unit="article", boundary=24, n_units=48),
     "nq_openbook": SplitRule("boundary", unit="row", boundary=412, n_units=824),
     "hotpotqa": SplitRule("test"),
+    "hotpotqa_supporting": SplitRule("test"),
     "quac": SplitRule("test"),
     **{name: SplitRule("parity") for name in MC_SETS},
     **{name: SplitRule("train") for name in QA_TRAIN_SETS + INSTRUCT_SETS},

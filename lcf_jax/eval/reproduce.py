@@ -19,7 +19,7 @@ import numpy as np
 
 from lcf_jax.eval import metrics
 
-T2_SETS = {"squad": "test", "nq_openbook": "test", "hotpotqa": "test"}
+T2_SETS = {"squad": "test", "nq_openbook": "test", "hotpotqa": "test", "hotpotqa_supporting": "test"}
 T1_SETS = {"mc/mmlu_redux": "test", "mc/arc_challenge": "test", "mc/arc_easy": "test", "mc/openbook_qa": "test"}
 
 
@@ -182,22 +182,37 @@ def select_context_prompt(session, n: int = 30, data_dir=None) -> dict:
 
 def lcfx_label(cfg, name: str = "") -> str:
     """Row label of an LCF-X adapter: its slots and pooling kind (and a name when several are compared)."""
-    kind = "conditioned" if cfg.conditioned else "unconditioned"
+    kind = ("window" if getattr(cfg, "pooling", "attention") == "window"
+            else "conditioned" if cfg.conditioned else "unconditioned")
     return f"LCF-X{' ' + name if name else ''} (m={cfg.slots}, {kind})"
 
 
+TEXT_PROMPTS = {"summary": False, "question-aware": True}   # label -> Session.text(with_question=...)
+
+
+def _ci(iv) -> str:
+    m, lo, hi = iv
+    return f"{m:.1f} [{lo:.1f}, {hi:.1f}]"
+
+
 def table_cross_context(session, sets: dict = T2_SETS, n: int = 50, budgets=(32, 64, 128), latency_repeats: int = 3,
-                        data_dir=None, seed: int = 0, adapters: Optional[dict] = None) -> tuple[Table, list[dict]]:
-    """Receiver alone, text (B tokens), LCF-X (+ control), oracle on each set; F1/EM, latency, bytes.
+                        data_dir=None, seed: int = 0, adapters: Optional[dict] = None,
+                        text_prompts: Sequence[str] = ("summary", "question-aware"),
+                        log=None) -> tuple[Table, list[dict]]:
+    """Receiver alone, text (B tokens, each sharer prompt), LCF-X (+ control), oracle on each set: F1/EM
+    with 95% bootstrap intervals, the paired F1 difference against the receiver alone (and, for LCF-X,
+    against its own unrelated-passage control), latency, bytes. Per-question scores are in the results.
 
     LCF-X rows come from `session.adapter` and from `adapters` (name -> (LCFXConfig, params)): each
     adapter gets its own row and its own unrelated-passage control row."""
     from lcf_jax.comm.protocols import tasks_from_examples
     from lcf_jax.data import sources
+    from lcf_jax.eval.bootstrap import mean_interval, paired_difference
 
     results: list[dict] = []
     methods: list[tuple[str, Any, str, dict]] = [("receiver alone", session, "alone", {})]
-    methods += [(f"text (B={b})", session, "text", {"budget": b}) for b in budgets]
+    methods += [(f"text (B={b}, {name})", session, "text", {"budget": b, "with_question": TEXT_PROMPTS[name]})
+                for b in budgets for name in text_prompts]
     lcfx_sessions = ({"": session} if session.adapter is not None else {}) | {
         name: dataclasses.replace(session, adapter=a) for name, a in (adapters or {}).items()}
     for name, sess in lcfx_sessions.items():
@@ -211,33 +226,52 @@ def table_cross_context(session, sets: dict = T2_SETS, n: int = 50, budgets=(32,
             fn = {"alone": sess.alone, "oracle": sess.oracle, "text": sess.text, "lcfx": sess.lcfx,
                   "lcfx_control": sess.lcfx_control}[proto]
             replies = fn(tasks, **kw)
-            sc = metrics.squad_scores([r.answer for r in replies], [list(t.answers) for t in tasks])
+            answers = [r.answer for r in replies]
+            f1s = [100.0 * metrics.f1(a, t.answers) for a, t in zip(answers, tasks)]
+            ems = [100.0 * metrics.exact_match(a, t.answers) for a, t in zip(answers, tasks)]
             lat = sess.time_one(proto, tasks[0], repeats=latency_repeats, **({"budget": kw["budget"]} if kw else {}))
             results.append({"set": set_name, "split": split, "method": label, "protocol": proto, **kw,
-                            "f1": float(sc["f1"]), "em": float(sc["em"]), "n": int(sc["n"]),
+                            "f1": float(np.mean(f1s)), "em": float(np.mean(ems)), "n": len(tasks),
+                            "f1_per_question": f1s, "em_per_question": ems, "answers": answers,
                             "bytes": statistics.median(r.bytes_sent for r in replies),
                             "latency_s": float(sum(lat.values())), "phases": lat,
                             "eval_seconds": time.perf_counter() - t0})
+            if log is not None:
+                log(f"T2 {set_name} {label}: F1 {results[-1]['f1']:.1f} EM {results[-1]['em']:.1f} (n={len(tasks)})")
     rows = []
     for r in results:
-        text_ref = [x for x in results if x["set"] == r["set"] and x["protocol"] == "text" and x.get("budget") == 64]
+        same_set = [x for x in results if x["set"] == r["set"]]
+        text_ref = [x for x in same_set if x["protocol"] == "text" and x.get("budget") == 64]
         speedup = (text_ref[0]["latency_s"] / r["latency_s"]) if text_ref and r["latency_s"] > 0 else None
-        rows.append([r["set"], r["method"], r["f1"], r["em"], r["latency_s"], speedup, r["bytes"]])
-    notes = [f"first {n} examples of each test split; greedy decoding, at most {session.max_new_tokens} answer tokens; "
-             f"text and oracle prompts: `{session.context_prompt}` (chosen on the dev split, see README).",
+        alone = next(x for x in same_set if x["protocol"] == "alone")
+        control = next((x for x in same_set if x["protocol"] == "lcfx_control"
+                        and x["method"] == f"{r['method']} control (unrelated passage)"), None)
+        rows.append([r["set"], r["method"], _ci(mean_interval(r["f1_per_question"])),
+                     _ci(mean_interval(r["em_per_question"])),
+                     None if r is alone else _ci(paired_difference(r["f1_per_question"], alone["f1_per_question"])),
+                     None if control is None else _ci(paired_difference(r["f1_per_question"],
+                                                                        control["f1_per_question"])),
+                     r["latency_s"], speedup, r["bytes"]])
+    notes = [f"first {n} examples of each test split; greedy decoding, at most {session.max_new_tokens} answer tokens, "
+             f"answers cut at the first newline; text and oracle prompts: `{session.context_prompt}` (chosen on the dev "
+             "split). F1/EM: mean [95% percentile bootstrap interval, 10,000 resamples]; ΔF1: paired bootstrap over the "
+             "same questions.",
+             "text (B, summary): the sharer summarises its passage in at most B tokens; (B, question-aware): it is also "
+             "given the question and writes the facts needed to answer it.",
              "latency: one question at batch 1, median of repeated runs after a compiling run, phases summed "
-             "(sharer prefill/decode, adapter, receiver prefill/decode); speed-up is against text (B=64) measured "
-             "in the same run.",
+             "(sharer prefill/decode, adapter, receiver prefill/decode); speed-up is against the first text (B=64) row "
+             "measured in the same run.",
              "bytes: median bytes crossing from sharer to receiver per question (UTF-8 text, or the float32 latent "
              "message)."]
-    settings = {"sets": sets, "n": n, "budgets": list(budgets), "seed": seed, "sharer": session.sharer.name if session.sharer else None,
+    settings = {"sets": sets, "n": n, "budgets": list(budgets), "text_prompts": list(text_prompts), "seed": seed,
+                "sharer": session.sharer.name if session.sharer else None,
                 "receiver": session.receiver.name, "max_new_tokens": session.max_new_tokens,
                 "context_prompt": session.context_prompt,
                 "adapters": {lcfx_label(sess.adapter[0], name): dataclasses.asdict(sess.adapter[0])
                              for name, sess in lcfx_sessions.items()}}
     return Table(f"T2: different contexts, {settings['sharer']} → {settings['receiver']}",
-                 ["set", "method", "F1", "EM", "latency (s)", "speed-up vs text B=64", "bytes/message"], rows, notes,
-                 settings), results
+                 ["set", "method", "F1", "EM", "ΔF1 vs alone", "ΔF1 vs control", "latency (s)",
+                  "speed-up vs text B=64", "bytes/message"], rows, notes, settings), results
 
 
 def plot_f1_latency(results: list[dict], out: Path) -> None:

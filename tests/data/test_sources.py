@@ -77,6 +77,13 @@ def test_hotpotqa_and_quac():
     assert quac[0]["answers"][0] == "CANNOTANSWER"
     with pytest.raises(splits.SplitError):
         sources.read("hotpotqa", "dev")
+    sp = sources.read("hotpotqa_supporting", "test")
+    assert [e["question"] for e in sp] == [e["question"] for e in hp]
+    for short, full in zip(sp, hp):
+        assert short["sharer_context"].count("Title: ") == 2
+        assert all(p in full["sharer_context"] for p in short["sharer_context"].split("\n\n"))
+    with pytest.raises(splits.SplitError):
+        sources.read("hotpotqa_supporting", "dev")
 
 
 # kept counts as measured on the shipped files (BIG-bench 1.0.0)

@@ -22,22 +22,38 @@ def session():
                              max_context_tokens=48, batch_size=4)
 
 
+def _mean(cell: str) -> float:
+    """The mean of a "mean [low, high]" cell."""
+    return float(cell.split(" [")[0])
+
+
 def test_t2_writes_markdown_csv_and_plot(session, tmp_path):
     scores = R.select_context_prompt(session, n=2)
     assert set(scores) == {"context_0shot", "context_1shot"} and session.context_prompt in scores
     other = LCFXConfig(rank=16, slots=2, pool_heads=2, conditioned=True)
     other_params = init_lcfx(jax.random.PRNGKey(1), other, session.sharer.config, session.receiver.config)
+    window = LCFXConfig(rank=16, slots=3, pool_heads=2, conditioned=True, pooling="window", locator_rank=8,
+                        injection="positioned", decoder="embed", embed_hidden=16)
+    window_params = init_lcfx(jax.random.PRNGKey(2), window, session.sharer.config, session.receiver.config)
     table, results = R.table_cross_context(session, {"squad": "test"}, n=3, budgets=(4,), latency_repeats=1,
-                                           adapters={"u2": (other, other_params)})
+                                           adapters={"u2": (other, other_params), "w3": (window, window_params)})
     methods = [r[1] for r in table.rows]
     assert methods[0] == "receiver alone" and "LCF-X (m=4, unconditioned)" in methods
+    assert methods[1:3] == ["text (B=4, summary)", "text (B=4, question-aware)"]
     assert "LCF-X u2 (m=2, conditioned)" in methods and "LCF-X u2 (m=2, conditioned) control (unrelated passage)" in methods
-    assert sum("control" in m for m in methods) == 2 and methods[-1].startswith("oracle")
-    assert [r for r in table.rows if r[1].startswith("LCF-X u2 (m=2")][0][6] == 2 * 16 * 4
-    assert set(table.settings["adapters"]) == {"LCF-X (m=4, unconditioned)", "LCF-X u2 (m=2, conditioned)"}
-    assert all(0 <= r[2] <= 100 and 0 <= r[3] <= 100 for r in table.rows)
+    assert "LCF-X w3 (m=3, window)" in methods
+    assert sum("control" in m for m in methods) == 3 and methods[-1].startswith("oracle")
+    assert [r for r in table.rows if r[1].startswith("LCF-X u2 (m=2")][0][8] == 2 * 16 * 4
+    assert set(table.settings["adapters"]) == {"LCF-X (m=4, unconditioned)", "LCF-X u2 (m=2, conditioned)",
+                                               "LCF-X w3 (m=3, window)"}
+    assert all(0 <= _mean(r[2]) <= 100 and 0 <= _mean(r[3]) <= 100 for r in table.rows)
     lcfx_row = [r for r in table.rows if r[1].startswith("LCF-X (m=4")][0]
-    assert lcfx_row[6] == 4 * 16 * 4  # bytes of the float32 message
+    assert lcfx_row[8] == 4 * 16 * 4  # bytes of the float32 message
+    assert table.rows[0][4] is None and all(r[4] is not None for r in table.rows[1:])     # ΔF1 vs alone
+    assert lcfx_row[5] is not None and table.rows[0][5] is None                         # ΔF1 vs its control
+    for r in results:
+        assert len(r["f1_per_question"]) == len(r["em_per_question"]) == r["n"] == 3
+        assert abs(sum(r["f1_per_question"]) / 3 - r["f1"]) < 1e-9
     table.write(tmp_path, "t2")
     assert "| squad | receiver alone |" in (tmp_path / "t2.md").read_text()
     assert (tmp_path / "t2.csv").read_text().count("\n") == len(table.rows) + 1
