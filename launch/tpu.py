@@ -31,7 +31,7 @@ from lcf_jax.cli_errors import ArgumentParser, run_main
 ACTIONS = ("all", "create", "setup", "run", "logs", "stop", "teardown", "check")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m launch.tpu", description=__doc__.split("\n\n")[0],
                        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
                        epilog="Config overrides: any --config.section.key=value is passed to the training run.")
@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str]):
-    args, rest = _parser().parse_known_args(argv)
+    args, rest = build_parser().parse_known_args(argv)
     bad = [a for a in rest if not a.startswith("--config.")]
     if bad:
         raise LaunchError(f"unknown arguments {bad}; config overrides look like --config.train.steps=100")

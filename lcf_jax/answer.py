@@ -180,7 +180,7 @@ def check_message_rows(message, tasks, where: str) -> None:
 # ------------------------------------------------------------------------------------------------
 # The command line
 # ------------------------------------------------------------------------------------------------
-def _parser() -> ArgumentParser:
+def build_parser() -> ArgumentParser:
     ap = ArgumentParser(prog="python -m lcf_jax.answer", description=__doc__,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--protocol", choices=PROTOCOLS, required=True)
@@ -260,7 +260,7 @@ def _write_predictions(path: Path, replies, per_row: float) -> None:
 
 
 def _main(argv: list[str]) -> None:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     check_args(args)
     rows = read_rows(args.input, _required_fields(args))
     tasks = tasks_from_rows(rows)

@@ -18,13 +18,17 @@ def main(argv=None) -> None:
     run_main(_main, argv)
 
 
-def _main(argv) -> None:
+def build_parser() -> ArgumentParser:
     ap = ArgumentParser(prog="python -m lcf_jax.demo", description=__doc__,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=50, help="dev questions for the F1/EM table")
     ap.add_argument("--budget", type=int, default=64, help="text message budget (tokens)")
     ap.add_argument("--adapter", default=None, help="exported LCF-X adapter dir (default: the shipped one)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _main(argv) -> None:
+    args = build_parser().parse_args(argv)
     positive("--n", args.n)
     positive("--budget", args.budget)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

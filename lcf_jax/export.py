@@ -50,7 +50,7 @@ def check_args(args) -> None:
                         "give another directory")
 
 
-def _main(argv: list[str]) -> int:
+def build_parser() -> ArgumentParser:
     ap = ArgumentParser(prog="python -m lcf_jax.export", description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True, help="run workdir or its checkpoints/ directory")
     ap.add_argument("--out", required=True, help="output directory (written atomically)")
@@ -60,7 +60,11 @@ def _main(argv: list[str]) -> int:
     ap.add_argument("--prune-energy", type=float, default=None,
                     help="LCF only: per layer, the smallest rank keeping this fraction of sum(sigma^2)")
     ap.add_argument("--prune-gate", type=float, default=None, help="LCF only: drop layers whose gate is below this")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     check_args(args)
     prune = {k: v for k, v in (("target_rank", args.prune_rank), ("energy", args.prune_energy),
                                ("gate_threshold", args.prune_gate)) if v is not None}

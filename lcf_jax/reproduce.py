@@ -88,7 +88,8 @@ def main(argv=None, agents: dict | None = None) -> None:
     return run_main(lambda a: _main(a, agents), argv)
 
 
-def _main(argv, agents: dict | None = None) -> None:
+def build_parser() -> ArgumentParser:
+    """The command line's parser (the README test parses every documented command with it)."""
     ap = ArgumentParser(prog="python -m lcf_jax.reproduce", description=__doc__,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--table", choices=["t1", "t2", "t3", "ablations", "ladder", "all"], default="all")
@@ -126,7 +127,11 @@ def _main(argv, agents: dict | None = None) -> None:
     ap.add_argument("--ladder-split", default="", choices=["", "dev", "test"],
                     help="split of the ladder's sets (default dev; test only for final rows, never to choose)")
     ap.add_argument("--ladder-stem", default="ladder", help="file name (without extension) of the ladder table")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _main(argv, agents: dict | None = None) -> None:
+    args = build_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from lcf_jax.eval import reproduce as R
 
@@ -182,7 +187,8 @@ def _main(argv, agents: dict | None = None) -> None:
         table = LD.ladder_table(results, settings, notes=[
             f"{'/'.join(sorted(set(split_of.values())))} splits, first {args.n} questions per set; F1/EM with 95% bootstrap intervals (10,000 resamples); "
             "ΔF1 paired over the same questions.",
-            "R3 (the receiver as its own sharer, pooled by a trained adapter) needs its own adapter and is not in this table."])
+            "R3 (compression without translation) is built for window pooling only: the receiver reads the selected "
+            "excerpt as text."])
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / f"{args.ladder_stem}.json").write_text(json.dumps(results, indent=1))  # answers first: never lost
         table.write(args.out, args.ladder_stem)

@@ -9,7 +9,8 @@ two rungs compare with a paired bootstrap:
   R2 own K/V    the receiver's own K/V of that text, keys un-rotated, placed by the message convention
                 (`lcfx.positioned_kv_prefix`): what the convention alone loses
   R3 self-pool  the receiver as its own sharer, pooled by a trained adapter (compression without
-                translation); needs such an adapter, absent otherwise
+                translation). Built for window pooling: the receiver reads, as text, the passage excerpt the
+                adapter's window selects (by R2 = R1, the same as its own K/V of the excerpt, positioned)
   R4 per token  the sharer's cache translated token by token through the trained adapter (each token a
                 slot of its own: translation without pooling)
   R5 LCF-X      the message (pooled slots), followed by its control: the same adapter fed an unrelated
@@ -96,6 +97,32 @@ def per_token_answers(sharer: Agent, receiver: Agent, adapter, sharer_rows, prom
                                           slot_mask=s_mask)
 
 
+@functools.partial(jax.jit, static_argnames=("cfg", "sharer_cfg", "receiver_cfg"))
+def _window(params, sharer_cache, receiver_cache, *, cfg, sharer_cfg, receiver_cfg):
+    z = lcfx.token_latents(params, sharer_cache, cfg=cfg, sharer_cfg=sharer_cfg, receiver_cfg=receiver_cfg)
+    c = lcfx.receiver_summary(params, receiver_cache, cfg=cfg, sharer_cfg=sharer_cfg, receiver_cfg=receiver_cfg)
+    return lcfx.window_slots(lcfx.token_scores(params, z, c, cfg=cfg), sharer_cache.mask, cfg.slots)
+
+
+def window_excerpts(sharer: Agent, receiver: Agent, adapter, sharer_rows, prompt_rows) -> list[str]:
+    """The text of the tokens a window-pooled adapter sends, for each row: the sharer tokens at the chosen
+    cache slots, decoded (what the message holds, before translation)."""
+    cfg, params = adapter
+    if getattr(cfg, "pooling", "attention") != "window":
+        raise ValueError("rung R3 reads the excerpt a window-pooled adapter selects; this adapter pools by attention")
+    s_tok, s_mask = pad_rows(sharer_rows, sharer.config.pad_token_id, 64)
+    r_tok, r_mask = pad_rows(prompt_rows, receiver.config.pad_token_id, 32)
+    s_cache = prefill_cache(sharer.params, jnp.asarray(s_tok), jnp.asarray(s_mask), config=sharer.config)
+    r_cache = prefill_cache(receiver.params, jnp.asarray(r_tok), jnp.asarray(r_mask), config=receiver.config)
+    index, valid = jax.device_get(_window(params, s_cache, r_cache, cfg=cfg, sharer_cfg=sharer.config,
+                                          receiver_cfg=receiver.config))
+    out = []
+    for i in range(len(sharer_rows)):
+        slots = index[i][valid[i]]
+        out.append(sharer.decode(s_tok[i, slots].tolist()) if len(slots) else "")
+    return out
+
+
 def rung_answers(session: Session, rung: str, tasks: Sequence[QATask]) -> list[str]:
     """Answers of one rung for every task (batched as the session batches)."""
     out: list[str] = []
@@ -112,6 +139,12 @@ def rung_answers(session: Session, rung: str, tasks: Sequence[QATask]) -> list[s
             ctx = [session.truncate_text(session.receiver, t.sharer_context, session.max_context_tokens) for t in ch]
             out += own_kv_answers(session.receiver, ctx, session.question_rows(ch), max_new_tokens=session.max_new_tokens,
                                   positioned=rung == "R2")
+        elif rung == "R3":
+            excerpts = window_excerpts(session.sharer, session.receiver, session.lcfx_adapter(),
+                                       session.sharer_rows([t.sharer_context for t in ch]), session.question_rows(ch))
+            rows = [session.receiver.encode(READ_TEMPLATE.format(context=e.strip()) + PROMPTS["question"].format(
+                question=t.question)) for e, t in zip(excerpts, ch)]
+            out += generate_answers(session.receiver, rows, max_new_tokens=session.max_new_tokens)
         elif rung == "R4":
             out += per_token_answers(session.sharer, session.receiver, session.lcfx_adapter(),
                                      session.sharer_rows([t.sharer_context for t in ch]), session.question_rows(ch),
@@ -126,7 +159,7 @@ def _scores(answers: Sequence[str], tasks: Sequence[QATask]) -> dict[str, list[f
             "em": [100.0 * metrics.exact_match(a, t.answers) for a, t in zip(answers, tasks)]}
 
 
-RUNGS = ("R0", "R1", "R2", "R2 extra", "R4", "R5", "R5 control")
+RUNGS = ("R0", "R1", "R2", "R2 extra", "R3", "R4", "R5", "R5 control")
 
 
 def run_ladder(session: Session, tasks_by_set: dict[str, list[QATask]], *, rungs: Sequence[str] = RUNGS,
@@ -135,8 +168,11 @@ def run_ladder(session: Session, tasks_by_set: dict[str, list[QATask]], *, rungs
     unknown = sorted(set(rungs) - set(RUNGS))
     if unknown:
         raise ValueError(f"unknown ladder rungs {unknown}; known: {list(RUNGS)}")
-    if any(r in ("R4", "R5", "R5 control") for r in rungs) and not session.adapter:
-        raise ValueError("ladder rungs R4/R5 need an LCF-X adapter")
+    if any(r in ("R3", "R4", "R5", "R5 control") for r in rungs) and not session.adapter:
+        raise ValueError("ladder rungs R3/R4/R5 need an LCF-X adapter")
+    if "R3" in rungs and getattr(session.adapter[0], "pooling", "attention") != "window":
+        raise ValueError("rung R3 reads the excerpt a window-pooled adapter selects; this adapter pools by attention: "
+                         "leave R3 out")
     if "R4" in rungs and session.adapter[0].injection != "positioned":
         raise ValueError("rung R4 feeds every token through the positioned convention; this adapter is position-free "
                          "(injection='extra'): leave R4 out")
@@ -157,6 +193,7 @@ def run_ladder(session: Session, tasks_by_set: dict[str, list[QATask]], *, rungs
 
 RUNG_LABELS = {"R0": "R0 alone", "R1": "R1 reads the passage", "R2": "R2 own K/V, positioned convention",
                "R2 extra": "R2' own K/V, position-free extra KV (first convention)",
+               "R3": "R3 the selected excerpt, read as text (compression without translation)",
                "R4": "R4 per-token translation (every token)", "R5": "R5 LCF-X", "R5 control": "R5 control (unrelated passage)"}
 
 
