@@ -60,6 +60,9 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--prune-energy", type=float, default=None,
                     help="LCF only: per layer, the smallest rank keeping this fraction of sum(sigma^2)")
     ap.add_argument("--prune-gate", type=float, default=None, help="LCF only: drop layers whose gate is below this")
+    ap.add_argument("--snap", action="store_true",
+                    help="LCF-X embed decoder only: the receiver snaps each decoded vector to its nearest input "
+                         "embedding (an inference setting; the weights are the run's)")
     return ap
 
 
@@ -77,7 +80,8 @@ def _main(argv: list[str]) -> int:
     from lcf_jax.train.ckpt import UnreadableCheckpointError
 
     try:
-        out = export_checkpoint(args.checkpoint, args.out, step=args.step, dtype=args.dtype, prune=prune or None)
+        out = export_checkpoint(args.checkpoint, args.out, step=args.step, dtype=args.dtype, prune=prune or None,
+                                snap=args.snap)
     except UnreadableCheckpointError as e:
         if not e.usable:
             raise

@@ -209,7 +209,8 @@ def _main(argv, agents: dict | None = None) -> None:
                          if (m["sharer"]["name"], m["receiver"]["name"]) == (s_name, r_name)}
             table, results = R.table_cross_context(session, sets, n=args.n, budgets=budgets,
                                                    latency_repeats=args.latency_repeats, adapters=direction,
-                                                   text_prompts=text_prompts, log=print)
+                                                   text_prompts=text_prompts, log=print,
+                                                   progress_path=args.out / f"t2_{s_name}_to_{r_name}.partial.json")
             table.notes.append(f"context prompt chosen on SQuAD dev (first {args.n}) by oracle F1: {dev_scores}; "
                                f"frozen: `{session.context_prompt}`.")
             if not has_adapter and not direction:

@@ -68,7 +68,7 @@ CONFIG_FIELDS = {
     "lcf": ("rank", "layer_map", "activation", "gate_init", "backend", "block_tokens", "eps", "zero_init_up",
             "up_init_std", "layers", "ranks", "disabled", "joint_kv"),
     "lcfx": ("rank", "slots", "conditioned", "sharer_layers", "receiver_layers", "cond_layers", "pool_heads",
-             "activation", "eps", "key_init_std", "value_gate_init", "linear", "injection", "decoder", "embed_hidden", "pooling", "locator_rank"),
+             "activation", "eps", "key_init_std", "value_gate_init", "linear", "injection", "decoder", "embed_hidden", "pooling", "locator_rank", "snap"),
     "c2c": ("hidden_dim", "intermediate_dim", "num_layers", "dropout", "initial_temperature", "final_temperature",
             "anneal_steps", "layer_map", "zero_init", "eps"),
 }
@@ -140,6 +140,9 @@ def normalize_config(kind: str, cfg: Any) -> dict:
         out.setdefault("embed_hidden", 1024)
         out.setdefault("pooling", "attention")   # files written before window pooling
         out.setdefault("locator_rank", 128)
+        out.setdefault("snap", False)
+        if out["snap"] and out["decoder"] != "embed":
+            raise AdapterFormatError("lcfx config snap=true needs decoder='embed'")
         if out["pooling"] not in ("attention", "window"):
             raise AdapterFormatError(f"lcfx config pooling={out['pooling']!r} must be attention or window")
         if out["pooling"] == "window" and not out["conditioned"]:

@@ -175,11 +175,17 @@ DATA_KEYS = ("prompt_template", "max_sharer_len", "max_prompt_len", "max_target_
 
 
 def export_checkpoint(path: str | os.PathLike, out_dir: str | os.PathLike, *, step: Optional[int] = None,
-                      dtype: str = "float32", prune: Optional[dict] = None) -> Path:
+                      dtype: str = "float32", prune: Optional[dict] = None, snap: bool = False) -> Path:
     """`prune`: keyword arguments of `prune.prune_lcf` (e.g. {"target_rank": 64}) to prune an LCF
-    adapter before writing it; the report goes into the metadata's `source.pruning`."""
+    adapter before writing it; the report goes into the metadata's `source.pruning`. `snap`: an LCF-X
+    embed decoder whose receiver snaps each decoded vector to its vocabulary (same weights)."""
     ck = load_checkpoint(path, step)
     params, cfg, report = ck.params, ck.config, None
+    if snap:
+        if ck.kind != "lcfx" or getattr(cfg, "decoder", "kv") != "embed":
+            raise ExportError(f"--snap applies to LCF-X adapters with the embed decoder; {path} holds a {ck.kind} "
+                              "adapter without one: drop --snap")
+        cfg = dataclasses.replace(cfg, snap=True)
     if prune:
         if ck.kind != "lcf":
             raise ExportError(f"pruning applies to LCF adapters; {path} holds a {ck.kind} adapter: drop the --prune-* "

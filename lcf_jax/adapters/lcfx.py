@@ -109,6 +109,9 @@ class LCFXConfig:
     # what the receiver asks). Needs conditioned=True; `locator_rank` is the width of its score space.
     pooling: str = "attention"
     locator_rank: int = 128
+    # Embed decoder only: the receiver replaces each decoded vector by its nearest input embedding (cosine),
+    # so every slot is exactly a vector the frozen receiver was trained on (its vocabulary as a codebook).
+    snap: bool = False
 
     kind = "lcfx"
 
@@ -140,6 +143,8 @@ class LCFXConfig:
                              "receiver asks (its prompt's summary)")
         if self.pooling == "window" and self.linear:
             raise ValueError("LCFXConfig.pooling='window' has no linear variant (linear=False)")
+        if self.snap and self.decoder != "embed":
+            raise ValueError("LCFXConfig.snap needs decoder='embed' (it snaps decoded input vectors to the vocabulary)")
         if self.locator_rank <= 0:
             raise ValueError(f"LCFXConfig.locator_rank must be positive, got {self.locator_rank}")
 
@@ -431,6 +436,19 @@ def decode_embeddings(params: dict, latents: jax.Array, *, cfg: LCFXConfig) -> j
     return rms_norm(e, params["dec_e_scale"], cfg.eps, plus_one=False)
 
 
+def snap_to_vocabulary(e: jax.Array, receiver_params: dict, receiver_cfg: ModelConfig, chunk: int = 512) -> jax.Array:
+    """Each vector of e [B, n, D] replaced by the receiver's input vector (embedding times embed_scale) with
+    the largest cosine similarity; computed in chunks of rows so the [rows, vocab] scores stay small."""
+    table = receiver_params["embed"].astype(jnp.float32)
+    unit = table * jax.lax.rsqrt(jnp.sum(table * table, -1, keepdims=True) + 1e-12)
+    b, n, d = e.shape
+    flat = e.reshape(b * n, d).astype(jnp.float32)
+    pad = -(-flat.shape[0] // chunk) * chunk - flat.shape[0]
+    rows = jnp.pad(flat, ((0, pad), (0, 0))).reshape(-1, chunk, d)
+    ids = jax.lax.map(lambda x: jnp.argmax(x @ unit.T, axis=-1), rows).reshape(-1)[:b * n]
+    return (jnp.take(table, ids, axis=0) * receiver_cfg.embed_scale).reshape(b, n, d)
+
+
 def calibrate_embed_decoder(params: dict, receiver_params: dict, *, cfg: LCFXConfig, receiver_cfg: ModelConfig) -> dict:
     """Sets dec_e_scale to the root-mean-square of the receiver's input vectors (per feature), so a fresh
     embed decoder emits vectors of the size the receiver's first layer sees for real tokens."""
@@ -515,6 +533,8 @@ def message_prefix(params: dict, latents: jax.Array, receiver_params: dict, pref
     cache = _prefix_start(receiver_params, prefix_ids, capacity, receiver_cfg)
     mask, positions = _slot_positions(b, n, p, slot_mask)
     e = decode_embeddings(params, latents, cfg=cfg)
+    if cfg.snap:
+        e = snap_to_vocabulary(e, receiver_params, receiver_cfg)
     _, cache = transformer.forward(receiver_params, None, positions, cache, config=receiver_cfg, token_mask=mask,
                                    embeds=e.astype(cache.keys.dtype), hidden_only=True)
     return cache

@@ -198,7 +198,7 @@ def _ci(iv) -> str:
 def table_cross_context(session, sets: dict = T2_SETS, n: int = 50, budgets=(32, 64, 128), latency_repeats: int = 3,
                         data_dir=None, seed: int = 0, adapters: Optional[dict] = None,
                         text_prompts: Sequence[str] = ("summary", "question-aware"),
-                        log=None) -> tuple[Table, list[dict]]:
+                        log=None, progress_path: Optional[Path] = None) -> tuple[Table, list[dict]]:
     """Receiver alone, text (B tokens, each sharer prompt), LCF-X (+ control), oracle on each set: F1/EM
     with 95% bootstrap intervals, the paired F1 difference against the receiver alone (and, for LCF-X,
     against its own unrelated-passage control), latency, bytes. Per-question scores are in the results.
@@ -238,6 +238,8 @@ def table_cross_context(session, sets: dict = T2_SETS, n: int = 50, budgets=(32,
                             "eval_seconds": time.perf_counter() - t0})
             if log is not None:
                 log(f"T2 {set_name} {label}: F1 {results[-1]['f1']:.1f} EM {results[-1]['em']:.1f} (n={len(tasks)})")
+            if progress_path is not None:   # every finished row is kept, even if a later one fails
+                Path(progress_path).write_text(json.dumps(results, indent=1))
     rows = []
     for r in results:
         same_set = [x for x in results if x["set"] == r["set"]]

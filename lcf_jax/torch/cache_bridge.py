@@ -165,6 +165,17 @@ def prefix_cache(extra: ExtraKV, receiver_model: Any):
     return cache_from_kv(extra.keys.to(dtype), extra.values.to(dtype), receiver_model.config)
 
 
+def snap_to_vocabulary(embeds: torch.Tensor, receiver_model: Any) -> torch.Tensor:
+    """`lcfx.snap_to_vocabulary`: each vector [B, n, D] replaced by the receiver's input vector (embedding row
+    times the model's embed scale) of largest cosine similarity."""
+    emb = receiver_model.get_input_embeddings()
+    table = emb.weight.to(torch.float32)
+    scale = float(getattr(emb, "embed_scale", 1.0))
+    unit = table / table.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    ids = torch.argmax(embeds.to(torch.float32) @ unit.T, dim=-1)
+    return table[ids] * scale
+
+
 @torch.no_grad()
 def positioned_prefix(receiver_model: Any, adapter, latents: torch.Tensor, prefix_ids: torch.Tensor,
                       slot_mask: Optional[torch.Tensor] = None):
@@ -192,7 +203,10 @@ def positioned_prefix(receiver_model: Any, adapter, latents: torch.Tensor, prefi
         if p:
             receiver_model(input_ids=prefix_ids, position_ids=torch.arange(p, device=device)[None].expand(b, p),
                            cache=cache, use_cache=True, logits_to_keep=1)
-        out = receiver_model(inputs_embeds=adapter.decode_embeddings(latents).to(dtype),
+        embeds = adapter.decode_embeddings(latents)
+        if adapter.config.get("snap", False):
+            embeds = snap_to_vocabulary(embeds, receiver_model)
+        out = receiver_model(inputs_embeds=embeds.to(dtype),
                              attention_mask=cache_mask.to(torch.long), position_ids=positions, cache=cache,
                              use_cache=True, logits_to_keep=1)
         return out.cache, cache_mask, p + mask.sum(-1)

@@ -1,7 +1,7 @@
 """Latent-alignment pre-training of an LCF-X adapter (stage 1, before the QA objective).
 
 Why. The QA loss alone gives a weak signal: a few answer tokens per example, reached only through
-the pooling, the decoder and the whole frozen receiver. In the first session's 450-step run the
+the pooling, the decoder and the whole frozen receiver. In the first recipe's 450-step run the
 adapter learned the answer FORMAT but carried no information (LCF-X scored the same as its
 unrelated-passage control). What the decoder has to learn first is a vocabulary-free translation:
 a slot that holds a sharer token must look, to the receiver, like the receiver's own K/V of that

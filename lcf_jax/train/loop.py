@@ -75,23 +75,38 @@ def read_metrics(workdir: str | Path) -> list[dict]:
 
 
 def plot_curve(workdir: str | Path) -> Optional[Path]:
+    """curve.png: one panel per logged stage that has rows: the pre-training stages (stage 1's loss; the
+    locator's loss and window recall), the main stage's loss, and the evaluations."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows = read_metrics(workdir)
+    pre = [r for r in rows if r["kind"] == "pretrain"]
+    panels = []   # (title, ylabel, {label: [(step, value)]})
+    stage1 = [(r["step"], r["loss"]) for r in pre if "loss" in r]
+    if stage1:
+        panels.append(("pre-training, stage 1", "loss", {"loss": stage1}))
+    loc = [r for r in pre if "locator_loss" in r]
+    if loc:
+        panels.append(("pre-training, locator", "", {k: [(r["step"], r[f"locator_{k}"]) for r in loc]
+                                                      for k in ("loss", "window_recall", "top1_in_answer")}))
     train = [r for r in rows if r["kind"] == "train"]
+    if train:
+        panels.append(("training curve", "train loss (the whole objective)", {"loss": [(r["step"], r["loss"]) for r in train]}))
     evals = [r for r in rows if r["kind"] == "eval"]
-    if not train:
-        return None
-    fig, ax = plt.subplots(1, 2 if evals else 1, figsize=(10 if evals else 5, 3.5), squeeze=False)
-    ax[0, 0].plot([r["step"] for r in train], [r["loss"] for r in train])
-    ax[0, 0].set(xlabel="step", ylabel="train loss (the whole objective)", title="training curve")
     if evals:
-        for key in [k for k in evals[-1] if k not in ("step", "kind", "n", "seconds")]:  # scores, not timings
-            ax[0, 1].plot([r["step"] for r in evals], [r.get(key, float("nan")) for r in evals], marker="o", label=key)
-        ax[0, 1].set(xlabel="step", title="evaluation")
-        ax[0, 1].legend()
+        keys = [k for k in evals[-1] if k not in ("step", "kind", "n", "seconds")]   # scores, not timings
+        panels.append(("evaluation", "", {k: [(r["step"], r.get(k, float("nan"))) for r in evals] for k in keys}))
+    if not panels:
+        return None
+    fig, ax = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
+    for a, (title, ylabel, series) in zip(ax[0], panels):
+        for label, pts in series.items():
+            a.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if title == "evaluation" else None, label=label)
+        a.set(xlabel="step", ylabel=ylabel, title=title)
+        if len(series) > 1:
+            a.legend()
     fig.tight_layout()
     out = Path(workdir) / "curve.png"
     fig.savefig(out, dpi=100)

@@ -9,8 +9,8 @@ passage token is a supervised example (a 256-token passage gives 256), and no re
 Target. Sharer token s covers characters [a_s, b_s) of the passage; its piece is the text from the end
 of the previous token to b_s (leading whitespace included, so " Paris" maps to the receiver's "▁Paris").
 The target is the receiver's first token of that piece, as the receiver embeds it (embedding times
-embed_scale). For SmolLM2 -> Gemma3 99% of SQuAD passage pieces are exactly one receiver token (digits are
-split alike by both), so a one-to-one translation loses almost nothing.
+embed_scale). For SmolLM2 -> Gemma3 nearly every piece is exactly one receiver token (both split digits one by
+one), so a one-to-one translation loses almost nothing; `weight` leaves out whitespace-only pieces.
 
 Loss, per token, over the path the message takes (`lcfx.token_latents` -> `token_messages` ->
 `decode_embeddings`):

@@ -101,3 +101,15 @@ def test_window_pooling_is_validated():
     cfg, s, r = _setup()
     names = set(lcfx.init_lcfx(jax.random.key(0), cfg, s, r))
     assert {"loc_wq", "loc_wk", "loc_wb"} <= names and not names & {"queries", "pool_wk", "cond_shift"}
+
+
+def test_snapping_returns_the_nearest_input_vector_exactly():
+    r = tiny("gemma3")
+    pr = model_params(r, 1)
+    ids = jnp.asarray([[5, 9, 33], [60, 2, 17]])
+    exact = T.embed_tokens(pr, ids, config=r)
+    noisy = exact + 0.05 * jax.random.normal(jax.random.key(0), exact.shape) * jnp.std(exact)
+    got = lcfx.snap_to_vocabulary(noisy, pr, r, chunk=4)          # chunks that do not divide the 6 rows
+    np.testing.assert_allclose(np.asarray(got), np.asarray(exact), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="snap needs decoder='embed'"):
+        lcfx.LCFXConfig(snap=True)
