@@ -101,6 +101,10 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--text-prompts", default="summary,question-aware",
                     help="T2 sharer prompts for the text rows (summary, question-aware)")
     ap.add_argument("--latency-repeats", type=int, default=3)
+    ap.add_argument("--t2-results", default="",
+                    help="table saved T2 results (a .json or .partial.json of an earlier or interrupted run) into "
+                         "--out/--t2-stem without running anything")
+    ap.add_argument("--t2-stem", default="", help="file name of the table made from --t2-results")
     ap.add_argument("--t1-adapters", default="",
                     help="T1 adapter rows, NAME=DIR,... (NAME without commas): exported shared-context adapters (lcf, c2c) of the "
                          "smollm2 -> gemma3 pair, e.g. 'LCF=adapters/x_lcf,C2C=adapters/x_c2c'")
@@ -145,6 +149,17 @@ def _main(argv, agents: dict | None = None) -> None:
         t3.write(args.out, "t3_sizes")
         R.plot_sizes(t3, args.out / "sizes.png")
         print(t3.markdown())
+    if "t2" in tables and args.t2_results:
+        results = json.loads(Path(args.t2_results).read_text())
+        first = results[0] if results else {}
+        settings = {"sets": sorted({r["set"] for r in results}), "n": first.get("n"), "max_new_tokens": 16,
+                    "context_prompt": "the one chosen on SQuAD dev by the run that made these results", "from": args.t2_results,
+                    "methods": list(dict.fromkeys(r["method"] for r in results))}
+        table = R.t2_table(results, settings)
+        stem = args.t2_stem or Path(args.t2_results).name.split(".")[0]
+        table.write(args.out, stem)
+        print(table.markdown())
+        tables = [t for t in tables if t != "t2"]
     if {"t1", "t2", "ablations", "ladder"} & set(tables):
         from lcf_jax.comm import protocols, shipped
         from lcf_jax.comm.agents import Agent

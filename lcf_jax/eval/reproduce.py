@@ -240,24 +240,39 @@ def table_cross_context(session, sets: dict = T2_SETS, n: int = 50, budgets=(32,
                 log(f"T2 {set_name} {label}: F1 {results[-1]['f1']:.1f} EM {results[-1]['em']:.1f} (n={len(tasks)})")
             if progress_path is not None:   # every finished row is kept, even if a later one fails
                 Path(progress_path).write_text(json.dumps(results, indent=1))
+    settings = {"sets": sets, "n": n, "budgets": list(budgets), "text_prompts": list(text_prompts), "seed": seed,
+                "sharer": session.sharer.name if session.sharer else None,
+                "receiver": session.receiver.name, "max_new_tokens": session.max_new_tokens,
+                "context_prompt": session.context_prompt,
+                "adapters": {lcfx_label(sess.adapter[0], name): dataclasses.asdict(sess.adapter[0])
+                             for name, sess in lcfx_sessions.items()}}
+    return t2_table(results, settings), results
+
+
+def t2_table(results: list[dict], settings: dict) -> Table:
+    """The T2 table of per-question results (`table_cross_context`'s, or a saved or partial .json of them)."""
+    from lcf_jax.eval.bootstrap import mean_interval, paired_difference
+
     rows = []
     for r in results:
         same_set = [x for x in results if x["set"] == r["set"]]
         text_ref = [x for x in same_set if x["protocol"] == "text" and x.get("budget") == 64]
         speedup = (text_ref[0]["latency_s"] / r["latency_s"]) if text_ref and r["latency_s"] > 0 else None
-        alone = next(x for x in same_set if x["protocol"] == "alone")
+        alone = next((x for x in same_set if x["protocol"] == "alone"), None)
         control = next((x for x in same_set if x["protocol"] == "lcfx_control"
                         and x["method"] == f"{r['method']} control (unrelated passage)"), None)
         rows.append([r["set"], r["method"], _ci(mean_interval(r["f1_per_question"])),
                      _ci(mean_interval(r["em_per_question"])),
-                     None if r is alone else _ci(paired_difference(r["f1_per_question"], alone["f1_per_question"])),
+                     None if alone is None or r is alone else
+                     _ci(paired_difference(r["f1_per_question"], alone["f1_per_question"])),
                      None if control is None else _ci(paired_difference(r["f1_per_question"],
                                                                         control["f1_per_question"])),
                      r["latency_s"], speedup, r["bytes"]])
-    notes = [f"first {n} examples of each test split; greedy decoding, at most {session.max_new_tokens} answer tokens, "
-             f"answers cut at the first newline; text and oracle prompts: `{session.context_prompt}` (chosen on the dev "
-             "split). F1/EM: mean [95% percentile bootstrap interval, 10,000 resamples]; ΔF1: paired bootstrap over the "
-             "same questions.",
+    n = settings.get("n")
+    notes = [f"first {n} examples of each test split; greedy decoding, at most {settings.get('max_new_tokens')} answer "
+             f"tokens, answers cut at the first newline; text and oracle prompts: `{settings.get('context_prompt')}` "
+             "(chosen on the dev split). F1/EM: mean [95% percentile bootstrap interval, 10,000 resamples]; ΔF1: paired "
+             "bootstrap over the same questions.",
              "text (B, summary): the sharer summarises its passage in at most B tokens; (B, question-aware): it is also "
              "given the question and writes the facts needed to answer it.",
              "latency: one question at batch 1, median of repeated runs after a compiling run, phases summed "
@@ -265,15 +280,9 @@ def table_cross_context(session, sets: dict = T2_SETS, n: int = 50, budgets=(32,
              "measured in the same run.",
              "bytes: median bytes crossing from sharer to receiver per question (UTF-8 text, or the float32 latent "
              "message)."]
-    settings = {"sets": sets, "n": n, "budgets": list(budgets), "text_prompts": list(text_prompts), "seed": seed,
-                "sharer": session.sharer.name if session.sharer else None,
-                "receiver": session.receiver.name, "max_new_tokens": session.max_new_tokens,
-                "context_prompt": session.context_prompt,
-                "adapters": {lcfx_label(sess.adapter[0], name): dataclasses.asdict(sess.adapter[0])
-                             for name, sess in lcfx_sessions.items()}}
-    return Table(f"T2: different contexts, {settings['sharer']} → {settings['receiver']}",
+    return Table(f"T2: different contexts, {settings.get('sharer')} → {settings.get('receiver')}",
                  ["set", "method", "F1", "EM", "ΔF1 vs alone", "ΔF1 vs control", "latency (s)",
-                  "speed-up vs text B=64", "bytes/message"], rows, notes, settings), results
+                  "speed-up vs text B=64", "bytes/message"], rows, notes, settings)
 
 
 def plot_f1_latency(results: list[dict], out: Path) -> None:

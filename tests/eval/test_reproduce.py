@@ -87,3 +87,20 @@ def test_t2_one_direction_keeps_the_other_table_and_plots_both(tmp_path, monkeyp
     assert not (tmp_path / f"t2_{forward[0]}_to_{forward[1]}.md").exists()  # the forward direction did not run
     sets = {r["set"] for r in plotted}
     assert f"squad ({forward[1]} recv.)" in sets and f"squad ({reverse[1]} recv.)" in sets
+
+
+def test_saved_t2_results_are_tabled_without_running_anything(tmp_path):
+    from lcf_jax import reproduce as cli
+    rows = [{"set": "squad", "method": m, "protocol": p, "n": 4, "f1_per_question": f, "em_per_question": [0.0] * 4,
+             "latency_s": 1.0, "bytes": 0, **({"budget": 64} if p == "text" else {})}
+            for m, p, f in [("receiver alone", "alone", [0.0, 10.0, 0.0, 0.0]),
+                            ("text (B=64, summary)", "text", [50.0, 0.0, 0.0, 10.0]),
+                            ("LCF-X (m=4, window)", "lcfx", [100.0, 100.0, 0.0, 50.0]),
+                            ("LCF-X (m=4, window) control (unrelated passage)", "lcfx_control", [0.0] * 4)]]
+    saved = tmp_path / "t2_x.partial.json"
+    saved.write_text(json.dumps(rows))
+    cli.main(["--table", "t2", "--t2-results", str(saved), "--out", str(tmp_path)], agents={})
+    md = (tmp_path / "t2_x.md").read_text()
+    assert "| squad | LCF-X (m=4, window) | 62.5 [" in md
+    lcfx_row = [line for line in md.splitlines() if line.startswith("| squad | LCF-X (m=4, window) |")][0]
+    assert "62.5 [" in lcfx_row.split("|")[6]                       # ΔF1 vs its control: 62.5 - 0
