@@ -1,8 +1,8 @@
 """The main job: LCF-X against text between the bundled models (`python -m lcf_jax.demo`).
 
 SmolLM2-135M-Instruct (the sharer) reads a passage; Gemma-3-270M (the receiver) gets only the
-question and answers (a) through LCF-X, the shipped adapter's 16 x 256 latent message, and (b) through
-a text message the sharer writes. Prints both answers with their time and bytes, then F1/EM on
+question and answers (a) through LCF-X, the shipped adapter's m x r latent message, and (b) through a text
+message the sharer writes. Prints both answers with their time and bytes, then F1/EM on
 SQuAD dev questions (dev split: articles 0-23).
 """
 from __future__ import annotations
