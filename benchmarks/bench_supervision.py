@@ -63,7 +63,7 @@ def translation_step(pair: str, steps: int, batch: int, sharer_len: int) -> tupl
 
     from lcf_jax.adapters import lcfx
     from lcf_jax.models import registry
-    from lcf_jax.train import optim, token_translation
+    from lcf_jax.train import optim, stage, token_translation
     from lcf_jax.train.objective import Setup
 
     s, r = PAIRS[pair]
@@ -86,11 +86,12 @@ def translation_step(pair: str, steps: int, batch: int, sharer_len: int) -> tupl
     trained = {k: jnp.asarray(params[k]) for k in token_translation.TRAINED_KEYS}
     fixed = {k: v for k, v in params.items() if k not in token_translation.TRAINED_KEYS}
     state = [trained, optimizer.init(trained)]
-    step_fn = jax.jit(functools.partial(token_translation._step, setup=setup, cut_cfg=cut_cfg, optimizer=optimizer))
-    embed = jnp.asarray(r_params["embed"])
+    loss = functools.partial(token_translation.stage_loss, setup=setup, cut_cfg=cut_cfg)
+    step_fn = jax.jit(stage.make_step(loss, optimizer))
+    frozen = (cut_params, jnp.asarray(r_params["embed"]))
 
     def one():
-        state[0], state[1], m = step_fn(state[0], state[1], fixed, cut_params, embed, bt)
+        state[0], state[1], m = step_fn(state[0], state[1], fixed, frozen, bt)
         return m
     return _time(one, steps), batch * sharer_len
 

@@ -31,13 +31,12 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from lcf_jax.adapters import lcfx
 from lcf_jax.adapters.align import tokenize_pair
 from lcf_jax.data.pipeline import _pad_id
 from lcf_jax.models import transformer
-from lcf_jax.train import objective, optim
+from lcf_jax.train import objective, stage
 from lcf_jax.train.feed import PositionIterator
 from lcf_jax.train.objective import Setup
 
@@ -125,18 +124,6 @@ def start_params(params: dict) -> dict:
     return {**params, "v_gate": jnp.ones_like(params["v_gate"])}
 
 
-def _step(trained, opt_state, fixed, frozen, batch, *, setup: Setup, optimizer):
-    def loss(tr):
-        return alignment_loss({**fixed, **tr}, frozen[0], frozen[1], batch, setup)
-
-    (_, aux), grads = jax.value_and_grad(loss, has_aux=True)(trained)
-    updates, new_opt = optimizer.update(grads, opt_state, trained)
-    finite = jnp.isfinite(aux["loss"]) & jnp.isfinite(optax.tree.norm(grads))
-    new = optax.apply_updates(trained, updates)
-    keep = lambda a, b_: jax.tree.map(lambda x, y: jnp.where(finite, x, y), a, b_)  # noqa: E731
-    return keep(new, trained), keep(new_opt, opt_state), {**aux, "finite": finite}
-
-
 def pretrain(params: dict, frozen: tuple, batches, setup: Setup, *, steps: int, lr: float, warmup_steps: int = 20,
              log=None, log_every: int = 10) -> dict:
     """Runs `steps` alignment steps from `params` (see `start_params`); returns the full adapter params.
@@ -146,24 +133,10 @@ def pretrain(params: dict, frozen: tuple, batches, setup: Setup, *, steps: int, 
     """
     if setup.kind != "lcfx":
         raise ValueError(f"latent-alignment pre-training is for LCF-X adapters, not {setup.kind!r}")
-    optimizer = optim.make_optimizer(lr, min(warmup_steps, max(steps // 10, 1)), steps)
-    trained = {k: jnp.array(params[k]) for k in TRAINED_KEYS}  # a copy: the step donates its buffers
-    fixed = {k: v for k, v in params.items() if k not in TRAINED_KEYS}
-    opt_state = optimizer.init(trained)
-    step_fn = jax.jit(functools.partial(_step, setup=setup, optimizer=optimizer), donate_argnums=(0, 1))
-    t0 = time.perf_counter()
-    for step in range(1, steps + 1):
-        batch = {k: jnp.asarray(v) for k, v in next(batches).items()}
-        trained, opt_state, m = step_fn(trained, opt_state, fixed, frozen, batch)
-        if step % log_every == 0 or step == steps:
-            m = {k: float(v) for k, v in jax.device_get(m).items()}
-            if not m.pop("finite"):
-                raise FloatingPointError(f"latent-alignment pre-training: non-finite loss at step {step} "
-                                         f"(loss={m['loss']}); lower pretrain.lr")
-            m["seconds"] = time.perf_counter() - t0
-            if log is not None:
-                log(step, m)
-    return {**fixed, **jax.device_get(trained)}
+    loss = functools.partial(alignment_loss, setup=setup)
+    return stage.run(params, TRAINED_KEYS, lambda p, fr, batch: loss(p, fr[0], fr[1], batch), frozen, batches,
+                     steps=steps, lr=lr, warmup_steps=warmup_steps, log=log, log_every=log_every,
+                     name="latent-alignment pre-training", hint="lower pretrain.lr")
 
 
 def passages_of(examples: Sequence[dict]) -> list[str]:

@@ -12,18 +12,16 @@ read at. Logged: `window_recall` (the chosen window holds the whole answer) and 
 from __future__ import annotations
 
 import functools
-import time
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from lcf_jax.adapters import lcfx
 from lcf_jax.adapters.align import tokenize_with_offsets
 from lcf_jax.models import transformer
-from lcf_jax.train import optim
+from lcf_jax.train import stage
 from lcf_jax.train.objective import Setup
 from lcf_jax.train.token_translation import sharer_prefix_model
 
@@ -77,10 +75,7 @@ class LocatorBatches:
         return len(self.ids)
 
     def __next__(self) -> dict:
-        n, b = len(self.ids), self.batch_size
-        start = self.position * b
-        rows = [int(np.random.RandomState([self.seed, (start + i) // n]).permutation(n)[(start + i) % n])
-                for i in range(b)]
+        rows = stage.shuffled_rows(self.seed, self.position, self.batch_size, len(self.ids))
         self.position += 1
         arange = lambda m: np.broadcast_to(np.arange(m.shape[1], dtype=np.int32), m.shape).copy()  # noqa: E731
         return {"sharer_ids": self.ids[rows], "sharer_mask": self.mask[rows], "sharer_positions": arange(self.mask[rows]),
@@ -115,38 +110,13 @@ def locator_loss(adapter_params: dict, cut: tuple, batch: dict, setup: Setup, *,
     return loss, {"loss": loss, "window_recall": recall, "top1_in_answer": top1}
 
 
-def _step(trained, opt_state, fixed, cut, batch, *, setup, cfgs, optimizer):
-    (_, aux), grads = jax.value_and_grad(
-        lambda tr: locator_loss({**fixed, **tr}, cut, batch, setup, cfgs=cfgs), has_aux=True)(trained)
-    updates, new_opt = optimizer.update(grads, opt_state, trained)
-    finite = jnp.isfinite(aux["loss"]) & jnp.isfinite(optax.tree.norm(grads))
-    new = optax.apply_updates(trained, updates)
-    keep = lambda a, b_: jax.tree.map(lambda x, y: jnp.where(finite, x, y), a, b_)  # noqa: E731
-    return keep(new, trained), keep(new_opt, opt_state), {**aux, "finite": finite}
-
-
 def pretrain(params: dict, frozen: tuple, batches, setup: Setup, *, steps: int, lr: float, warmup_steps: int = 20,
              log=None, log_every: int = 10) -> dict:
-    """`steps` Adam steps of the locator; returns the full adapter params."""
+    """`steps` Adam steps of the locator; returns the full adapter params (`stage.run`)."""
     if setup.kind != "lcfx" or setup.adapter.pooling != "window":
         raise ValueError("the locator stage trains an LCF-X adapter with adapter.lcfx.pooling='window'")
     (s_params, s_cfg), (r_params, r_cfg) = sharer_prefix_model(frozen[0], setup), receiver_prefix_model(frozen[1], setup)
-    optimizer = optim.make_optimizer(lr, min(warmup_steps, max(steps // 10, 1)), steps)
-    trained = {k: jnp.array(params[k]) for k in TRAINED_KEYS}
-    fixed = {k: v for k, v in params.items() if k not in TRAINED_KEYS}
-    opt_state = optimizer.init(trained)
-    step_fn = jax.jit(functools.partial(_step, setup=setup, cfgs=(s_cfg, r_cfg), optimizer=optimizer),
-                      donate_argnums=(0, 1))
-    t0 = time.perf_counter()
-    for step in range(1, steps + 1):
-        batch = {k: jnp.asarray(v) for k, v in next(batches).items()}
-        trained, opt_state, m = step_fn(trained, opt_state, fixed, (s_params, r_params), batch)
-        if step % log_every == 0 or step == steps:
-            m = {k: float(v) for k, v in jax.device_get(m).items()}
-            if not m.pop("finite"):
-                raise FloatingPointError(f"locator: non-finite loss at step {step} (loss={m['loss']}); lower "
-                                         "pretrain.locator_lr")
-            m["seconds"] = time.perf_counter() - t0
-            if log is not None:
-                log(step, m)
-    return {**fixed, **jax.device_get(trained)}
+    loss = functools.partial(locator_loss, setup=setup, cfgs=(s_cfg, r_cfg))
+    return stage.run(params, TRAINED_KEYS, lambda p, cut, batch: loss(p, cut, batch), (s_params, r_params), batches,
+                     steps=steps, lr=lr, warmup_steps=warmup_steps, log=log, log_every=log_every, name="locator",
+                     hint="lower pretrain.locator_lr")

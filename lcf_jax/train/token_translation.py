@@ -23,18 +23,16 @@ Trained: enc_*, pool_wv, pool_wo, out_norm, dec_e_*. The sharer runs only up to 
 from __future__ import annotations
 
 import functools
-import time
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from lcf_jax.adapters import lcfx
 from lcf_jax.adapters.align import tokenize_with_offsets
 from lcf_jax.models import transformer
-from lcf_jax.train import optim
+from lcf_jax.train import stage
 from lcf_jax.train.objective import Setup
 
 TRAINED_KEYS = ("enc_w", "enc_b", "enc_norm", "pool_wv", "pool_wo", "out_norm",
@@ -79,10 +77,7 @@ class TokenBatches:
         return len(self.ids)
 
     def __next__(self) -> dict:
-        n, b = len(self.ids), self.batch_size
-        start = self.position * b
-        rows = [int(np.random.RandomState([self.seed, (start + i) // n]).permutation(n)[(start + i) % n])
-                for i in range(b)]
+        rows = stage.shuffled_rows(self.seed, self.position, self.batch_size, len(self.ids))
         self.position += 1
         mask = self.mask[rows]
         return {"sharer_ids": self.ids[rows], "sharer_mask": mask,
@@ -126,42 +121,18 @@ def translation_loss(adapter_params: dict, cut_params: dict, receiver_embed: jax
     return rel + ce, {"loss": rel + ce, "rel_err": rel, "contrastive": ce, "batch_top1": acc, "tokens": jnp.sum(w)}
 
 
-def _step(trained, opt_state, fixed, cut_params, receiver_embed, batch, *, setup, cut_cfg, optimizer):
-    def loss(tr):
-        return translation_loss({**fixed, **tr}, cut_params, receiver_embed, batch, setup, cut_cfg=cut_cfg)
-
-    (_, aux), grads = jax.value_and_grad(loss, has_aux=True)(trained)
-    updates, new_opt = optimizer.update(grads, opt_state, trained)
-    finite = jnp.isfinite(aux["loss"]) & jnp.isfinite(optax.tree.norm(grads))
-    new = optax.apply_updates(trained, updates)
-    keep = lambda a, b_: jax.tree.map(lambda x, y: jnp.where(finite, x, y), a, b_)  # noqa: E731
-    return keep(new, trained), keep(new_opt, opt_state), {**aux, "finite": finite}
-
-
 def pretrain(params: dict, frozen: tuple, batches, setup: Setup, *, steps: int, lr: float, warmup_steps: int = 20,
              log=None, log_every: int = 10) -> dict:
-    """`steps` Adam steps of the token translation; returns the full adapter params. `log(step, metrics)`
-    gets float metrics every `log_every` steps; a non-finite loss raises FloatingPointError naming the step."""
+    """`steps` Adam steps of the token translation; returns the full adapter params (`stage.run`)."""
     if setup.kind != "lcfx" or setup.adapter.decoder != "embed":
         raise ValueError("the token-translation stage trains an LCF-X adapter with adapter.lcfx.decoder='embed'")
     cut_params, cut_cfg = sharer_prefix_model(frozen[0], setup)
-    optimizer = optim.make_optimizer(lr, min(warmup_steps, max(steps // 10, 1)), steps)
-    trained = {k: jnp.array(params[k]) for k in TRAINED_KEYS}
-    fixed = {k: v for k, v in params.items() if k not in TRAINED_KEYS}
-    opt_state = optimizer.init(trained)
-    step_fn = jax.jit(functools.partial(_step, setup=setup, cut_cfg=cut_cfg, optimizer=optimizer),
-                      donate_argnums=(0, 1))
-    embed = jnp.asarray(frozen[1]["embed"])
-    t0 = time.perf_counter()
-    for step in range(1, steps + 1):
-        batch = {k: jnp.asarray(v) for k, v in next(batches).items()}
-        trained, opt_state, m = step_fn(trained, opt_state, fixed, cut_params, embed, batch)
-        if step % log_every == 0 or step == steps:
-            m = {k: float(v) for k, v in jax.device_get(m).items()}
-            if not m.pop("finite"):
-                raise FloatingPointError(f"token translation: non-finite loss at step {step} (loss={m['loss']}); "
-                                         "lower pretrain.lr")
-            m["seconds"] = time.perf_counter() - t0
-            if log is not None:
-                log(step, m)
-    return {**fixed, **jax.device_get(trained)}
+    return stage.run(params, TRAINED_KEYS, functools.partial(stage_loss, setup=setup, cut_cfg=cut_cfg),
+                     (cut_params, jnp.asarray(frozen[1]["embed"])), batches, steps=steps, lr=lr,
+                     warmup_steps=warmup_steps, log=log, log_every=log_every, name="token translation",
+                     hint="lower pretrain.lr")
+
+
+def stage_loss(params: dict, frozen: tuple, batch: dict, *, setup: Setup, cut_cfg):
+    """`translation_loss` in `stage.run`'s form: frozen = (the cut sharer's params, the receiver's embedding)."""
+    return translation_loss(params, frozen[0], frozen[1], batch, setup, cut_cfg=cut_cfg)

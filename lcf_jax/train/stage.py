@@ -1,0 +1,64 @@
+"""What every pre-training stage shares: a deterministic row order, and Adam steps on a subset of the
+adapter's parameters with a non-finite guard (latent alignment, token translation, locator)."""
+from __future__ import annotations
+
+import functools
+import time
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lcf_jax.train import optim
+
+
+def shuffled_rows(seed: int, position: int, batch_size: int, n: int) -> list[int]:
+    """Rows of batch `position`: one permutation of the n rows per epoch, deterministic in (seed, epoch)."""
+    start = position * batch_size
+    orders: dict[int, np.ndarray] = {}
+    rows = []
+    for i in range(batch_size):
+        epoch = (start + i) // n
+        if epoch not in orders:
+            orders[epoch] = np.random.RandomState([seed, epoch]).permutation(n)
+        rows.append(int(orders[epoch][(start + i) % n]))
+    return rows
+
+
+def make_step(loss_fn: Callable, optimizer):
+    """(trained, opt_state, fixed, frozen, batch) -> (trained, opt_state, metrics): one Adam step on `trained`
+    of loss_fn({**fixed, **trained}, frozen, batch) -> (loss, aux); a non-finite loss or gradient keeps the
+    old state and reports finite=False."""
+    def step(trained, opt_state, fixed, frozen, batch):
+        (_, aux), grads = jax.value_and_grad(lambda tr: loss_fn({**fixed, **tr}, frozen, batch), has_aux=True)(trained)
+        updates, new_opt = optimizer.update(grads, opt_state, trained)
+        finite = jnp.isfinite(aux["loss"]) & jnp.isfinite(optax.tree.norm(grads))
+        new = optax.apply_updates(trained, updates)
+        keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(finite, x, y), a, b)  # noqa: E731
+        return keep(new, trained), keep(new_opt, opt_state), {**aux, "finite": finite}
+    return step
+
+
+def run(params: dict, trained_keys: Sequence[str], loss_fn: Callable, frozen, batches, *, steps: int, lr: float,
+        warmup_steps: int = 20, log=None, log_every: int = 10, name: str = "stage", hint: str = "lower its lr") -> dict:
+    """`steps` Adam steps on params[trained_keys]; returns the full params. `log(step, metrics)` gets float
+    metrics every `log_every` steps; a non-finite loss raises FloatingPointError naming the stage and step."""
+    optimizer = optim.make_optimizer(lr, min(warmup_steps, max(steps // 10, 1)), steps)
+    trained = {k: jnp.array(params[k]) for k in trained_keys}  # a copy: the step donates its buffers
+    fixed = {k: v for k, v in params.items() if k not in trained_keys}
+    opt_state = optimizer.init(trained)
+    step_fn = jax.jit(make_step(loss_fn, optimizer), donate_argnums=(0, 1))
+    t0 = time.perf_counter()
+    for step in range(1, steps + 1):
+        batch = {k: jnp.asarray(v) for k, v in next(batches).items()}
+        trained, opt_state, m = step_fn(trained, opt_state, fixed, frozen, batch)
+        if step % log_every == 0 or step == steps:
+            m = {k: float(v) for k, v in jax.device_get(m).items()}
+            if not m.pop("finite"):
+                raise FloatingPointError(f"{name}: non-finite loss at step {step} (loss={m['loss']}); {hint}")
+            m["seconds"] = time.perf_counter() - t0
+            if log is not None:
+                log(step, m)
+    return {**fixed, **jax.device_get(trained)}
