@@ -10,7 +10,10 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-ROOT = Path(__file__).resolve().parents[1]
+from lcf_jax.paths import repo_root
+from lcf_jax.train import mesh_shape
+
+ROOT = repo_root()
 
 
 class LaunchError(ValueError):
@@ -29,31 +32,19 @@ class Plan:
     warnings: list
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
 def resolve_mesh(mesh_data: int, mesh_model: int, devices: int, where: str) -> tuple[int, int]:
     """(data, model) for `devices` devices, or a LaunchError naming the axis that does not fit."""
-    if mesh_model <= 0 or devices % mesh_model:
-        raise LaunchError(
-            f"mesh.model={mesh_model} does not divide the {devices} devices of {where}: the model axis must be "
-            f"one of {_divisors(devices)} (mesh.data=-1 then fills the rest)")
-    if mesh_data == -1:
-        return devices // mesh_model, mesh_model
-    if mesh_data <= 0 or mesh_data * mesh_model != devices:
-        raise LaunchError(
-            f"mesh.data={mesh_data}: data x model = {mesh_data} x {mesh_model} = {mesh_data * mesh_model} devices, "
-            f"but {where} has {devices}: set mesh.data={devices // mesh_model} (or -1 to fill)")
-    return mesh_data, mesh_model
+    try:
+        return mesh_shape.resolve_mesh(mesh_data, mesh_model, devices, where)
+    except mesh_shape.MeshShapeError as e:
+        raise LaunchError(str(e)) from None
 
 
 def check_batch(batch: int, data: int) -> None:
-    if batch % data:
-        lo, hi = (batch // data) * data, (batch // data + 1) * data
-        raise LaunchError(
-            f"data.batch_size={batch} is not divisible by the mesh data axis ({data}): use a multiple of {data} "
-            f"(e.g. {lo or hi} or {hi}), or change mesh.data / mesh.model")
+    try:
+        mesh_shape.check_batch(batch, data)
+    except mesh_shape.MeshShapeError as e:
+        raise LaunchError(str(e)) from None
 
 
 def check_models(cfg) -> list[str]:
@@ -113,7 +104,7 @@ def scaled_mesh(data: int, model: int, batch: int, max_devices: int) -> tuple[in
     """(data', model, batch') with data' | data, data' * model <= max_devices, same per-shard batch."""
     if model > max_devices:
         raise LaunchError(f"mesh.model={model} exceeds --max-cpu-devices={max_devices}: cannot check on CPU")
-    d = max(x for x in _divisors(data) if x * model <= max_devices)
+    d = max(x for x in range(1, data + 1) if data % x == 0 and x * model <= max_devices)
     return d, model, batch // data * d
 
 

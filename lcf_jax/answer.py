@@ -266,7 +266,7 @@ def _main(argv: list[str]) -> None:
     tasks = tasks_from_rows(rows)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from lcf_jax.cli_errors import load_lcfx_adapter
+    from lcf_jax.comm.shipped import load_lcfx_adapter
     from lcf_jax.comm import wire
 
     adapter, identity, message = None, None, None

@@ -27,9 +27,10 @@ class UserError(Exception):
 # exception of a class whose module was never imported cannot have been raised, so this file imports nothing.
 KNOWN_ERRORS = {
     "lcf_jax.adapters.export_format": ("AdapterFormatError",),
-    "lcf_jax.adapters.export_jax": ("ExportError",),
+    "lcf_jax.train.export_run": ("ExportError",),
     "lcf_jax.train.ckpt": ("CheckpointMismatchError", "NoValidCheckpointError", "UnreadableCheckpointError"),
     "lcf_jax.train.step": ("NonFiniteLossError",),
+    "lcf_jax.train.mesh_shape": ("MeshShapeError",),
     "lcf_jax.comm.wire": ("MessageError",),
     "lcf_jax.models.registry": ("ModelPackageMissingError",),
     "lcf_jax.models.config": ("UnsupportedArchitectureError",),
@@ -99,19 +100,3 @@ def positive(name: str, value: Optional[float], *, allow_zero: bool = False) -> 
     low = 0 if allow_zero else 1
     if value < low:
         raise UserError(f"{name} must be at least {low}, got {value}")
-
-
-def load_lcfx_adapter(path=None):
-    """(LCFXConfig, float32 params, meta) of an exported LCF-X adapter (default: the shipped one); a missing,
-    unreadable or non-LCF-X directory is a UserError naming it."""
-    from pathlib import Path
-
-    from lcf_jax.comm import shipped
-    path = Path(path) if path is not None else shipped.SHIPPED_LCFX
-    if not path.is_dir():
-        raise UserError(f"adapter directory {path} does not exist; export one with "
-                        "`python -m lcf_jax.export --checkpoint RUN_DIR --out DIR`")
-    try:
-        return shipped.load_lcfx_adapter(path)
-    except (ValueError, TypeError) as e:  # AdapterFormatError, another kind, config values the dataclass refuses
-        raise UserError(f"adapter {path}: {one_line(e)}") from e

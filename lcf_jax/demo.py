@@ -11,7 +11,8 @@ import argparse
 import os
 import time
 
-from lcf_jax.cli_errors import ArgumentParser, load_lcfx_adapter, positive, run_main
+from lcf_jax.cli_errors import ArgumentParser, positive, run_main
+from lcf_jax.comm.shipped import load_lcfx_adapter
 
 
 def main(argv=None) -> None:

@@ -76,7 +76,7 @@ def _main(argv: list[str]) -> int:
     logging.getLogger("absl").setLevel(logging.ERROR)  # Orbax's "Given directory is read only", once per manager
 
     from lcf_jax.adapters import export_format as F
-    from lcf_jax.adapters.export_jax import export_checkpoint
+    from lcf_jax.train.export_run import export_checkpoint
     from lcf_jax.train.ckpt import UnreadableCheckpointError
 
     try:

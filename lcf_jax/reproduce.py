@@ -48,7 +48,7 @@ def _names(flag: str, names: list[str], known) -> None:
 
 def check_args(args, tables: list[str]) -> None:
     """Numbers, names and paths, before any model loads (a bad one used to fail minutes later, or not at all)."""
-    from lcf_jax.eval.reproduce import T2_SETS, TEXT_PROMPTS
+    from lcf_jax.eval.tables import T2_SETS, TEXT_PROMPTS
     needs_two = {"t2", "ladder"} & set(tables)  # control rows swap passages between two questions
     low = 2 if needs_two else 1
     if args.n < low:
@@ -137,7 +137,7 @@ def build_parser() -> ArgumentParser:
 def _main(argv, agents: dict | None = None) -> None:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from lcf_jax.eval import reproduce as R
+    from lcf_jax.eval import tables as R
 
     tables = ((["t1", "t2", "t3"] + (["ablations"] if args.ablation_runs else []))
               if args.table == "all" else [args.table])

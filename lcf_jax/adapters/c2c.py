@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lcf_jax.adapters import _common as C
+from lcf_jax.adapters import common as C
 from lcf_jax.adapters.layer_map import LAYER_MAP_KINDS, layer_map
 from lcf_jax.models.cache import KVCache
 from lcf_jax.models.config import ModelConfig

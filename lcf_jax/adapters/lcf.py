@@ -55,7 +55,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lcf_jax.adapters import _common as C
+from lcf_jax.adapters import common as C
 from lcf_jax.adapters.layer_map import LAYER_MAP_KINDS, adapter_layer_plan
 from lcf_jax.kernels.compress_translate import ACTIVATIONS, compress_translate
 from lcf_jax.models import layers as L

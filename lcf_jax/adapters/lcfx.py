@@ -61,7 +61,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lcf_jax.adapters import _common as C
+from lcf_jax.adapters import common as C
 from lcf_jax.adapters.layer_map import select_layers
 from lcf_jax.models.cache import ExtraKV, KVCache
 from lcf_jax.models.config import ModelConfig
@@ -245,7 +245,7 @@ def _check_params(params: dict, cfg, sharer_cfg, receiver_cfg) -> None:
             raise ValueError(f"LCF-X params[{k!r}] has shape {tuple(params[k].shape)}, the config implies {tuple(sd.shape)}")
 
 
-def _unrotated_kv(cache: KVCache, mcfg: ModelConfig, layers) -> jax.Array:
+def unrotated_kv(cache: KVCache, mcfg: ModelConfig, layers) -> jax.Array:
     """[n, B, S, 2*H*D]: per token, [un-rotated key | value] of each of `layers`."""
     idx = np.asarray(layers)
     k = cache.keys[idx].transpose(0, 1, 3, 2, 4)      # [n, B, S, H, D]
@@ -260,7 +260,7 @@ def receiver_summary(params: dict, receiver_cache: KVCache, *, cfg: LCFXConfig, 
                      receiver_cfg: ModelConfig) -> jax.Array:
     """Conditioning vector c [B, r] from the receiver's own cache (masked mean of un-rotated K/V)."""
     _, _, cu = used_layers(cfg, sharer_cfg, receiver_cfg)
-    x = _unrotated_kv(receiver_cache, receiver_cfg, cu).astype(jnp.float32)      # [n, B, S, F]
+    x = unrotated_kv(receiver_cache, receiver_cfg, cu).astype(jnp.float32)      # [n, B, S, F]
     w = receiver_cache.mask.astype(jnp.float32)
     mean = jnp.einsum("nbsf,bs->bnf", x, w) / jnp.maximum(w.sum(-1), 1.0)[:, None, None]
     c = jnp.einsum("bnf,nfr->br", mean, params["cond_w"].astype(jnp.float32)) + params["cond_b"]
@@ -271,7 +271,7 @@ def token_latents(params: dict, sharer_cache: KVCache, *, cfg: LCFXConfig, share
                   receiver_cfg: ModelConfig) -> jax.Array:
     """Encoder step 1: the per-token joint latent z [B, S, r] (float32) of the sharer's cache."""
     su, _, _ = used_layers(cfg, sharer_cfg, receiver_cfg)
-    x = _unrotated_kv(sharer_cache, sharer_cfg, su)                                   # [n, B, S, F]
+    x = unrotated_kv(sharer_cache, sharer_cfg, su)                                   # [n, B, S, F]
     w_enc = params["enc_w"]
     z = jnp.einsum("nbsf,nfr->bsr", x.astype(w_enc.dtype), w_enc, preferred_element_type=jnp.float32)
     z = z + params["enc_b"]

@@ -60,7 +60,12 @@ class TokenizedQA:
     teacher_context: Optional[np.ndarray] = None  # int32 [n_c]: `Context: {passage}\n` for the teacher
 
 
-def _pad_id(tokenizer) -> int:
+def positions_from_mask(mask: np.ndarray) -> np.ndarray:
+    """int32 RoPE positions of right-padded rows: 0, 1, ... over the valid tokens, 0 on the padding (last axis)."""
+    return np.maximum(np.cumsum(mask, axis=-1) - 1, 0).astype(np.int32)
+
+
+def pad_id(tokenizer) -> int:
     for attr in ("pad_token_id", "eos_token_id"):
         v = getattr(tokenizer, attr, None)
         if v is not None:
@@ -130,8 +135,8 @@ class QAFeatures:
         if eos is None:
             raise ValueError("the receiver tokenizer needs an eos_token_id for targets")
         self.receiver_eos_id = int(eos)
-        self.sharer_pad_id = _pad_id(sharer_tokenizer)
-        self.receiver_pad_id = _pad_id(receiver_tokenizer)
+        self.sharer_pad_id = pad_id(sharer_tokenizer)
+        self.receiver_pad_id = pad_id(receiver_tokenizer)
         self._sharer_prefix = _special_prefix(sharer_tokenizer) if add_special_tokens else []
         self._receiver_prefix = _special_prefix(receiver_tokenizer) if add_special_tokens else []
         if len(self._sharer_prefix) >= self.max_sharer_len:
@@ -211,7 +216,7 @@ class QAFeatures:
         sharer_mask = np.zeros(ls, bool)
         sharer_ids[ls - ns:] = tok.sharer
         sharer_mask[ls - ns:] = True
-        sharer_positions = np.maximum(np.cumsum(sharer_mask) - 1, 0).astype(np.int32)
+        sharer_positions = positions_from_mask(sharer_mask)
         out = {"sharer_ids": sharer_ids, "sharer_mask": sharer_mask,
                "sharer_positions": sharer_positions}
         n_p, n_t = len(tok.prompt), len(tok.target)
@@ -237,7 +242,7 @@ class QAFeatures:
             mask = np.zeros(lr, bool)
             mask[lr - n_p:] = True
             out.update(prompt_ids=ids, prompt_mask=mask,
-                       prompt_positions=np.maximum(np.cumsum(mask) - 1, 0).astype(np.int32),
+                       prompt_positions=positions_from_mask(mask),
                        prompt_len=np.int32(n_p))
         return out
 

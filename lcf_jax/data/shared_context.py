@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from lcf_jax.adapters.align import tokenize_pair
-from lcf_jax.data.pipeline import BucketedBatches, _pad_id, bucket_for, default_buckets
+from lcf_jax.data.pipeline import BucketedBatches, bucket_for, default_buckets, pad_id, positions_from_mask
 
 DEFAULT_CONTEXT_TEMPLATE = "{prompt}\n"
 DEFAULT_TARGET_TEMPLATE = "{completion}"
@@ -52,7 +52,7 @@ class SharedContextFeatures:
         self.max_context_len, self.max_target_len = int(max_context_len), int(max_target_len)
         self.context_template, self.target_template = context_template, target_template
         self.eos, self.append_eos = int(eos), bool(append_eos)
-        self.sharer_pad, self.receiver_pad = _pad_id(sharer_tokenizer), _pad_id(receiver_tokenizer)
+        self.sharer_pad, self.receiver_pad = pad_id(sharer_tokenizer), pad_id(receiver_tokenizer)
         self.context_buckets = default_buckets(self.max_context_len)
         self.target_buckets = default_buckets(self.max_target_len + 1, smallest=8)
 
@@ -103,7 +103,7 @@ class SharedContextFeatures:
             out["receiver_ids"][i, : nt + 1] = np.concatenate([t.receiver_ctx[-1:], t.target])
             out["receiver_mask"][i, : nt + 1] = True
             out["loss_mask"][i, 1: nt + 1] = True
-        out["sharer_positions"] = np.maximum(np.cumsum(out["sharer_mask"], 1) - 1, 0).astype(np.int32)
+        out["sharer_positions"] = positions_from_mask(out["sharer_mask"])
         return out
 
 

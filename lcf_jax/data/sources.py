@@ -55,8 +55,9 @@ import re
 from typing import Any, Iterator, Optional
 
 from lcf_jax.data import splits as splits_lib
+from lcf_jax.paths import repo_root
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+REPO_ROOT = repo_root()
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"  # i.e. ../shared/data from the repo root
 DATA_DIR_ENV = "LCF_DATA_DIR"
 

@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 
 from lcf_jax.eval import metrics
-from lcf_jax.eval.reproduce import Table, score_choices
+from lcf_jax.eval.tables import Table, score_choices
 
 ABLATION_MC_SETS = {"mc/arc_easy": "dev", "mc/mmlu_redux": "dev"}
 
@@ -47,7 +47,8 @@ def load_run(path: str, agents: dict) -> dict:
     import jax.numpy as jnp
 
     from lcf_jax.adapters import size
-    from lcf_jax.adapters.export_jax import import_adapter, load_checkpoint
+    from lcf_jax.adapters.export_jax import import_adapter
+    from lcf_jax.train.export_run import load_checkpoint
     from lcf_jax.train.objective import Setup
 
     if (Path(path) / "adapter.json").exists():

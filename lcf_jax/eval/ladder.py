@@ -26,13 +26,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from lcf_jax.adapters import lcfx
-from lcf_jax.adapters import _common as C
+from lcf_jax.adapters import common as C
 from lcf_jax.comm import lcfx_channel
 from lcf_jax.comm.agents import Agent, generate_answers, pad_rows, prefill_cache
 from lcf_jax.comm.protocols import PROMPTS, QATask, Session
 from lcf_jax.eval import metrics
 from lcf_jax.eval.bootstrap import mean_interval, paired_difference
-from lcf_jax.eval.reproduce import Table
+from lcf_jax.eval.tables import Table
 from lcf_jax.models import transformer
 from lcf_jax.models.cache import ExtraKV
 from lcf_jax.models.layers import invert_rope

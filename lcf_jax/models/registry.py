@@ -16,8 +16,9 @@ import numpy as np
 
 from lcf_jax.models import convert
 from lcf_jax.models.config import ModelConfig
+from lcf_jax.paths import repo_root
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = repo_root()
 
 
 def cache_dir() -> Path:
@@ -186,3 +187,13 @@ def load_any(name: str, seed: int = 0) -> tuple[ModelConfig, dict]:
         raise KeyError(f"unknown model {name!r}; use a bundled model {sorted(BUNDLED)} or a tiny one "
                        f"{sorted(TINY_CONFIGS)}")
     return load_model(name)
+
+
+def config_by_name(name: str) -> ModelConfig:
+    """The ModelConfig of a bundled model, a config-only preset or a tiny test model (no weights loaded)."""
+    if name in TINY_CONFIGS:
+        return TINY_CONFIGS[name]
+    if name in PRESET_CONFIGS:
+        return PRESET_CONFIGS[name]
+    raise KeyError(f"unknown model {name!r}: not a preset {sorted(PRESET_CONFIGS)} nor a tiny model "
+                   f"{sorted(TINY_CONFIGS)}")

@@ -41,7 +41,7 @@ def preflight(cfg) -> None:
 
         from lcf_jax.adapters import ADAPTER_KINDS
         from lcf_jax.train import config as config_lib
-        configs = [registry.TINY_CONFIGS.get(n) or registry.PRESET_CONFIGS[n] for n in (cfg.model.sharer, cfg.model.receiver)]
+        configs = [registry.config_by_name(n) for n in (cfg.model.sharer, cfg.model.receiver)]
         init = ADAPTER_KINDS[cfg.adapter.kind].init
         key = jax.ShapeDtypeStruct((2,), jax.numpy.uint32)  # abstract: no backend starts before jax.distributed
         names = set(jax.eval_shape(lambda k: init(k, config_lib.adapter_config(cfg), *configs), key))
@@ -57,8 +57,9 @@ def preflight(cfg) -> None:
 def _main(argv: list[str]) -> None:
     cfg = parse_config(argv)
     preflight(cfg)
-    from lcf_jax.train import loop  # after the checks: a bad flag fails before JAX starts
-    last = loop.train(cfg)
+    from lcf_jax.eval import during_training  # after the checks: a bad flag fails before JAX starts
+    from lcf_jax.train import loop
+    last = loop.train(cfg, make_evaluate=during_training.make_train_evaluator)
     print({k: round(v, 4) if isinstance(v, float) else v for k, v in last.items()})
 
 

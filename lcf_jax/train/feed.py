@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from lcf_jax.data.pipeline import positions_from_mask
 from lcf_jax.models.config import ModelConfig
 
 
@@ -46,7 +47,7 @@ class SyntheticBatches(PositionIterator):
         batch = {
             "sharer_ids": np.where(s_mask, rng.randint(3, self.sharer.vocab_size, (b, self.sharer_len)), 0).astype(np.int32),
             "sharer_mask": s_mask,
-            "sharer_positions": np.maximum(np.cumsum(s_mask, 1) - 1, 0).astype(np.int32),
+            "sharer_positions": positions_from_mask(s_mask),
         }
         tr = self.prompt_len + self.target_len
         ids = rng.randint(3, self.receiver.vocab_size, (b, tr)).astype(np.int32)

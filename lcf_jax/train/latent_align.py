@@ -34,7 +34,7 @@ import numpy as np
 
 from lcf_jax.adapters import lcfx
 from lcf_jax.adapters.align import tokenize_pair
-from lcf_jax.data.pipeline import _pad_id
+from lcf_jax.data.pipeline import pad_id, positions_from_mask
 from lcf_jax.models import transformer
 from lcf_jax.train import objective, stage
 from lcf_jax.train.feed import PositionIterator
@@ -57,7 +57,7 @@ class PassagePairs(PositionIterator):
             raise ValueError("latent-alignment pre-training got no passages (check data.train_sets)")
         self.passages, self.sharer_tok, self.receiver_tok = passages, sharer_tok, receiver_tok
         self.max_len, self.batch_size, self.seed = int(max_len), int(batch_size), int(seed)
-        self.s_pad, self.r_pad = _pad_id(sharer_tok), _pad_id(receiver_tok)
+        self.s_pad, self.r_pad = pad_id(sharer_tok), pad_id(receiver_tok)
         self.position = 0
         self._orders: dict[int, np.ndarray] = {}
 
@@ -84,7 +84,7 @@ class PassagePairs(PositionIterator):
             out["receiver_ids"][i, L - nr:], out["receiver_mask"][i, L - nr:] = r_ids, True
             out["alignment"][i, L - nr:] = (L - ns) + align   # receiver slot -> sharer cache slot
             out["align_weight"][i, L - nr:] = weight
-        out["sharer_positions"] = np.maximum(np.cumsum(out["sharer_mask"], 1) - 1, 0).astype(np.int32)
+        out["sharer_positions"] = positions_from_mask(out["sharer_mask"])
         return out
 
 
@@ -97,7 +97,7 @@ def alignment_loss(adapter_params: dict, sharer_params: dict, receiver_params: d
     _, r_cache = transformer.forward(frozen_r, batch["receiver_ids"], transformer.positions_from_mask(r_mask), None,
                                      config=r_cfg, token_mask=r_mask, last_logits_only=True)
     _, ru, _ = lcfx.used_layers(cfg, s_cfg, r_cfg)
-    target = jax.lax.stop_gradient(lcfx._unrotated_kv(r_cache, r_cfg, ru).astype(jnp.float32))  # [n, B, T, 2F]
+    target = jax.lax.stop_gradient(lcfx.unrotated_kv(r_cache, r_cfg, ru).astype(jnp.float32))  # [n, B, T, 2F]
 
     z = lcfx.token_latents(adapter_params, s_cache, cfg=cfg, sharer_cfg=s_cfg, receiver_cfg=r_cfg)
     lat = lcfx.token_messages(adapter_params, z, cfg=cfg)                                    # [B, S, r]
@@ -186,15 +186,15 @@ def _token_stages(cfg, params: dict, frozen: tuple, setup: Setup, tokenizers: tu
     s_tok, r_tok = tokenizers
     batches = token_translation.TokenBatches(passages_of(train_examples), s_tok, r_tok,
                                              max_len=p.max_len or d.max_sharer_len, batch_size=p.batch_size,
-                                             seed=d.seed, pad_id=_pad_id(s_tok))
+                                             seed=d.seed, pad_id=pad_id(s_tok))
     params = token_translation.pretrain(params, frozen, batches, setup, steps=p.steps, lr=p.lr, log=log,
                                         log_every=cfg.train.log_every)
     if p.locator_steps <= 0:
         return params
     rows = locator.LocatorBatches(train_examples, s_tok, r_tok, max_len=d.max_sharer_len,
                                   max_prompt_len=d.max_prompt_len, prompt_template=d.prompt_template,
-                                  batch_size=p.locator_batch_size, seed=d.seed, sharer_pad=_pad_id(s_tok),
-                                  receiver_pad=_pad_id(r_tok))
+                                  batch_size=p.locator_batch_size, seed=d.seed, sharer_pad=pad_id(s_tok),
+                                  receiver_pad=pad_id(r_tok))
     shifted = None if log is None else (lambda step, m: log(p.steps + step, {f"locator_{k}": v for k, v in m.items()}))
     return locator.pretrain(params, frozen, rows, setup, steps=p.locator_steps, lr=p.locator_lr, log=shifted,
                             log_every=cfg.train.log_every)
@@ -216,9 +216,9 @@ def collect_pairs(frozen: tuple, batches, setup: Setup, n_batches: int) -> tuple
         r_mask = batch["receiver_mask"]
         _, r_cache = transformer.forward(frozen[1], batch["receiver_ids"], transformer.positions_from_mask(r_mask),
                                          None, config=r_cfg, token_mask=r_mask, last_logits_only=True)
-        x = lcfx._unrotated_kv(s_cache, s_cfg, su)                                    # [n, B, S, F]
+        x = lcfx.unrotated_kv(s_cache, s_cfg, su)                                    # [n, B, S, F]
         x = jnp.take_along_axis(x, jnp.maximum(batch["alignment"], 0)[None, :, :, None], axis=2)
-        y = lcfx._unrotated_kv(r_cache, r_cfg, ru)
+        y = lcfx.unrotated_kv(r_cache, r_cfg, ru)
         flat = lambda a: a.transpose(1, 2, 0, 3).reshape(a.shape[1], a.shape[2], -1)  # noqa: E731
         return flat(x), flat(y)
 

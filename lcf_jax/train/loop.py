@@ -232,8 +232,10 @@ def _put(tree, shardings):
     return jax.tree.map(one, tree, shardings)
 
 
-def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None) -> dict:
-    """Runs (or resumes) training to cfg.train.steps. `evaluate(params, step) -> dict` is optional.
+def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None, make_evaluate=None) -> dict:
+    """Runs (or resumes) training to cfg.train.steps. `evaluate(params, step) -> dict` is optional; so is
+    `make_evaluate(cfg, setup, frozen, qa, tokenizers) -> evaluate`, for an evaluator that needs what the run
+    builds (the command line passes `eval.during_training.make_train_evaluator`: evaluation sits above training).
 
     Returns the last logged train metrics. Raises NonFiniteLossError on a NaN/inf loss.
     """
@@ -250,9 +252,8 @@ def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None) -> dict:
         setup = b["setup"] = dataclasses.replace(setup, receiver_prefix=qa.features.receiver_prefix_len)
     if cfg.train.sharer_cache == "precomputed":
         feed = feed_lib.WithSharerCache(feed, sharer_cache_fn(setup, b["frozen"][0]))
-    if evaluate is None and qa is not None:
-        from lcf_jax.comm import evaluation
-        evaluate = evaluation.make_train_evaluator(cfg, setup, b["frozen"], qa, tokenizers)
+    if evaluate is None and make_evaluate is not None and qa is not None:
+        evaluate = make_evaluate(cfg, setup, b["frozen"], qa, tokenizers)
 
     workdir = cfg.train.workdir if not _is_local(cfg.train.workdir) else str(Path(cfg.train.workdir).resolve())
     ckpt = Checkpointer(f"{workdir}/checkpoints", keep_last=cfg.train.keep_last,

@@ -12,6 +12,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from lcf_jax.train.mesh_shape import check_batch, resolve_mesh
+
 MESH_AXES = ("data", "model")
 
 # logical axis -> mesh axis (None: replicated). Adapter ranks and model hidden widths shard over
@@ -46,14 +48,7 @@ LOGICAL_RULES: dict[str, Optional[str]] = {
 def make_mesh(data: int = -1, model: int = 1, devices: Optional[Sequence[Any]] = None) -> Mesh:
     """A (data, model) mesh over all (or the given) devices; -1 fills the axis with what is left."""
     devices = list(devices if devices is not None else jax.devices())
-    n = len(devices)
-    if model <= 0 or n % model:
-        raise ValueError(f"mesh model axis {model} does not divide the {n} devices")
-    if data == -1:
-        data = n // model
-    if data * model != n:
-        raise ValueError(f"mesh shape (data={data}, model={model}) needs {data * model} devices but {n} are "
-                         f"available: set mesh.data * mesh.model = {n}")
+    data, model = resolve_mesh(data, model, len(devices))
     return Mesh(np.array(devices).reshape(data, model), MESH_AXES, axis_types=(AxisType.Auto,) * 2)
 
 
@@ -94,6 +89,4 @@ def batch_sharding(batch: dict, mesh: Mesh) -> dict:
 
 
 def check_global_batch(global_batch: int, mesh: Mesh) -> None:
-    if global_batch % mesh.shape["data"]:
-        raise ValueError(f"global batch {global_batch} is not divisible by the mesh data axis "
-                         f"({mesh.shape['data']}): change data.batch_size or mesh.data")
+    check_batch(global_batch, mesh.shape["data"])

@@ -6,7 +6,7 @@ import pytest
 from adapter_tiny_models import model_params, tiny
 
 from lcf_jax.adapters.lcfx import LCFXConfig, init_lcfx, message_prefix, positioned_kv_prefix
-from lcf_jax.adapters import _common as C
+from lcf_jax.adapters import common as C
 from lcf_jax.models import transformer as T
 from lcf_jax.models.layers import invert_rope
 

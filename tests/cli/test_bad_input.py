@@ -186,7 +186,7 @@ def _tiny_run(workdir: Path) -> None:
 
 def _messages(d: Path) -> dict[str, Path]:
     """Message files that the shipped adapter's receiver must refuse, one reason each."""
-    from lcf_jax.cli_errors import load_lcfx_adapter
+    from lcf_jax.comm.shipped import load_lcfx_adapter
     from lcf_jax.comm import wire
     cfg, params, meta = load_lcfx_adapter()
     ident = wire.AdapterIdentity.of(cfg, params, meta["sharer"]["name"], meta["receiver"]["name"])
@@ -224,7 +224,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     for step in ("3", "6"):
         shutil.rmtree(d / "dead_run" / "checkpoints" / step / "params")
     paths.update(run=d / "run", corrupt_run=d / "corrupt_run", dead_run=d / "dead_run")
-    from lcf_jax.adapters.export_jax import export_checkpoint
+    from lcf_jax.train.export_run import export_checkpoint
     paths["tiny_adapter"] = export_checkpoint(d / "run", d / "tiny_adapter")
     paths.update(_messages(d))
     return {k: str(v) for k, v in paths.items()}

@@ -18,7 +18,7 @@ def test_lcfx_with_the_shipped_adapter_writes_one_prediction_per_row(tmp_path, c
     answer.main(["--protocol", "lcfx", "--input", str(inp), "--output", str(out), "--max-new-tokens", "6"])
     preds = [json.loads(line) for line in out.read_text().splitlines()]
     assert [p["id"] for p in preds] == ["a", "b"]
-    from lcf_jax.cli_errors import load_lcfx_adapter
+    from lcf_jax.comm.shipped import load_lcfx_adapter
     cfg, _, _ = load_lcfx_adapter()
     assert all(p["bytes_sent"] == cfg.slots * cfg.rank * 4 and p["latency_s"] > 0 for p in preds)  # float32 message
     assert "F1" not in capsys.readouterr().out  # row b has no answers: no score

@@ -1,7 +1,7 @@
 """Ablation tables: finished tiny training runs (joint/separate LCF, LCF-X) re-scored on real dev data."""
 import pytest
 
-from lcf_jax.adapters.export_jax import export_checkpoint
+from lcf_jax.train.export_run import export_checkpoint
 from lcf_jax.adapters.lcf import lcf_groups
 from lcf_jax.data import sources
 from lcf_jax.eval import ablations as A

@@ -11,7 +11,8 @@ from export_helpers import perturbed, tiny
 
 from lcf_jax.adapters import ADAPTER_KINDS, c2c, lcf, lcfx
 from lcf_jax.adapters import export_format as F
-from lcf_jax.adapters.export_jax import export_adapter, export_checkpoint, import_adapter, load_checkpoint
+from lcf_jax.adapters.export_jax import export_adapter, import_adapter
+from lcf_jax.train.export_run import export_checkpoint, load_checkpoint
 
 PAIRS = [("llama", "gemma3"), ("gemma3", "llama"), ("qwen2", "qwen3"), ("gemma3", "gemma3")]
 

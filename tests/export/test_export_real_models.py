@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from lcf_jax.adapters import lcfx
-from lcf_jax.adapters.export_jax import export_adapter, export_checkpoint, import_adapter
+from lcf_jax.adapters.export_jax import export_adapter, import_adapter
+from lcf_jax.train.export_run import export_checkpoint
 from lcf_jax.comm import lcfx_channel
 from lcf_jax.comm.agents import Agent, first_line
 from lcf_jax.data import pipeline, sources

@@ -44,9 +44,13 @@ def test_logits_and_greedy_tokens_match_transformers(bundled):
     np.testing.assert_array_equal(np.asarray(ours.tokens[0]), ref)
 
 
-def test_second_load_is_fast(bundled):
-    import time
+def test_second_load_reads_the_cache_without_converting_again(bundled, monkeypatch):
     name = bundled[0]
-    t = time.perf_counter()
-    registry.load_model(name)
-    assert time.perf_counter() - t < 5.0
+    cached = registry.converted_dir(name) / "params.safetensors"
+    before = cached.stat().st_mtime_ns
+
+    def no_conversion(*a, **k):
+        raise AssertionError("the converted cache was not used")
+    monkeypatch.setattr(registry, "load_hf_model", no_conversion)
+    config, params = registry.load_model(name)
+    assert config.name == name and params and cached.stat().st_mtime_ns == before

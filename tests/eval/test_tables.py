@@ -7,7 +7,7 @@ import pytest
 from lcf_jax.adapters import LCFXConfig, init_lcfx
 from lcf_jax.comm import protocols
 from lcf_jax.data import sources
-from lcf_jax.eval import reproduce as R
+from lcf_jax.eval import tables as R
 from tests.comm.tiny_agents import tiny_agent
 
 pytestmark = pytest.mark.skipif(not sources.resolve_data_dir().exists(), reason="../shared/data is absent")
