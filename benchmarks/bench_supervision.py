@@ -30,7 +30,7 @@ def _time(fn, steps: int) -> float:
 
 def qa_step(pair: str, steps: int, batch: int, sharer_len: int, target_len: int) -> tuple[float, int]:
     """(seconds per step, supervised tokens per step) of the QA objective (the first recipe's stage 2)."""
-    from lcf_jax.train import config as config_lib, loop
+    from lcf_jax.train import config as config_lib, run_setup
     from lcf_jax.train.feed import SyntheticBatches, device_arrays
     from lcf_jax.train.step import init_state, jit_train_step
     from lcf_jax.train import sharding
@@ -38,14 +38,14 @@ def qa_step(pair: str, steps: int, batch: int, sharer_len: int, target_len: int)
     s, r = PAIRS[pair]
     cfg = config_lib.pair_config(s, r, "lcfx", data={"task": "synthetic", "batch_size": batch},
                                  mesh={"data": 1, "model": 1, "num_devices": 1})
-    b = loop.build(cfg)
+    b = run_setup.build(cfg)
     feed = SyntheticBatches("lcfx", b["setup"].sharer, b["setup"].receiver, batch, 0, sharer_len=sharer_len,
                             prompt_len=32, target_len=target_len)
     bt = device_arrays(next(feed))
     batch_sh = sharding.batch_sharding(bt, b["mesh"])
     step_fn = jit_train_step(b["setup"], b["optimizer"], b["mesh"], b["state_sh"], b["frozen_sh"], batch_sh)
-    state = [loop._put(init_state(b["params"], b["optimizer"], 0), b["state_sh"])]
-    frozen, put = loop._put(b["frozen"], b["frozen_sh"]), loop._put(bt, batch_sh)
+    state = [sharding.put_global(init_state(b["params"], b["optimizer"], 0), b["state_sh"])]
+    frozen, put = sharding.put_global(b["frozen"], b["frozen_sh"]), sharding.put_global(bt, batch_sh)
 
     def one():
         state[0], m = step_fn(state[0], frozen, put)

@@ -23,31 +23,31 @@ def _child(pair: str, sharer_cache: str, devices: int, steps: int, batch: int, s
     import jax
     import numpy as np
 
-    from lcf_jax.train import config as config_lib, loop, sharding
+    from lcf_jax.train import config as config_lib, run_setup, sharding
     from lcf_jax.train.feed import SyntheticBatches, device_arrays
     from lcf_jax.train.step import init_state, jit_train_step
 
     s, r = PAIRS[pair]
     cfg = config_lib.pair_config(s, r, "lcfx", data={"task": "synthetic", "batch_size": batch},
                                  mesh={"data": devices, "model": 1, "num_devices": devices})
-    b = loop.build(cfg)
+    b = run_setup.build(cfg)
     setup, mesh = b["setup"], b["mesh"]
     feed = SyntheticBatches("lcfx", setup.sharer, setup.receiver, batch, 0, sharer_len=sharer_len, prompt_len=16,
                             target_len=16)
     batches = [device_arrays(next(feed)) for _ in range(steps + 1)]
     if sharer_cache == "precomputed":
-        compute = loop.sharer_cache_fn(setup, b["frozen"][0])
+        compute = run_setup.sharer_cache_fn(setup, b["frozen"][0])
         for bt in batches:
             bt["sharer_keys"], bt["sharer_values"] = (np.asarray(x) for x in compute(bt))
     batch_sh = sharding.batch_sharding(batches[0], mesh)
     step_fn = jit_train_step(setup, b["optimizer"], mesh, b["state_sh"], b["frozen_sh"], batch_sh)
-    state = loop._put(init_state(b["params"], b["optimizer"], 0), b["state_sh"])
-    frozen = loop._put(b["frozen"], b["frozen_sh"])
-    state, m = step_fn(state, frozen, loop._put(batches[0], batch_sh))
+    state = sharding.put_global(init_state(b["params"], b["optimizer"], 0), b["state_sh"])
+    frozen = sharding.put_global(b["frozen"], b["frozen_sh"])
+    state, m = step_fn(state, frozen, sharding.put_global(batches[0], batch_sh))
     jax.block_until_ready(m)
     t = time.perf_counter()
     for bt in batches[1:]:
-        state, m = step_fn(state, frozen, loop._put(bt, batch_sh))
+        state, m = step_fn(state, frozen, sharding.put_global(bt, batch_sh))
     jax.block_until_ready(m)
     dt = time.perf_counter() - t
     return {"examples_per_s": steps * batch / dt, "devices": len(jax.devices())}

@@ -8,7 +8,7 @@ Prints one line `AOT_RESULT {json}`. Nothing is allocated: the frozen models are
 `jax.eval_shape`, the batch is the `SyntheticBatches` layout at the config's lengths
 (data.max_sharer_len, data.max_prompt_len + data.max_target_len).
 
-The run's real `loop.build(cfg)` is reused (mesh, Setup, optimizer, shardings) with
+The run's real `run_setup.build(cfg)` is reused (mesh, Setup, optimizer, shardings) with
 `registry.load_any` swapped for an abstract loader, so this lowers the same step the loop runs.
 
 Target: with --tpu-topology, first `jax.experimental.topologies.get_topology_desc(...)` (needs libtpu;
@@ -91,14 +91,14 @@ def _lower_compile(cfg, batch_size: int, devices) -> dict:
     import numpy as np
 
     from lcf_jax.models import registry
-    from lcf_jax.train import feed as feed_lib, loop, sharding
+    from lcf_jax.train import feed as feed_lib, run_setup, sharding
     from lcf_jax.train.step import TrainState, jit_train_step
 
     t0 = time.perf_counter()
     make_mesh = sharding.make_mesh
     with _patched(registry, "load_any", _abstract_models()), \
             _patched(sharding, "make_mesh", lambda d=-1, m=1, devices_=None: make_mesh(d, m, devices)):
-        b = loop.build(cfg)
+        b = run_setup.build(cfg)
     setup, mesh = b["setup"], b["mesh"]
     sds = lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype)  # noqa: E731
     params = jax.tree.map(sds, b["params"])

@@ -37,14 +37,13 @@ from lcf_jax.adapters.align import tokenize_pair
 from lcf_jax.data.pipeline import pad_id, positions_from_mask
 from lcf_jax.models import transformer
 from lcf_jax.train import objective, stage
-from lcf_jax.train.feed import PositionIterator
 from lcf_jax.train.objective import Setup
 
 TRAINED_KEYS = ("enc_w", "enc_b", "enc_norm", "pool_wv", "pool_wo", "out_norm",
                 "dec_norm", "dec_wk", "dec_bk", "dec_wv", "dec_bv", "v_gate")
 
 
-class PassagePairs(PositionIterator):
+class PassagePairs(stage.ShuffledRows):
     """Left-padded batches of passages in both tokenizations, with the receiver -> sharer slot map.
 
     Deterministic in (seed, position): the state is one integer, checkpointed like the QA iterator's.
@@ -58,20 +57,11 @@ class PassagePairs(PositionIterator):
         self.passages, self.sharer_tok, self.receiver_tok = passages, sharer_tok, receiver_tok
         self.max_len, self.batch_size, self.seed = int(max_len), int(batch_size), int(seed)
         self.s_pad, self.r_pad = pad_id(sharer_tok), pad_id(receiver_tok)
-        self.position = 0
-        self._orders: dict[int, np.ndarray] = {}
-
-    def _order(self, epoch: int) -> np.ndarray:
-        if epoch not in self._orders:  # one permutation per epoch, not one per row
-            self._orders = {epoch: np.random.RandomState([self.seed, epoch]).permutation(len(self.passages)),
-                            **{e: o for e, o in self._orders.items() if e == epoch - 1}}
-        return self._orders[epoch]
+        self.num_rows, self.position = len(passages), 0
 
     def __next__(self) -> dict:
-        n, b, L = len(self.passages), self.batch_size, self.max_len
-        start = self.position * b
-        rows = [int(self._order((start + i) // n)[(start + i) % n]) for i in range(b)]
-        self.position += 1
+        b, L = self.batch_size, self.max_len
+        rows = self.next_rows()
         out = {k: np.zeros((b, L), np.int32) for k in ("sharer_ids", "receiver_ids")}
         out.update(sharer_mask=np.zeros((b, L), bool), receiver_mask=np.zeros((b, L), bool),
                    alignment=np.full((b, L), -1, np.int32), align_weight=np.zeros((b, L), bool))

@@ -20,6 +20,7 @@ import numpy as np
 
 from lcf_jax.adapters import lcfx
 from lcf_jax.adapters.align import tokenize_with_offsets
+from lcf_jax.data.pipeline import positions_from_mask
 from lcf_jax.models import transformer
 from lcf_jax.train import stage
 from lcf_jax.train.objective import Setup
@@ -44,7 +45,7 @@ def answer_tokens(passage: str, answers: Sequence[str], offsets) -> np.ndarray:
     return out
 
 
-class LocatorBatches:
+class LocatorBatches(stage.ShuffledRows):
     """Right-padded (passage, prompt, answer-token) batches of the rows whose answer is in the passage;
     all rows tokenised once. Deterministic in (seed, position)."""
 
@@ -69,18 +70,14 @@ class LocatorBatches:
         for i, (ids, span, prompt) in enumerate(rows):
             self.ids[i, :len(ids)], self.mask[i, :len(ids)], self.span[i, :len(ids)] = ids, True, span
             self.prompt[i, :len(prompt)], self.prompt_mask[i, :len(prompt)] = prompt, True
-        self.batch_size, self.seed, self.position = int(batch_size), int(seed), 0
-
-    def __len__(self) -> int:
-        return len(self.ids)
+        self.num_rows, self.batch_size, self.seed, self.position = n, int(batch_size), int(seed), 0
 
     def __next__(self) -> dict:
-        rows = stage.shuffled_rows(self.seed, self.position, self.batch_size, len(self.ids))
-        self.position += 1
-        arange = lambda m: np.broadcast_to(np.arange(m.shape[1], dtype=np.int32), m.shape).copy()  # noqa: E731
-        return {"sharer_ids": self.ids[rows], "sharer_mask": self.mask[rows], "sharer_positions": arange(self.mask[rows]),
-                "answer_mask": self.span[rows], "prompt_ids": self.prompt[rows], "prompt_mask": self.prompt_mask[rows],
-                "prompt_positions": arange(self.prompt_mask[rows])}
+        rows = self.next_rows()
+        mask, prompt_mask = self.mask[rows], self.prompt_mask[rows]
+        return {"sharer_ids": self.ids[rows], "sharer_mask": mask, "sharer_positions": positions_from_mask(mask),
+                "answer_mask": self.span[rows], "prompt_ids": self.prompt[rows], "prompt_mask": prompt_mask,
+                "prompt_positions": positions_from_mask(prompt_mask)}
 
 
 def receiver_prefix_model(receiver_params: dict, setup: Setup):

@@ -90,3 +90,18 @@ def batch_sharding(batch: dict, mesh: Mesh) -> dict:
 
 def check_global_batch(global_batch: int, mesh: Mesh) -> None:
     check_batch(global_batch, mesh.shape["data"])
+
+
+def put_global(tree, shardings):
+    """Host values -> global arrays. Every process holds the same full value (the feed is deterministic in
+    (seed, step)), so the global shape is the local shape and each device takes its own slice; without
+    `global_shape` JAX would treat each process's rows as distinct and multiply the global batch by the
+    process count. Arrays that are already global (restored from a checkpoint) are kept as they are."""
+    def one(x, s):
+        if jax.process_count() == 1:
+            return jax.device_put(x, s)
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return x if x.sharding == s else jax.device_put(x, s)
+        x = np.asarray(x)
+        return jax.make_array_from_process_local_data(s, x, x.shape)
+    return jax.tree.map(one, tree, shardings)

@@ -2,16 +2,16 @@
 adapter's parameters with a non-finite guard (latent alignment, token translation, locator)."""
 from __future__ import annotations
 
-import functools
 import time
 from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from lcf_jax.train import optim
+from lcf_jax.train.feed import PositionIterator
+from lcf_jax.train.step import guarded_update
 
 
 def shuffled_rows(seed: int, position: int, batch_size: int, n: int) -> list[int]:
@@ -27,17 +27,30 @@ def shuffled_rows(seed: int, position: int, batch_size: int, n: int) -> list[int
     return rows
 
 
+class ShuffledRows(PositionIterator):
+    """A stage's rows served `batch_size` at a time in the order of `shuffled_rows`; like the QA feed, its whole
+    state is one integer (`position`). Subclasses set `num_rows`, `batch_size` and `seed`."""
+    num_rows: int
+    batch_size: int
+    seed: int
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def next_rows(self) -> list[int]:
+        rows = shuffled_rows(self.seed, self.position, self.batch_size, self.num_rows)
+        self.position += 1
+        return rows
+
+
 def make_step(loss_fn: Callable, optimizer):
     """(trained, opt_state, fixed, frozen, batch) -> (trained, opt_state, metrics): one Adam step on `trained`
     of loss_fn({**fixed, **trained}, frozen, batch) -> (loss, aux); a non-finite loss or gradient keeps the
     old state and reports finite=False."""
     def step(trained, opt_state, fixed, frozen, batch):
         (_, aux), grads = jax.value_and_grad(lambda tr: loss_fn({**fixed, **tr}, frozen, batch), has_aux=True)(trained)
-        updates, new_opt = optimizer.update(grads, opt_state, trained)
-        finite = jnp.isfinite(aux["loss"]) & jnp.isfinite(optax.tree.norm(grads))
-        new = optax.apply_updates(trained, updates)
-        keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(finite, x, y), a, b)  # noqa: E731
-        return keep(new, trained), keep(new_opt, opt_state), {**aux, "finite": finite}
+        trained, opt_state, finite = guarded_update(optimizer, grads, opt_state, trained, aux["loss"])
+        return trained, opt_state, {**aux, "finite": finite}
     return step
 
 

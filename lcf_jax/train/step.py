@@ -31,17 +31,23 @@ class NonFiniteLossError(FloatingPointError):
     pass
 
 
+def guarded_update(optimizer: optax.GradientTransformation, grads, opt_state, params, loss):
+    """(params, opt_state, finite) after one update; a non-finite loss or gradient leaves both untouched (the
+    caller raises with the step number). Every training step, main stage and pre-training stages, uses it."""
+    updates, new_opt = optimizer.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
+    return keep(new_params, params), keep(new_opt, opt_state), finite
+
+
 def train_step(state: TrainState, frozen: tuple, batch: dict, *, setup: Setup,
                optimizer: optax.GradientTransformation) -> tuple[TrainState, dict]:
     rng, sub = jax.random.split(state.rng)
     grad_fn = jax.value_and_grad(objective.loss_fn, has_aux=True)
     (_, aux), grads = grad_fn(state.params, frozen[0], frozen[1], batch, setup, train=True, rng=sub, step=state.step)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(aux["loss"]) & jnp.isfinite(optax.tree.norm(grads))
-    # A NaN/inf step leaves the state untouched; the loop raises with the step number.
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
-    new_state = TrainState(state.step + 1, keep(params, state.params), keep(opt_state, state.opt_state), rng)
+    params, opt_state, finite = guarded_update(optimizer, grads, state.opt_state, state.params, aux["loss"])
+    new_state = TrainState(state.step + 1, params, opt_state, rng)
     metrics = {**aux, "grad_norm": optax.tree.norm(grads), "finite": finite}
     return new_state, metrics
 

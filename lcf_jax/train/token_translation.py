@@ -31,6 +31,7 @@ import numpy as np
 
 from lcf_jax.adapters import lcfx
 from lcf_jax.adapters.align import tokenize_with_offsets
+from lcf_jax.data.pipeline import positions_from_mask
 from lcf_jax.models import transformer
 from lcf_jax.train import stage
 from lcf_jax.train.objective import Setup
@@ -53,7 +54,7 @@ def token_targets(text: str, sharer_tok, receiver_tok, max_len: int) -> tuple[li
     return ids, targets, weight
 
 
-class TokenBatches:
+class TokenBatches(stage.ShuffledRows):
     """Right-padded batches of passages with per-token receiver targets; all passages tokenised once.
     Deterministic in (seed, position); `position` is the whole state."""
 
@@ -71,17 +72,12 @@ class TokenBatches:
             ids, tg, w = token_targets(p, sharer_tok, receiver_tok, L)
             k = len(ids)
             self.ids[i, :k], self.targets[i, :k], self.mask[i, :k], self.weight[i, :k] = ids, tg, True, w
-        self.batch_size, self.seed, self.position = int(batch_size), int(seed), 0
-
-    def __len__(self) -> int:
-        return len(self.ids)
+        self.num_rows, self.batch_size, self.seed, self.position = n, int(batch_size), int(seed), 0
 
     def __next__(self) -> dict:
-        rows = stage.shuffled_rows(self.seed, self.position, self.batch_size, len(self.ids))
-        self.position += 1
+        rows = self.next_rows()
         mask = self.mask[rows]
-        return {"sharer_ids": self.ids[rows], "sharer_mask": mask,
-                "sharer_positions": np.broadcast_to(np.arange(mask.shape[1], dtype=np.int32), mask.shape).copy(),
+        return {"sharer_ids": self.ids[rows], "sharer_mask": mask, "sharer_positions": positions_from_mask(mask),
                 "targets": self.targets[rows], "weight": self.weight[rows] & mask}
 
 

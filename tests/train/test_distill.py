@@ -6,7 +6,7 @@ import pytest
 
 from lcf_jax.models import registry
 from lcf_jax.train import config as config_lib
-from lcf_jax.train import loop, objective
+from lcf_jax.train import loop, objective, run_log
 
 POSITIONED = ["--config.adapter.lcfx.injection='positioned'", "--config.data.teacher_context_len=16",
               "--config.distill.kl_weight=1.0", "--config.distill.hidden_weight=1.0"]
@@ -23,7 +23,7 @@ def test_positioned_message_learns_the_teacher(tmp_path, decoder):
     cfg = _cfg(tmp_path, decoder, *POSITIONED, f"--config.adapter.lcfx.decoder='{decoder}'",
                "--config.adapter.lcfx.embed_hidden=32", "--config.train.steps=30", "--config.train.ckpt_every=30")
     loop.train(cfg)
-    rows = [r for r in loop.read_metrics(tmp_path / decoder) if r["kind"] == "train"]
+    rows = [r for r in run_log.read_metrics(tmp_path / decoder) if r["kind"] == "train"]
     assert len(rows) == 30 and all(np.isfinite(r["loss"]) for r in rows)
     kl = [r["kl"] for r in rows]
     assert np.mean(kl[-5:]) < 0.8 * np.mean(kl[:5]), kl   # the student moves toward the teacher

@@ -9,7 +9,7 @@ from lcf_jax.adapters.align import tokenize_pair
 from lcf_jax.models import registry
 from lcf_jax.models.cache import KVCache
 from lcf_jax.train import config as config_lib
-from lcf_jax.train import latent_align, loop
+from lcf_jax.train import latent_align, loop, run_setup
 from lcf_jax.train.objective import Setup
 from tests.offset_tok import OffsetTok
 
@@ -105,14 +105,14 @@ def test_pretraining_needs_qa_passages_and_an_lcfx_adapter(tmp_path):
 def test_a_run_starts_from_an_exported_adapter_and_rejects_another_shape(tmp_path):
     from lcf_jax.adapters.export_jax import export_adapter
     cfg = _cfg(tmp_path, "--config.train.steps=1")
-    b = loop.build(cfg)
+    b = run_setup.build(cfg)
     setup = b["setup"]
     start = jax.tree.map(lambda x: x + 0.5, b["params"])
     export_adapter(tmp_path / "start", start, setup.adapter, setup.sharer, setup.receiver)
-    got = loop.initial_params(_cfg(tmp_path, f"--config.train.init_adapter='{tmp_path / 'start'}'"), b, None, None)
+    got = run_setup.initial_params(_cfg(tmp_path, f"--config.train.init_adapter='{tmp_path / 'start'}'"), b, None, None)
     jax.tree.map(lambda a, e: np.testing.assert_array_equal(np.asarray(a), np.asarray(e)), got, start)
     with pytest.raises(ValueError, match="set config.adapter"):
-        loop.initial_params(_cfg(tmp_path, f"--config.train.init_adapter='{tmp_path / 'start'}'",
+        run_setup.initial_params(_cfg(tmp_path, f"--config.train.init_adapter='{tmp_path / 'start'}'",
                                  "--config.adapter.lcfx.rank=32"), b, None, None)
 
 

@@ -1,7 +1,6 @@
 """The token-translation and locator stages of a window-pooled LCF-X adapter, on tiny models with local
 offset tokenizers."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -96,11 +95,11 @@ def test_config_names_the_stage_a_setting_needs():
 def test_the_curve_shows_both_pre_training_stages(tmp_path):
     import json
 
-    from lcf_jax.train import loop
+    from lcf_jax.train import run_log
     rows = [{"step": s, "kind": "pretrain", "loss": 2.0 / s} for s in (10, 20)]
     rows += [{"step": s, "kind": "pretrain", "locator_loss": 3.0 / s, "locator_window_recall": 0.5,
               "locator_top1_in_answer": 0.2} for s in (30, 40)]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    out = loop.plot_curve(tmp_path)
+    out = run_log.plot_curve(tmp_path)
     assert out is not None and out.stat().st_size > 1000
-    assert loop.plot_curve(tmp_path / "empty") is None
+    assert run_log.plot_curve(tmp_path / "empty") is None

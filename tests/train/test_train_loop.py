@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lcf_jax.train import config as config_lib
-from lcf_jax.train import loop, objective
+from lcf_jax.train import loop, objective, run_log, run_setup
 from lcf_jax.train.feed import SyntheticBatches, device_arrays
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,7 +25,7 @@ def _cfg(tmp_path, name, *extra):
 
 
 def _losses(workdir):
-    return [r["loss"] for r in loop.read_metrics(workdir) if r["kind"] == "train"]
+    return [r["loss"] for r in run_log.read_metrics(workdir) if r["kind"] == "train"]
 
 
 @pytest.mark.parametrize("kind", ["lcfx", "lcf", "c2c"])
@@ -96,7 +96,7 @@ def test_sigkills_at_random_steps_then_rerun_resume_bit_for_bit(tmp_path):
 
 def test_precomputed_and_on_the_fly_sharer_caches_give_the_same_loss(tmp_path):
     cfg = _cfg(tmp_path, "x")
-    b = loop.build(cfg)
+    b = run_setup.build(cfg)
     setup = b["setup"]
     frozen = jax.tree.map(jnp.asarray, b["frozen"])
     batch = device_arrays(next(SyntheticBatches("lcfx", setup.sharer, setup.receiver, 4, 0)))
@@ -113,10 +113,10 @@ def test_precomputed_and_on_the_fly_sharer_caches_give_the_same_loss(tmp_path):
 
 def test_only_adapter_params_are_trained(tmp_path):
     cfg = _cfg(tmp_path, "x")
-    b = loop.build(cfg)
+    b = run_setup.build(cfg)
     frozen_before = jax.tree.map(np.array, b["frozen"])
     loop.train(_cfg(tmp_path, "y", "--config.train.steps=2"))
-    b2 = loop.build(cfg)
+    b2 = run_setup.build(cfg)
     jax.tree.map(np.testing.assert_array_equal, frozen_before, jax.tree.map(np.asarray, b2["frozen"]))
     g = jax.grad(lambda p: objective.loss_fn(p, *jax.tree.map(jnp.asarray, b["frozen"]),
                                              jax.tree.map(jnp.asarray, device_arrays(next(SyntheticBatches(
@@ -147,7 +147,7 @@ def test_bfloat16_compute_keeps_float32_master_weights(tmp_path):
     assert len(losses) == 3 and all(np.isfinite(losses))
     from lcf_jax.train.ckpt import Checkpointer
     cfg = _cfg(tmp_path, "bf16", "--config.train.compute_dtype='bfloat16'", "--config.train.steps=3")
-    b = loop.build(cfg)
+    b = run_setup.build(cfg)
     with Checkpointer(str(tmp_path / "bf16" / "checkpoints"), keep_last=3) as ck:
         opt = jax.eval_shape(b["optimizer"].init, b["params"])
         rng = jax.eval_shape(lambda: jax.random.PRNGKey(0))
@@ -159,7 +159,7 @@ def test_frozen_adapter_parameters_stay_put_and_unknown_names_are_refused(tmp_pa
     from lcf_jax.train.ckpt import Checkpointer
     cfg = _cfg(tmp_path, "fr", "--config.train.steps=3", "--config.train.freeze=['enc_w', 'dec_wv']")
     loop.train(cfg)
-    b = loop.build(cfg)
+    b = run_setup.build(cfg)
     with Checkpointer(str(tmp_path / "fr" / "checkpoints"), keep_last=3) as ck:
         opt = jax.eval_shape(b["optimizer"].init, b["params"])
         rng = jax.eval_shape(lambda: jax.random.PRNGKey(0))
@@ -168,4 +168,4 @@ def test_frozen_adapter_parameters_stay_put_and_unknown_names_are_refused(tmp_pa
         same = np.array_equal(np.asarray(params[k]), np.asarray(b["params"][k]))
         assert same == (k in ("enc_w", "dec_wv")), k
     with pytest.raises(ValueError, match="not parameters of this lcfx adapter"):
-        loop.build(_cfg(tmp_path, "fr2", "--config.train.freeze=['nope']"))
+        run_setup.build(_cfg(tmp_path, "fr2", "--config.train.freeze=['nope']"))

@@ -1,0 +1,121 @@
+"""Building a run: models, adapter init, mesh, optimizer and shardings; the adapter a fresh run starts from."""
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from lcf_jax.adapters import ADAPTER_KINDS
+from lcf_jax.models import registry
+from lcf_jax.models.transformer import param_axes
+from lcf_jax.train import config as config_lib
+from lcf_jax.train import optim, sharding
+from lcf_jax.train.objective import Setup
+from lcf_jax.train.run_log import RunLog
+from lcf_jax.train.step import TrainState
+
+
+def _frozen_shardings(params: dict, cfg, model_cfg, mesh):
+    if not cfg.mesh.shard_frozen:
+        return sharding.replicated(params, mesh)
+    return sharding.tree_shardings(params, param_axes(model_cfg), mesh)
+
+
+def build(cfg):
+    """Models, adapter, setup, mesh and shardings of a run (no data, no checkpoint)."""
+    kind = cfg.adapter.kind
+    acfg = config_lib.adapter_config(cfg)
+    s_cfg, s_params = registry.load_any(cfg.model.sharer)
+    r_cfg, r_params = registry.load_any(cfg.model.receiver)
+    dist = cfg.distill
+    setup = Setup(kind, acfg, s_cfg, r_cfg, cfg.train.compute_dtype, loss_positions=cfg.data.max_target_len,
+                  ce_weight=dist.ce_weight, kl_weight=dist.kl_weight, hidden_weight=dist.hidden_weight,
+                  kl_temperature=dist.temperature)
+    mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.model,
+                              jax.devices()[:cfg.mesh.num_devices] if cfg.mesh.num_devices > 0 else None)
+    sharding.check_global_batch(cfg.data.batch_size, mesh)
+    spec = ADAPTER_KINDS[kind]
+    params = spec.init(jax.random.PRNGKey(cfg.train.seed), acfg, s_cfg, r_cfg)
+    if kind == "lcfx":
+        from lcf_jax.adapters import lcfx
+        params = lcfx.calibrate_embed_decoder(params, r_params, cfg=acfg, receiver_cfg=r_cfg)
+    p_sh = sharding.tree_shardings(params, spec.param_axes(acfg, s_cfg, r_cfg), mesh)
+    unknown = sorted(set(cfg.train.freeze) - set(params))
+    if unknown:
+        raise ValueError(f"train.freeze names {unknown}, which are not parameters of this {kind} adapter; "
+                         f"its parameters: {sorted(params)}")
+    optimizer = optim.make_optimizer(cfg.train.lr, cfg.train.warmup_steps, cfg.train.steps,
+                                     cfg.train.weight_decay, cfg.train.clip_norm,
+                                     frozen={k: k in cfg.train.freeze for k in params})
+    opt_abstract = jax.eval_shape(optimizer.init, params)
+    rep = NamedSharding(mesh, P())
+    o_sh = optax.tree_map_params(optimizer, lambda _, sh: sh, opt_abstract, p_sh,
+                                 transform_non_params=lambda _: rep)
+    state_sh = TrainState(rep, p_sh, o_sh, rep)
+    frozen = (s_params, r_params)
+    frozen_sh = (_frozen_shardings(s_params, cfg, s_cfg, mesh), _frozen_shardings(r_params, cfg, r_cfg, mesh))
+    return dict(setup=setup, mesh=mesh, params=params, optimizer=optimizer, state_sh=state_sh, frozen=frozen,
+                frozen_sh=frozen_sh)
+
+
+def sharer_cache_fn(setup: Setup, sharer_params):
+    """batch -> (keys, values) of the sharer's cache, jitted once (the precomputed path)."""
+    from lcf_jax.train import objective
+    params = jax.tree.map(jnp.asarray, sharer_params)
+    fn = jax.jit(lambda p, ids, mask, pos: objective.sharer_cache(
+        jax.tree.map(lambda x: x.astype(setup.dtype), p), {"sharer_ids": ids, "sharer_mask": mask, "sharer_positions": pos},
+        setup))
+
+    def compute(batch):
+        c = fn(params, batch["sharer_ids"], batch["sharer_mask"], batch["sharer_positions"])
+        return c.keys, c.values
+    return compute
+
+
+def enable_compilation_cache() -> None:
+    """Persistent XLA cache: a resumed or repeated run skips recompiling its step (minutes on CPU)."""
+    import os
+    path = os.environ.get("LCF_JAX_COMPILE_CACHE", str(registry.cache_dir() / "xla"))
+    if path and jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def initial_params(cfg, b: dict, tokenizers, qa, log: Optional[RunLog] = None) -> dict:
+    """The adapter params a fresh run starts from: train.init_adapter (an exported adapter), else the
+    init followed by the LCF-X latent-alignment pre-training when pretrain.steps > 0, else the init."""
+    params = b["params"]
+    if cfg.train.init_adapter:
+        from lcf_jax.adapters.export_jax import import_adapter
+        kind, acfg, loaded = import_adapter(cfg.train.init_adapter)
+        want = config_lib.adapter_config(cfg)
+        if kind != cfg.adapter.kind or acfg != want:
+            raise ValueError(f"train.init_adapter={cfg.train.init_adapter!r} holds a {kind} adapter with {acfg}, but "
+                             f"this run's adapter is {cfg.adapter.kind} with {want}: set config.adapter.* to match")
+        flat_new = dict(jax.tree_util.tree_flatten_with_path(loaded)[0])
+        for path, old in jax.tree_util.tree_flatten_with_path(params)[0]:
+            got = flat_new.get(path)
+            if got is None or tuple(got.shape) != tuple(old.shape):
+                raise ValueError(f"train.init_adapter: weight {jax.tree_util.keystr(path)} has shape "
+                                 f"{None if got is None else tuple(got.shape)}, this run needs {tuple(old.shape)} "
+                                 "(was it exported for another model pair?)")
+        return jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), loaded, params)
+    if cfg.pretrain.steps > 0:
+        if cfg.adapter.kind != "lcfx":
+            raise ValueError("pretrain.steps > 0 is the LCF-X latent-alignment stage; set it to 0 for "
+                             f"adapter.kind={cfg.adapter.kind!r}")
+        from lcf_jax.train import latent_align
+
+        def write(step, m):
+            if log is not None:
+                log.write(step, "pretrain", m)
+            if jax.process_index() == 0:
+                print(f"pretrain step {step}/{cfg.pretrain.steps}: " + ", ".join(f"{k}={v:.4f}" for k, v in m.items()),
+                      flush=True)
+        frozen = jax.tree.map(jnp.asarray, b["frozen"])
+        return latent_align.maybe_pretrain(cfg, params, frozen, b["setup"], tokenizers,
+                                           qa.train_examples if qa is not None else None, log=write)
+    return params
