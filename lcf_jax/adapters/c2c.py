@@ -29,7 +29,6 @@ projector (leading "layers" axis); see `C2CModule`.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Optional
 
@@ -39,39 +38,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from lcf_jax.adapters import common as C
-from lcf_jax.adapters.layer_map import LAYER_MAP_KINDS, layer_map
+from lcf_jax.adapters.specs.c2c import C2CConfig, c2c_layers
 from lcf_jax.models.cache import KVCache
 from lcf_jax.models.config import ModelConfig
 from lcf_jax.models.layers import rms_norm
-
-
-@dataclasses.dataclass(frozen=True)
-class C2CConfig:
-    hidden_dim: int = 1024
-    intermediate_dim: int = 1024
-    num_layers: int = 3              # C2C asserts >= 3: in-proj + mlp1 + (num_layers-2) proj blocks
-    dropout: float = 0.1
-    initial_temperature: float = 1.0
-    final_temperature: float = 0.001
-    anneal_steps: int = 1929
-    layer_map: str = "last_aligned"
-    zero_init: bool = False          # C2C's zero_init: zero the output projections
-    eps: float = 1e-6
-
-    kind = "c2c"
-
-    def __post_init__(self):
-        if self.num_layers < 3:
-            raise ValueError(f"C2CConfig.num_layers must be >= 3 (as in C2C), got {self.num_layers}")
-        if self.layer_map not in LAYER_MAP_KINDS:
-            raise ValueError(f"C2CConfig.layer_map must be one of {LAYER_MAP_KINDS}, got {self.layer_map!r}")
-
-
-def c2c_layers(cfg: C2CConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig):
-    """(receiver layers with a projector, their sharer source layers)."""
-    mapping = layer_map(sharer_cfg.num_layers, receiver_cfg.num_layers, cfg.layer_map)
-    layers = tuple(i for i, s in enumerate(mapping) if s >= 0)
-    return layers, tuple(mapping[i] for i in layers)
 
 
 def c2c_temperature(cfg: C2CConfig, step) -> jax.Array:

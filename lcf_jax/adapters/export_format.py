@@ -51,7 +51,8 @@ from typing import Any, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from lcf_jax.adapters.layer_map import LAYER_MAP_KINDS, adapter_layer_plan, layer_map, select_layers
+from lcf_jax.adapters.specs import CONFIGS, SPECS
+from lcf_jax.adapters.specs.base import Table
 from lcf_jax.fileio import atomic_write_dir
 from lcf_jax.models.config import ModelConfig
 
@@ -59,25 +60,8 @@ FORMAT_NAME = "lcf_jax.adapter"
 FORMAT_VERSION = 1
 TENSORS_FILE = "adapter.safetensors"
 META_FILE = "adapter.json"
-KINDS = ("lcf", "lcfx", "c2c")
+KINDS = tuple(SPECS)
 DTYPES = ("float32", "bfloat16", "float16")
-
-# The adapter config dataclass fields per kind (checked against the dataclasses in the tests), with
-# the fields the readers need. Unknown keys in a file are an error: a newer writer, reject it.
-CONFIG_FIELDS = {
-    "lcf": ("rank", "layer_map", "activation", "gate_init", "backend", "block_tokens", "eps", "zero_init_up",
-            "up_init_std", "layers", "ranks", "disabled", "joint_kv"),
-    "lcfx": ("rank", "slots", "conditioned", "sharer_layers", "receiver_layers", "cond_layers", "pool_heads",
-             "activation", "eps", "key_init_std", "value_gate_init", "linear", "injection", "decoder", "embed_hidden", "pooling", "locator_rank", "snap"),
-    "c2c": ("hidden_dim", "intermediate_dim", "num_layers", "dropout", "initial_temperature", "final_temperature",
-            "anneal_steps", "layer_map", "zero_init", "eps"),
-}
-_REQUIRED = {
-    "lcf": ("rank", "layer_map", "activation", "eps"),
-    "lcfx": ("rank", "slots", "conditioned", "pool_heads", "activation", "eps"),
-    "c2c": ("hidden_dim", "intermediate_dim", "num_layers", "layer_map", "eps"),
-}
-_TUPLE_FIELDS = {"layers", "ranks", "disabled", "sharer_layers", "receiver_layers", "cond_layers"}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -108,268 +92,66 @@ def config_to_dict(cfg: Any) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
 
-def normalize_config(kind: str, cfg: Any) -> dict:
-    """A validated plain dict of an adapter config: known keys only, layer lists as tuples."""
-    if kind not in KINDS:
+def adapter_config(kind: str, cfg: Any):
+    """The config dataclass of `kind` (`specs.CONFIGS`) from a dataclass or a file's dict: unknown fields and
+    missing required ones (`REQUIRED_IN_FILE`) are refused, the rest take the dataclass's defaults, and the
+    dataclass validates the values. Every refusal is an AdapterFormatError naming the field."""
+    if kind not in SPECS:
         raise AdapterFormatError(f"unknown adapter kind {kind!r}; known kinds: {KINDS}")
+    cls = CONFIGS[kind]
     d = config_to_dict(cfg)
-    if kind == "lcf" and not d.pop("joint_kv", True):
-        raise AdapterFormatError("an LCF adapter with separate K/V bottlenecks (joint_kv=False) is an ablation and has "
-                                 "no export format; export an adapter trained with adapter.lcf.joint_kv=True")
-    unknown = sorted(set(d) - set(CONFIG_FIELDS[kind]))
+    known = tuple(f.name for f in dataclasses.fields(cls))
+    unknown = sorted(set(d) - set(known))
     if unknown:
-        raise AdapterFormatError(f"{kind} adapter config has unknown fields {unknown}; known: {CONFIG_FIELDS[kind]}")
-    missing = [k for k in _REQUIRED[kind] if k not in d]
+        raise AdapterFormatError(f"{kind} adapter config has unknown fields {unknown}; known: {known}")
+    missing = [k for k in SPECS[kind].REQUIRED_IN_FILE if k not in d]
     if missing:
         raise AdapterFormatError(f"{kind} adapter config is missing fields {missing}")
-    out = {}
-    for k, v in d.items():
-        out[k] = tuple(int(x) for x in v) if (k in _TUPLE_FIELDS and v is not None) else v
-    if kind in ("lcf", "c2c") and out["layer_map"] not in LAYER_MAP_KINDS:
-        raise AdapterFormatError(f"{kind} config layer_map={out['layer_map']!r} is not one of {LAYER_MAP_KINDS}")
-    if kind == "lcf":
-        out.setdefault("layers", None)
-        out.setdefault("ranks", None)
-        out.setdefault("disabled", ())
-    if kind == "lcfx":
-        for k in ("sharer_layers", "receiver_layers", "cond_layers"):
-            out.setdefault(k, None)
-        # files written before the positioned message have neither field: the first convention
-        out.setdefault("injection", "extra")
-        out.setdefault("decoder", "kv")
-        out.setdefault("embed_hidden", 1024)
-        out.setdefault("pooling", "attention")   # files written before window pooling
-        out.setdefault("locator_rank", 128)
-        out.setdefault("snap", False)
-        if out["snap"] and out["decoder"] != "embed":
-            raise AdapterFormatError("lcfx config snap=true needs decoder='embed'")
-        if out["pooling"] not in ("attention", "window"):
-            raise AdapterFormatError(f"lcfx config pooling={out['pooling']!r} must be attention or window")
-        if out["pooling"] == "window" and not out["conditioned"]:
-            raise AdapterFormatError("lcfx config pooling='window' needs conditioned=true")
-        if out["injection"] not in ("extra", "positioned") or out["decoder"] not in ("kv", "embed"):
-            raise AdapterFormatError(f"lcfx config injection={out['injection']!r} / decoder={out['decoder']!r}: "
-                                     "injection must be extra or positioned, decoder kv or embed")
-        if out["decoder"] == "embed" and out["injection"] != "positioned":
-            raise AdapterFormatError("lcfx config decoder='embed' needs injection='positioned'")
-        if out["rank"] % out["pool_heads"]:
-            raise AdapterFormatError(f"lcfx config rank={out['rank']} is not a multiple of "
-                                     f"pool_heads={out['pool_heads']}")
-    if kind == "c2c" and out["num_layers"] < 3:
-        raise AdapterFormatError(f"c2c config num_layers={out['num_layers']} must be >= 3")
-    return out
-
-
-# ------------------------------------------------------------------------------------------------
-# Layer layout (mirrors lcf.adapter_layers / lcf.lcf_groups, lcfx.used_layers, c2c.c2c_layers;
-# tests check they agree)
-# ------------------------------------------------------------------------------------------------
-class LCFGroup(NamedTuple):
-    name: str
-    rank: int
-    index: tuple[int, ...]
-    receiver_layers: tuple[int, ...]
-    sharer_layers: tuple[int, ...]
-
-
-def lcf_layers(cfg: Mapping, s: ModelConfig, r: ModelConfig):
-    """(receiver layers with an adapter, their sharer sources, their ranks)."""
     try:
-        return adapter_layer_plan(cfg["layer_map"], s.num_layers, r.num_layers, cfg.get("layers"), cfg.get("ranks"),
-                                  cfg["rank"])
-    except ValueError as e:
-        raise AdapterFormatError(f"lcf config: {e}") from e
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+    except (TypeError, ValueError) as e:
+        raise AdapterFormatError(f"{kind} config: {e}") from e
 
 
-def lcf_groups(cfg: Mapping, s: ModelConfig, r: ModelConfig) -> tuple[LCFGroup, ...]:
-    layers, sources, ranks = lcf_layers(cfg, s, r)
-    out = []
-    for rk in sorted(set(ranks), reverse=True):
-        idx = tuple(i for i, x in enumerate(ranks) if x == rk)
-        out.append(LCFGroup(f"r{rk}", rk, idx, tuple(layers[i] for i in idx), tuple(sources[i] for i in idx)))
-    return tuple(out)
+def normalize_config(kind: str, cfg: Any) -> dict:
+    """A validated plain dict of an adapter config (every field; layer lists as tuples), as the files hold it."""
+    c = adapter_config(kind, cfg)
+    d = dataclasses.asdict(c)
+    if kind == "lcf" and not d.pop("joint_kv"):
+        raise AdapterFormatError("an LCF adapter with separate K/V bottlenecks (joint_kv=False) is an ablation and has "
+                                 "no export format; export an adapter trained with adapter.lcf.joint_kv=True")
+    return d
 
 
-def _resolve(sel, n: int, what: str) -> tuple[int, ...]:
+def _from_spec(fn, kind: str, cfg: Any, s: ModelConfig, r: ModelConfig):
+    """A spec function of the adapter's config and the two models; a layer plan that does not fit them is an
+    AdapterFormatError."""
+    c = adapter_config(kind, cfg)
     try:
-        return select_layers(sel, n, f"lcfx config {what}")
+        return fn(c, s, r)
+    except AdapterFormatError:
+        raise
     except ValueError as e:
-        raise AdapterFormatError(str(e)) from e
+        raise AdapterFormatError(f"{kind} config: {e}") from e
 
 
-def lcfx_layers(cfg: Mapping, s: ModelConfig, r: ModelConfig):
-    """(sharer layers encoded, receiver layers decoded, receiver layers summarised for conditioning)."""
-    return (_resolve(cfg.get("sharer_layers"), s.num_layers, "sharer_layers"),
-            _resolve(cfg.get("receiver_layers"), r.num_layers, "receiver_layers"),
-            _resolve(cfg.get("cond_layers"), r.num_layers, "cond_layers") if cfg["conditioned"] else ())
+def layer_plan(kind: str, cfg: Any, s: ModelConfig, r: ModelConfig) -> tuple:
+    """The spec's layer plan: lcf (receiver layers, sharer sources, ranks); lcfx (sharer layers encoded,
+    receiver layers decoded, receiver layers summarised); c2c (receiver layers, sharer sources)."""
+    return _from_spec(SPECS[kind].layer_plan, kind, cfg, s, r)
 
 
-def c2c_layers(cfg: Mapping, s: ModelConfig, r: ModelConfig):
-    """(receiver layers with a projector, their sharer source layers)."""
-    mapping = layer_map(s.num_layers, r.num_layers, cfg["layer_map"])
-    layers = tuple(i for i, x in enumerate(mapping) if x >= 0)
-    return layers, tuple(mapping[i] for i in layers)
-
-
-def layer_layout(kind: str, cfg: Mapping, s: ModelConfig, r: ModelConfig) -> dict:
-    """The "layer_map" section of adapter.json."""
-    if kind == "lcfx":
-        su, ru, cu = lcfx_layers(cfg, s, r)
-        return {"kind": "lcfx", "sharer_layers": list(su), "receiver_layers": list(ru), "cond_layers": list(cu)}
-    mapping = layer_map(s.num_layers, r.num_layers, cfg["layer_map"])
-    if kind == "lcf":
-        layers, sources, ranks = lcf_layers(cfg, s, r)
-        return {"kind": cfg["layer_map"], "receiver_to_sharer": list(mapping), "receiver_layers": list(layers),
-                "sharer_layers": list(sources), "ranks": list(ranks), "disabled": list(cfg.get("disabled") or ())}
-    layers, sources = c2c_layers(cfg, s, r)
-    return {"kind": cfg["layer_map"], "receiver_to_sharer": list(mapping), "receiver_layers": list(layers),
-            "sharer_layers": list(sources)}
+def layer_layout(kind: str, cfg: Any, s: ModelConfig, r: ModelConfig) -> dict:
+    """The "layer_map" section of adapter.json (the spec's `layer_layout`)."""
+    return _from_spec(SPECS[kind].layer_layout, kind, cfg, s, r)
 
 
 # ------------------------------------------------------------------------------------------------
 # The name table
 # ------------------------------------------------------------------------------------------------
-class Entry(NamedTuple):
-    name: str                    # tensor name in adapter.safetensors
-    shape: tuple[int, ...]       # its shape in the file
-    path: tuple[str, ...]        # lcf_jax params leaf (nested dict keys)
-    index: tuple[int, ...]       # index into the leaf's leading (stacked) axes
-    transform: str               # "copy" | "linear" | "shift"
-
-
-class Table(NamedTuple):
-    entries: tuple[Entry, ...]
-    leaves: dict                 # lcf_jax leaf path -> full (stacked) shape
-
-
-def _lcf_table(cfg, s, r) -> Table:
-    kv_in, kv_out, h = 2 * s.kv_width, 2 * r.kv_width, r.num_kv_heads
-    entries, leaves = [], {}
-    for g in lcf_groups(cfg, s, r):
-        n, rk = len(g.index), g.rank
-        for leaf, shape in (("w_down", (n, kv_in, rk)), ("b_down", (n, rk)), ("norm", (n, rk)),
-                            ("w_up", (n, rk, kv_out)), ("b_up", (n, kv_out)), ("head_k", (n, h)),
-                            ("head_v", (n, h)), ("gate_logit", (n,))):
-            leaves[(g.name, leaf)] = shape
-        for j, l in enumerate(g.receiver_layers):
-            p = f"layers.{l}."
-            entries += [
-                Entry(p + "w_down.weight", (rk, kv_in), (g.name, "w_down"), (j,), "linear"),
-                Entry(p + "w_down.bias", (rk,), (g.name, "b_down"), (j,), "copy"),
-                Entry(p + "norm.weight", (rk,), (g.name, "norm"), (j,), "copy"),
-                Entry(p + "w_up.weight", (kv_out, rk), (g.name, "w_up"), (j,), "linear"),
-                Entry(p + "w_up.bias", (kv_out,), (g.name, "b_up"), (j,), "copy"),
-                Entry(p + "head_k", (h,), (g.name, "head_k"), (j,), "copy"),
-                Entry(p + "head_v", (h,), (g.name, "head_v"), (j,), "copy"),
-                Entry(p + "gate_logit", (), (g.name, "gate_logit"), (j,), "copy"),
-            ]
-    return Table(tuple(entries), leaves)
-
-
-def _lcfx_table(cfg, s, r) -> Table:
-    su, ru, cu = lcfx_layers(cfg, s, r)
-    rk, m, kv_s, kv_r = int(cfg["rank"]), int(cfg["slots"]), 2 * s.kv_width, r.kv_width
-    window = cfg.get("pooling", "attention") == "window"
-    leaves = {("enc_w",): (len(su), kv_s, rk), ("enc_b",): (rk,), ("enc_norm",): (rk,),
-              ("pool_wv",): (rk, rk), ("pool_wo",): (rk, rk), ("out_norm",): (rk,)}
-    e = [Entry(f"encoder.in_proj.{sl}.weight", (rk, kv_s), ("enc_w",), (j,), "linear") for j, sl in enumerate(su)]
-    e += [Entry("encoder.in_proj_bias", (rk,), ("enc_b",), (), "copy"),
-          Entry("encoder.norm.weight", (rk,), ("enc_norm",), (), "copy")]
-    if window:
-        k = int(cfg["locator_rank"])
-        leaves.update({("loc_wq",): (rk, k), ("loc_wk",): (rk, k), ("loc_wb",): (rk,)})
-        e += [Entry("encoder.locator_q.weight", (k, rk), ("loc_wq",), (), "linear"),
-              Entry("encoder.locator_k.weight", (k, rk), ("loc_wk",), (), "linear"),
-              Entry("encoder.locator_bias.weight", (rk,), ("loc_wb",), (), "copy")]
-    else:
-        leaves.update({("queries",): (m, rk), ("pool_wk",): (rk, rk)})
-        e += [Entry("encoder.queries", (m, rk), ("queries",), (), "copy"),
-              Entry("encoder.pool_k.weight", (rk, rk), ("pool_wk",), (), "linear")]
-    e += [Entry("encoder.pool_v.weight", (rk, rk), ("pool_wv",), (), "linear"),
-          Entry("encoder.pool_o.weight", (rk, rk), ("pool_wo",), (), "linear"),
-          Entry("encoder.out_norm.weight", (rk,), ("out_norm",), (), "copy")]
-    if cfg["conditioned"]:
-        leaves.update({("cond_w",): (len(cu), 2 * kv_r, rk), ("cond_b",): (rk,), ("cond_norm",): (rk,)})
-        e += [Entry(f"encoder.cond_proj.{l}.weight", (rk, 2 * kv_r), ("cond_w",), (j,), "linear")
-              for j, l in enumerate(cu)]
-        e += [Entry("encoder.cond_bias", (rk,), ("cond_b",), (), "copy"),
-              Entry("encoder.cond_norm.weight", (rk,), ("cond_norm",), (), "copy")]
-        if not window:
-            leaves[("cond_shift",)] = (rk, m, rk)
-            e.append(Entry("encoder.cond_shift.weight", (m * rk, rk), ("cond_shift",), (), "shift"))
-    if cfg.get("decoder", "kv") == "embed":
-        hid, dim = int(cfg["embed_hidden"]), r.hidden_size
-        leaves.update({("dec_e_norm",): (rk,), ("dec_e_w1",): (rk, hid), ("dec_e_b1",): (hid,),
-                       ("dec_e_w2",): (hid, dim), ("dec_e_b2",): (dim,), ("dec_e_scale",): (dim,)})
-        e += [Entry("decoder.embed.norm.weight", (rk,), ("dec_e_norm",), (), "copy"),
-              Entry("decoder.embed.w1.weight", (hid, rk), ("dec_e_w1",), (), "linear"),
-              Entry("decoder.embed.w1.bias", (hid,), ("dec_e_b1",), (), "copy"),
-              Entry("decoder.embed.w2.weight", (dim, hid), ("dec_e_w2",), (), "linear"),
-              Entry("decoder.embed.w2.bias", (dim,), ("dec_e_b2",), (), "copy"),
-              Entry("decoder.embed.scale.weight", (dim,), ("dec_e_scale",), (), "copy")]
-        return Table(tuple(e), leaves)
-    for name in ("dec_norm", "dec_wk", "dec_bk", "dec_wv", "dec_bv", "v_gate"):
-        leaves[(name,)] = {"dec_norm": (len(ru), rk), "dec_wk": (len(ru), rk, kv_r), "dec_bk": (len(ru), kv_r),
-                           "dec_wv": (len(ru), rk, kv_r), "dec_bv": (len(ru), kv_r), "v_gate": (len(ru),)}[name]
-    for j, l in enumerate(ru):
-        p = f"decoder.layers.{l}."
-        e += [Entry(p + "norm.weight", (rk,), ("dec_norm",), (j,), "copy"),
-              Entry(p + "k.weight", (kv_r, rk), ("dec_wk",), (j,), "linear"),
-              Entry(p + "k.bias", (kv_r,), ("dec_bk",), (j,), "copy"),
-              Entry(p + "v.weight", (kv_r, rk), ("dec_wv",), (j,), "linear"),
-              Entry(p + "v.bias", (kv_r,), ("dec_bv",), (j,), "copy"),
-              Entry(p + "v_gate", (), ("v_gate",), (j,), "copy")]
-    return Table(tuple(e), leaves)
-
-
-def _c2c_table(cfg, s, r) -> Table:
-    layers, _ = c2c_layers(cfg, s, r)
-    n, hd, it, nb = len(layers), int(cfg["hidden_dim"]), int(cfg["intermediate_dim"]), int(cfg["num_layers"]) - 2
-    in_dim, out, h = s.kv_width + r.kv_width, r.kv_width, r.num_kv_heads
-    entries, leaves = [], {}
-    for br in ("key", "value"):
-        leaves.update({
-            (br, "in_w"): (n, in_dim, hd), (br, "in_b"): (n, hd),
-            (br, "mlp1", "norm"): (n, hd), (br, "mlp1", "w1"): (n, hd, it), (br, "mlp1", "w2"): (n, it, hd),
-            (br, "scalar_mlp2", "norm"): (n, hd), (br, "scalar_mlp2", "w1"): (n, hd, hd),
-            (br, "scalar_mlp2", "w2"): (n, hd, hd),
-            (br, "scalar_head_w"): (n, hd, h), (br, "scalar_head_b"): (n, h),
-            (br, "proj_mlp2", "norm"): (n, nb, hd), (br, "proj_mlp2", "w1"): (n, nb, hd, it),
-            (br, "proj_mlp2", "w2"): (n, nb, it, hd),
-            (br, "proj_out_w"): (n, hd, out), (br, "proj_out_b"): (n, out), (br, "gate_logit"): (n,)})
-        for j, l in enumerate(layers):
-            p = f"{br}.layers.{l}."
-            entries += [
-                Entry(p + "in_proj.weight", (hd, in_dim), (br, "in_w"), (j,), "linear"),
-                Entry(p + "in_proj.bias", (hd,), (br, "in_b"), (j,), "copy"),
-                Entry(p + "mlp1.norm.weight", (hd,), (br, "mlp1", "norm"), (j,), "copy"),
-                Entry(p + "mlp1.w1.weight", (it, hd), (br, "mlp1", "w1"), (j,), "linear"),
-                Entry(p + "mlp1.w2.weight", (hd, it), (br, "mlp1", "w2"), (j,), "linear"),
-                Entry(p + "scalar_mlp2.norm.weight", (hd,), (br, "scalar_mlp2", "norm"), (j,), "copy"),
-                Entry(p + "scalar_mlp2.w1.weight", (hd, hd), (br, "scalar_mlp2", "w1"), (j,), "linear"),
-                Entry(p + "scalar_mlp2.w2.weight", (hd, hd), (br, "scalar_mlp2", "w2"), (j,), "linear"),
-                Entry(p + "scalar_head.weight", (h, hd), (br, "scalar_head_w"), (j,), "linear"),
-                Entry(p + "scalar_head.bias", (h,), (br, "scalar_head_b"), (j,), "copy"),
-            ]
-            for b in range(nb):
-                q = f"{p}proj_mlp2.{b}."
-                entries += [
-                    Entry(q + "norm.weight", (hd,), (br, "proj_mlp2", "norm"), (j, b), "copy"),
-                    Entry(q + "w1.weight", (it, hd), (br, "proj_mlp2", "w1"), (j, b), "linear"),
-                    Entry(q + "w2.weight", (hd, it), (br, "proj_mlp2", "w2"), (j, b), "linear"),
-                ]
-            entries += [
-                Entry(p + "proj_out.weight", (out, hd), (br, "proj_out_w"), (j,), "linear"),
-                Entry(p + "proj_out.bias", (out,), (br, "proj_out_b"), (j,), "copy"),
-                Entry(p + "gate_logit", (), (br, "gate_logit"), (j,), "copy"),
-            ]
-    return Table(tuple(entries), leaves)
-
-
 def tensor_table(kind: str, cfg: Any, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig) -> Table:
-    """The name table of one adapter (see the module docstring)."""
-    cfg = normalize_config(kind, cfg)
-    return {"lcf": _lcf_table, "lcfx": _lcfx_table, "c2c": _c2c_table}[kind](cfg, sharer_cfg, receiver_cfg)
+    """The name table of one adapter (the spec's `tensor_table`; see the module docstring)."""
+    return _from_spec(SPECS[kind].tensor_table, kind, cfg, sharer_cfg, receiver_cfg)
 
 
 def expected_shapes(kind: str, cfg: Any, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig) -> dict[str, tuple]:

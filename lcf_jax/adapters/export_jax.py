@@ -9,7 +9,6 @@ A round trip export -> import in the params' own dtype gives bit-identical param
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
@@ -41,16 +40,6 @@ def export_adapter(out_dir: str | os.PathLike, params: Any, cfg: Any, sharer_cfg
     return F.write_adapter_dir(out_dir, meta, tensors)
 
 
-def config_from_dict(kind: str, d: dict):
-    """The adapter config dataclass of `kind` from a JSON dict (lists -> tuples)."""
-    cls = ADAPTER_KINDS[kind].config
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise F.AdapterFormatError(f"{kind} config has unknown fields {unknown}")
-    return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
-
-
 class ImportedAdapter(NamedTuple):
     kind: str
     config: Any          # LCFConfig | LCFXConfig | C2CConfig
@@ -66,7 +55,7 @@ def import_adapter(directory: str | os.PathLike, *, full: bool = False):
     meta = F.read_meta(directory)
     tensors = F.read_tensors_numpy(directory, meta)
     params = jax.tree.map(jnp.asarray, F.tensors_to_params(meta.table, tensors))
-    cfg = config_from_dict(meta.kind, meta.raw["config"])
+    cfg = F.adapter_config(meta.kind, meta.raw["config"])
     if full:
         return ImportedAdapter(meta.kind, cfg, params, meta.sharer, meta.receiver, meta.raw)
     return meta.kind, cfg, params

@@ -46,9 +46,8 @@ exportable and not prunable: it exists to be compared against, in `reproduce --t
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import flax.linen as nn
 import jax
@@ -56,82 +55,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from lcf_jax.adapters import common as C
-from lcf_jax.adapters.layer_map import LAYER_MAP_KINDS, adapter_layer_plan
-from lcf_jax.kernels.compress_translate import ACTIVATIONS, compress_translate
+from lcf_jax.adapters.specs.lcf import LCFConfig, lcf_enabled, lcf_groups
+from lcf_jax.kernels.compress_translate import compress_translate
 from lcf_jax.models import layers as L
 from lcf_jax.models.cache import KVCache
 from lcf_jax.models.config import ModelConfig
-
-
-@dataclasses.dataclass(frozen=True)
-class LCFConfig:
-    rank: int = 256
-    layer_map: str = "last_aligned"
-    activation: str = "silu"
-    gate_init: float = 0.0           # initial gate logit (sigmoid(0) = 0.5; W_up = 0 keeps init a no-op)
-    backend: str = "auto"            # compress_translate backend
-    block_tokens: Optional[int] = None
-    eps: float = 1e-6
-    zero_init_up: bool = True        # False: W_up ~ N(0, up_init_std^2) (tests, benchmarks)
-    up_init_std: float = 0.02
-    # Set by pruning (or by hand): receiver layers carrying an adapter (None: every layer with a
-    # source) and their ranks (None: `rank` everywhere).
-    layers: Optional[tuple[int, ...]] = None
-    ranks: Optional[tuple[int, ...]] = None
-    disabled: tuple[int, ...] = ()   # receiver layers whose gate is forced to exactly 0 (enabled = 0)
-    joint_kv: bool = True            # False: separate K and V bottlenecks (the ablation; see the docstring)
-
-    kind = "lcf"
-
-    def __post_init__(self):
-        if self.layer_map not in LAYER_MAP_KINDS:
-            raise ValueError(f"LCFConfig.layer_map must be one of {LAYER_MAP_KINDS}, got {self.layer_map!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"LCFConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if self.rank <= 0:
-            raise ValueError(f"LCFConfig.rank must be positive, got {self.rank}")
-        for name in ("layers", "ranks", "disabled"):
-            v = getattr(self, name)
-            if v is not None and not isinstance(v, tuple):
-                object.__setattr__(self, name, tuple(int(x) for x in v))
-        if self.ranks is not None:
-            if self.layers is None or len(self.ranks) != len(self.layers):
-                raise ValueError("LCFConfig.ranks needs LCFConfig.layers of the same length "
-                                 f"(got layers={self.layers}, ranks={self.ranks})")
-            if min(self.ranks, default=1) <= 0:
-                raise ValueError(f"LCFConfig.ranks must be positive, got {self.ranks}")
-
-
-class LCFGroup(NamedTuple):
-    name: str                       # params key, "r<rank>"
-    rank: int
-    index: tuple[int, ...]          # positions in the resolved adapter-layer list
-    receiver_layers: tuple[int, ...]
-    sharer_layers: tuple[int, ...]
-
-
-def adapter_layers(cfg: LCFConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig):
-    """(receiver layers with an adapter, their sharer source layers, their ranks), in layer order."""
-    try:
-        return adapter_layer_plan(cfg.layer_map, sharer_cfg.num_layers, receiver_cfg.num_layers, cfg.layers,
-                                  cfg.ranks, cfg.rank)
-    except ValueError as e:
-        raise ValueError(f"LCFConfig: {e}") from e
-
-
-def lcf_groups(cfg: LCFConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig) -> tuple[LCFGroup, ...]:
-    layers, sources, ranks = adapter_layers(cfg, sharer_cfg, receiver_cfg)
-    groups = []
-    for r in sorted(set(ranks), reverse=True):
-        idx = tuple(i for i, x in enumerate(ranks) if x == r)
-        groups.append(LCFGroup(f"r{r}", r, idx, tuple(layers[i] for i in idx), tuple(sources[i] for i in idx)))
-    return tuple(groups)
-
-
-def lcf_enabled(cfg: LCFConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig) -> np.ndarray:
-    """float32 [n adapter layers] 0/1: 0 for layers in `cfg.disabled`."""
-    layers, _, _ = adapter_layers(cfg, sharer_cfg, receiver_cfg)
-    return np.array([0.0 if l in cfg.disabled else 1.0 for l in layers], np.float32)
 
 
 class _LCFGroupParams(nn.Module):

@@ -53,7 +53,6 @@ symmetric per-slot absmax scale in float32, error <= scale/2 per element) and `d
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -62,103 +61,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from lcf_jax.adapters import common as C
-from lcf_jax.adapters.layer_map import select_layers
+from lcf_jax.adapters.specs.lcfx import LCFXConfig, decoded_layers, used_layers
 from lcf_jax.models.cache import ExtraKV, KVCache
 from lcf_jax.models.config import ModelConfig
 from lcf_jax.models.layers import activation as _activation
 from lcf_jax.models.layers import apply_rope, invert_rope, rms_norm
-
-ACTIVATIONS = ("silu", "gelu_tanh")
-INJECTIONS = ("extra", "positioned")
-DECODERS = ("kv", "embed")
-POOLINGS = ("attention", "window")
-
-
-@dataclasses.dataclass(frozen=True)
-class LCFXConfig:
-    rank: int = 256
-    slots: int = 16
-    conditioned: bool = False
-    sharer_layers: Optional[tuple[int, ...]] = None     # sharer layers the encoder reads (None: all)
-    receiver_layers: Optional[tuple[int, ...]] = None   # receiver layers given extra K/V (None: all)
-    cond_layers: Optional[tuple[int, ...]] = None       # receiver layers summarised for conditioning (None: all)
-    pool_heads: int = 4
-    activation: str = "silu"
-    eps: float = 1e-6
-    key_init_std: float = 0.02
-    value_gate_init: float = 0.0
-    # A linear latent path (as in Multi-Head Latent Attention): no norm or activation between the
-    # down-projection, the pooling's values and the up-projection, so a slot is exactly a convex
-    # combination of translated tokens. What the closed-form latent alignment fits (train/latent_align.py).
-    linear: bool = False
-    # How the decoded message enters the receiver. "extra": position-free extra KV every query sees
-    # (the first convention; its keys look to the receiver like keys at position 0). "positioned": a
-    # prefix of the receiver's own cache, right after its special prefix (BOS): slot j sits at position
-    # P + j, keys rotated there, and the prompt continues at P + m. A positioned prefix is an ordinary
-    # cache, so sliding-window layers and a plain transformers cache treat the slots as tokens.
-    injection: str = "extra"
-    # What the receiver half decodes each slot into. "kv": per-layer keys and values (dec_wk/dec_wv).
-    # "embed": one input vector per slot that the receiver prefills itself (its own layers then make
-    # the K/V, as an ordinary token's); needs injection="positioned".
-    decoder: str = "kv"
-    embed_hidden: int = 1024   # width of the embed decoder's hidden layer
-    # How the m slots are drawn from the sharer's tokens. "attention": m learned (optionally receiver-
-    # conditioned) queries attend over every token (soft pooling). "window": a receiver-conditioned
-    # relevance score per token picks the m consecutive tokens that hold the most score mass, and slot j
-    # is the translated token start + j (hard attention: an excerpt of the passage, in order, chosen by
-    # what the receiver asks). Needs conditioned=True; `locator_rank` is the width of its score space.
-    pooling: str = "attention"
-    locator_rank: int = 128
-    # Embed decoder only: the receiver replaces each decoded vector by its nearest input embedding (cosine),
-    # so every slot is exactly a vector the frozen receiver was trained on (its vocabulary as a codebook).
-    snap: bool = False
-
-    kind = "lcfx"
-
-    def __post_init__(self):
-        for name in ("sharer_layers", "receiver_layers", "cond_layers"):
-            v = getattr(self, name)
-            if v is not None and not isinstance(v, tuple):
-                object.__setattr__(self, name, tuple(int(x) for x in v))
-        if self.rank <= 0 or self.slots <= 0:
-            raise ValueError(f"LCFXConfig rank and slots must be positive, got rank={self.rank}, slots={self.slots}")
-        if self.rank % self.pool_heads:
-            raise ValueError(f"LCFXConfig.rank={self.rank} must be a multiple of pool_heads={self.pool_heads}")
-        if self.linear and self.pool_heads != 1:
-            raise ValueError("LCFXConfig.linear needs pool_heads=1: with several heads one slot would mix "
-                             "different tokens' latent chunks")
-        if self.injection not in INJECTIONS:
-            raise ValueError(f"LCFXConfig.injection must be one of {INJECTIONS}, got {self.injection!r}")
-        if self.decoder not in DECODERS:
-            raise ValueError(f"LCFXConfig.decoder must be one of {DECODERS}, got {self.decoder!r}")
-        if self.decoder == "embed" and self.injection != "positioned":
-            raise ValueError("LCFXConfig.decoder='embed' needs injection='positioned': the receiver prefills "
-                             "the decoded vectors as tokens of its own cache")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"LCFXConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"LCFXConfig.pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if self.pooling == "window" and not self.conditioned:
-            raise ValueError("LCFXConfig.pooling='window' needs conditioned=True: the window is chosen by what the "
-                             "receiver asks (its prompt's summary)")
-        if self.pooling == "window" and self.linear:
-            raise ValueError("LCFXConfig.pooling='window' has no linear variant (linear=False)")
-        if self.snap and self.decoder != "embed":
-            raise ValueError("LCFXConfig.snap needs decoder='embed' (it snaps decoded input vectors to the vocabulary)")
-        if self.locator_rank <= 0:
-            raise ValueError(f"LCFXConfig.locator_rank must be positive, got {self.locator_rank}")
-
-
-def _resolve(sel, n: int, what: str) -> tuple[int, ...]:
-    return select_layers(sel, n, f"LCFXConfig.{what}")
-
-
-def used_layers(cfg: LCFXConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig):
-    """(sharer layers encoded, receiver layers decoded, receiver layers summarised for conditioning)."""
-    return (_resolve(cfg.sharer_layers, sharer_cfg.num_layers, "sharer_layers"),
-            _resolve(cfg.receiver_layers, receiver_cfg.num_layers, "receiver_layers"),
-            _resolve(cfg.cond_layers, receiver_cfg.num_layers, "cond_layers") if cfg.conditioned else ())
-
 
 class LCFXModule(nn.Module):
     cfg: LCFXConfig
@@ -389,7 +296,7 @@ def decode_message(params: dict, latents: jax.Array, *, cfg: LCFXConfig, receive
     if cfg.decoder != "kv":
         raise ValueError(f"decode_message makes per-layer K/V; decoder={cfg.decoder!r} decodes to input vectors "
                          "(use message_prefix)")
-    ru = _resolve(cfg.receiver_layers, receiver_cfg.num_layers, "receiver_layers")
+    ru = decoded_layers(cfg, receiver_cfg)
     if params["dec_wk"].shape != (len(ru), cfg.rank, receiver_cfg.kv_width):
         raise ValueError(f"dec_wk has shape {tuple(params['dec_wk'].shape)}, expected "
                          f"{(len(ru), cfg.rank, receiver_cfg.kv_width)} for this receiver")
@@ -524,7 +431,7 @@ def message_prefix(params: dict, latents: jax.Array, receiver_params: dict, pref
     if slot_mask is None:
         slot_mask = default_slot_mask(cfg, latents)
     if cfg.decoder == "kv":
-        ru = _resolve(cfg.receiver_layers, receiver_cfg.num_layers, "receiver_layers")
+        ru = decoded_layers(cfg, receiver_cfg)
         k, v = decode_layers(params, latents, cfg=cfg, receiver_cfg=receiver_cfg)
         return positioned_kv_prefix(k, v, receiver_params, prefix_ids, capacity=capacity, receiver_cfg=receiver_cfg,
                                     layers=ru, slot_mask=slot_mask)

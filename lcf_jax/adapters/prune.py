@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lcf_jax.adapters.lcf import LCFConfig, adapter_layers, lcf_enabled, lcf_groups
+from lcf_jax.adapters.specs.lcf import LCFConfig, adapter_layers, lcf_enabled, lcf_groups
 from lcf_jax.adapters.size import adapter_param_count, adapter_size_mb
 from lcf_jax.models.config import ModelConfig
 

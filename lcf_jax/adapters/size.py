@@ -62,9 +62,9 @@ def size_table(configs: dict[str, Any], sharer_cfg: ModelConfig, receiver_cfg: M
 
 
 def main():  # pragma: no cover - CLI
-    from lcf_jax.adapters.c2c import C2CConfig
-    from lcf_jax.adapters.lcf import LCFConfig
-    from lcf_jax.adapters.lcfx import LCFXConfig
+    from lcf_jax.adapters.specs.c2c import C2CConfig
+    from lcf_jax.adapters.specs.lcf import LCFConfig
+    from lcf_jax.adapters.specs.lcfx import LCFXConfig
     from lcf_jax.models.registry import PRESET_CONFIGS as P
     cfgs = {"c2c": C2CConfig(), "lcf": LCFConfig(), "lcfx": LCFXConfig(), "lcfx-cond": LCFXConfig(conditioned=True)}
     for s, r in (("qwen2.5-0.5b-instruct", "qwen3-0.6b"), ("smollm2-135m-instruct", "gemma3-270m"),

@@ -62,7 +62,7 @@ def table_sizes(pairs: Sequence[tuple[str, str]], dtype: str = "bfloat16", prune
         sc, rc = PRESET_CONFIGS[s], PRESET_CONFIGS[r]
         c2c_mb = size.adapter_size_mb(C2CConfig(), sc, rc, dtype)
         lcf = LCFConfig()
-        from lcf_jax.adapters.lcf import adapter_layers
+        from lcf_jax.adapters.specs.lcf import adapter_layers
         layers = adapter_layers(lcf, sc, rc)[0]
         pruned = LCFConfig(layers=layers, ranks=(pruned_rank,) * len(layers))
         for name, cfg in [("C2C", C2CConfig()), ("LCF (r=256)", lcf), (f"LCF pruned (r={pruned_rank})", pruned),

@@ -61,10 +61,10 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas import triton as pltriton
 
+from lcf_jax.models.config import ACTIVATIONS
 from lcf_jax.models.layers import activation as _activation
 from lcf_jax.models.layers import apply_rope, invert_rope, rms_norm
 
-ACTIVATIONS = ("silu", "gelu_tanh")
 BACKENDS = ("auto", "reference", "xla", "interpret", "interpret_tpu", "pallas_gpu", "pallas_tpu")
 PARAM_NAMES = ("w_down", "b_down", "norm", "w_up", "b_up", "head_k", "head_v", "gate")
 

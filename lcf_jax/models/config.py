@@ -12,6 +12,9 @@ import hashlib
 import json
 from typing import Any, Optional
 
+# The activations `models.layers.activation` implements (adapter configs and the kernel check against these).
+ACTIVATIONS = ("silu", "gelu_tanh")
+
 SUPPORTED_ARCHITECTURES = {
     # Hugging Face `model_type` -> our family name.
     "llama": "llama",

@@ -70,7 +70,7 @@ class C2CAdapter(nn.Module):
         super().__init__()
         self.config = cfg = F.normalize_config("c2c", config)
         self.sharer_config, self.receiver_config = sharer_config, receiver_config
-        self.receiver_layers, self.sharer_layers = F.c2c_layers(cfg, sharer_config, receiver_config)
+        self.receiver_layers, self.sharer_layers = F.layer_plan("c2c", cfg, sharer_config, receiver_config)
         args = (self.receiver_layers, sharer_config.kv_width + receiver_config.kv_width, receiver_config.kv_width,
                 receiver_config.num_kv_heads, int(cfg["hidden_dim"]), int(cfg["intermediate_dim"]),
                 int(cfg["num_layers"]) - 2)

@@ -42,7 +42,7 @@ class LCFAdapter(nn.Module):
         super().__init__()
         self.config = F.normalize_config("lcf", config)
         self.sharer_config, self.receiver_config = sharer_config, receiver_config
-        layers, sources, ranks = F.lcf_layers(self.config, sharer_config, receiver_config)
+        layers, sources, ranks = F.layer_plan("lcf", self.config, sharer_config, receiver_config)
         self.receiver_layers, self.sharer_layers = layers, sources
         kv_in, kv_out = 2 * sharer_config.kv_width, 2 * receiver_config.kv_width
         self.layers = nn.ModuleDict({str(l): LCFLayer(kv_in, kv_out, rk, receiver_config.num_kv_heads)

@@ -37,7 +37,7 @@ def unrotated_kv(kv: KV, cfg: ModelConfig, layers) -> list[torch.Tensor]:
 class LCFXEncoder(nn.Module):
     def __init__(self, cfg: dict, s: ModelConfig, r: ModelConfig):
         super().__init__()
-        su, _, cu = F.lcfx_layers(cfg, s, r)
+        su, _, cu = F.layer_plan("lcfx", cfg, s, r)
         rk, m = int(cfg["rank"]), int(cfg["slots"])
         self.in_proj = nn.ModuleDict({str(l): nn.Linear(2 * s.kv_width, rk, bias=False) for l in su})
         self.in_proj_bias = nn.Parameter(torch.zeros(rk))
@@ -74,7 +74,7 @@ class LCFXDecoderLayer(nn.Module):
 class LCFXDecoder(nn.Module):
     def __init__(self, cfg: dict, s: ModelConfig, r: ModelConfig):
         super().__init__()
-        _, ru, _ = F.lcfx_layers(cfg, s, r)
+        _, ru, _ = F.layer_plan("lcfx", cfg, s, r)
         self.layers = nn.ModuleDict({str(l): LCFXDecoderLayer(int(cfg["rank"]), r.kv_width) for l in ru})
 
 
@@ -99,7 +99,7 @@ class LCFXAdapter(nn.Module):
         super().__init__()
         self.config = F.normalize_config("lcfx", config)
         self.sharer_config, self.receiver_config = sharer_config, receiver_config
-        self.sharer_layers, self.receiver_layers, self.cond_layers = F.lcfx_layers(
+        self.sharer_layers, self.receiver_layers, self.cond_layers = F.layer_plan("lcfx", 
             self.config, sharer_config, receiver_config)
         self.encoder = LCFXEncoder(self.config, sharer_config, receiver_config)
         if self.config["decoder"] == "embed":

@@ -13,7 +13,8 @@ from typing import Any, NamedTuple, Optional
 import jax
 
 from lcf_jax.adapters import ADAPTER_KINDS
-from lcf_jax.adapters.export_jax import config_from_dict, export_adapter
+from lcf_jax.adapters.export_format import adapter_config
+from lcf_jax.adapters.export_jax import export_adapter
 from lcf_jax.models.config import ModelConfig
 from lcf_jax.models.registry import config_by_name
 from lcf_jax.train.ckpt import UnreadableCheckpointError, unreadable_step
@@ -78,7 +79,7 @@ def load_checkpoint(path: str | os.PathLike, step: Optional[int] = None) -> Chec
         try:
             acfg_section = run_cfg["adapter"]
             kind = acfg_section["kind"]
-            acfg = config_from_dict(kind, acfg_section[kind])
+            acfg = adapter_config(kind, acfg_section[kind])
             sharer = config_by_name(run_cfg["model"]["sharer"])
             receiver = config_by_name(run_cfg["model"]["receiver"])
         except (KeyError, TypeError, ValueError) as e:

@@ -1,0 +1,176 @@
+"""LCF-X's spec (different contexts): its config, which layers it reads and writes, and the file name of
+every parameter. No JAX here: the Flax half (`adapters/lcfx.py`), the exported format and the PyTorch half
+all read these."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from lcf_jax.adapters.layer_map import select_layers
+from lcf_jax.adapters.specs.base import Entry, Table
+from lcf_jax.models.config import ACTIVATIONS, ModelConfig
+
+KIND = "lcfx"
+# Fields a file must carry; the others take the dataclass defaults (older files lack them: a file without
+# `injection` was written before the positioned message, one without `pooling` before window pooling).
+REQUIRED_IN_FILE = ("rank", "slots", "conditioned", "pool_heads", "activation", "eps")
+INJECTIONS = ("extra", "positioned")
+DECODERS = ("kv", "embed")
+POOLINGS = ("attention", "window")
+
+
+@dataclasses.dataclass(frozen=True)
+class LCFXConfig:
+    rank: int = 256
+    slots: int = 16
+    conditioned: bool = False
+    sharer_layers: Optional[tuple[int, ...]] = None     # sharer layers the encoder reads (None: all)
+    receiver_layers: Optional[tuple[int, ...]] = None   # receiver layers given extra K/V (None: all)
+    cond_layers: Optional[tuple[int, ...]] = None       # receiver layers summarised for conditioning (None: all)
+    pool_heads: int = 4
+    activation: str = "silu"
+    eps: float = 1e-6
+    key_init_std: float = 0.02
+    value_gate_init: float = 0.0
+    # A linear latent path (as in Multi-Head Latent Attention): no norm or activation between the
+    # down-projection, the pooling's values and the up-projection, so a slot is exactly a convex
+    # combination of translated tokens. What the closed-form latent alignment fits (train/latent_align.py).
+    linear: bool = False
+    # How the decoded message enters the receiver. "extra": position-free extra KV every query sees
+    # (the first convention; its keys look to the receiver like keys at position 0). "positioned": a
+    # prefix of the receiver's own cache, right after its special prefix (BOS): slot j sits at position
+    # P + j, keys rotated there, and the prompt continues at P + m. A positioned prefix is an ordinary
+    # cache, so sliding-window layers and a plain transformers cache treat the slots as tokens.
+    injection: str = "extra"
+    # What the receiver half decodes each slot into. "kv": per-layer keys and values (dec_wk/dec_wv).
+    # "embed": one input vector per slot that the receiver prefills itself (its own layers then make
+    # the K/V, as an ordinary token's); needs injection="positioned".
+    decoder: str = "kv"
+    embed_hidden: int = 1024   # width of the embed decoder's hidden layer
+    # How the m slots are drawn from the sharer's tokens. "attention": m learned (optionally receiver-
+    # conditioned) queries attend over every token (soft pooling). "window": a receiver-conditioned
+    # relevance score per token picks the m consecutive tokens that hold the most score mass, and slot j
+    # is the translated token start + j (hard attention: an excerpt of the passage, in order, chosen by
+    # what the receiver asks). Needs conditioned=True; `locator_rank` is the width of its score space.
+    pooling: str = "attention"
+    locator_rank: int = 128
+    # Embed decoder only: the receiver replaces each decoded vector by its nearest input embedding (cosine),
+    # so every slot is exactly a vector the frozen receiver was trained on (its vocabulary as a codebook).
+    snap: bool = False
+
+    kind = "lcfx"
+
+    def __post_init__(self):
+        for name in ("sharer_layers", "receiver_layers", "cond_layers"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, tuple):
+                object.__setattr__(self, name, tuple(int(x) for x in v))
+        if self.rank <= 0 or self.slots <= 0:
+            raise ValueError(f"LCFXConfig rank and slots must be positive, got rank={self.rank}, slots={self.slots}")
+        if self.rank % self.pool_heads:
+            raise ValueError(f"LCFXConfig.rank={self.rank} must be a multiple of pool_heads={self.pool_heads}")
+        if self.linear and self.pool_heads != 1:
+            raise ValueError("LCFXConfig.linear needs pool_heads=1: with several heads one slot would mix "
+                             "different tokens' latent chunks")
+        if self.injection not in INJECTIONS:
+            raise ValueError(f"LCFXConfig.injection must be one of {INJECTIONS}, got {self.injection!r}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"LCFXConfig.decoder must be one of {DECODERS}, got {self.decoder!r}")
+        if self.decoder == "embed" and self.injection != "positioned":
+            raise ValueError("LCFXConfig.decoder='embed' needs injection='positioned': the receiver prefills "
+                             "the decoded vectors as tokens of its own cache")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"LCFXConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"LCFXConfig.pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.pooling == "window" and not self.conditioned:
+            raise ValueError("LCFXConfig.pooling='window' needs conditioned=True: the window is chosen by what the "
+                             "receiver asks (its prompt's summary)")
+        if self.pooling == "window" and self.linear:
+            raise ValueError("LCFXConfig.pooling='window' has no linear variant (linear=False)")
+        if self.snap and self.decoder != "embed":
+            raise ValueError("LCFXConfig.snap needs decoder='embed' (it snaps decoded input vectors to the vocabulary)")
+        if self.locator_rank <= 0:
+            raise ValueError(f"LCFXConfig.locator_rank must be positive, got {self.locator_rank}")
+
+
+def _resolve(sel, n: int, what: str) -> tuple[int, ...]:
+    return select_layers(sel, n, f"LCFXConfig.{what}")
+
+
+def decoded_layers(cfg: LCFXConfig, receiver_cfg: ModelConfig) -> tuple[int, ...]:
+    """The receiver layers the kv decoder writes."""
+    return _resolve(cfg.receiver_layers, receiver_cfg.num_layers, "receiver_layers")
+
+
+def used_layers(cfg: LCFXConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig):
+    """(sharer layers encoded, receiver layers decoded, receiver layers summarised for conditioning)."""
+    return (_resolve(cfg.sharer_layers, sharer_cfg.num_layers, "sharer_layers"),
+            decoded_layers(cfg, receiver_cfg),
+            _resolve(cfg.cond_layers, receiver_cfg.num_layers, "cond_layers") if cfg.conditioned else ())
+
+
+layer_plan = used_layers   # the kind-independent name `export_format.layer_plan` calls
+
+
+def layer_layout(cfg: LCFXConfig, s: ModelConfig, r: ModelConfig) -> dict:
+    """The "layer_map" section of adapter.json."""
+    su, ru, cu = used_layers(cfg, s, r)
+    return {"kind": "lcfx", "sharer_layers": list(su), "receiver_layers": list(ru), "cond_layers": list(cu)}
+
+
+def tensor_table(cfg: LCFXConfig, s: ModelConfig, r: ModelConfig) -> Table:
+    """The file names of every parameter (see `export_format`)."""
+    su, ru, cu = used_layers(cfg, s, r)
+    rk, m, kv_s, kv_r = cfg.rank, cfg.slots, 2 * s.kv_width, r.kv_width
+    window = cfg.pooling == "window"
+    leaves = {("enc_w",): (len(su), kv_s, rk), ("enc_b",): (rk,), ("enc_norm",): (rk,),
+              ("pool_wv",): (rk, rk), ("pool_wo",): (rk, rk), ("out_norm",): (rk,)}
+    e = [Entry(f"encoder.in_proj.{sl}.weight", (rk, kv_s), ("enc_w",), (j,), "linear") for j, sl in enumerate(su)]
+    e += [Entry("encoder.in_proj_bias", (rk,), ("enc_b",), (), "copy"),
+          Entry("encoder.norm.weight", (rk,), ("enc_norm",), (), "copy")]
+    if window:
+        k = cfg.locator_rank
+        leaves.update({("loc_wq",): (rk, k), ("loc_wk",): (rk, k), ("loc_wb",): (rk,)})
+        e += [Entry("encoder.locator_q.weight", (k, rk), ("loc_wq",), (), "linear"),
+              Entry("encoder.locator_k.weight", (k, rk), ("loc_wk",), (), "linear"),
+              Entry("encoder.locator_bias.weight", (rk,), ("loc_wb",), (), "copy")]
+    else:
+        leaves.update({("queries",): (m, rk), ("pool_wk",): (rk, rk)})
+        e += [Entry("encoder.queries", (m, rk), ("queries",), (), "copy"),
+              Entry("encoder.pool_k.weight", (rk, rk), ("pool_wk",), (), "linear")]
+    e += [Entry("encoder.pool_v.weight", (rk, rk), ("pool_wv",), (), "linear"),
+          Entry("encoder.pool_o.weight", (rk, rk), ("pool_wo",), (), "linear"),
+          Entry("encoder.out_norm.weight", (rk,), ("out_norm",), (), "copy")]
+    if cfg.conditioned:
+        leaves.update({("cond_w",): (len(cu), 2 * kv_r, rk), ("cond_b",): (rk,), ("cond_norm",): (rk,)})
+        e += [Entry(f"encoder.cond_proj.{l}.weight", (rk, 2 * kv_r), ("cond_w",), (j,), "linear")
+              for j, l in enumerate(cu)]
+        e += [Entry("encoder.cond_bias", (rk,), ("cond_b",), (), "copy"),
+              Entry("encoder.cond_norm.weight", (rk,), ("cond_norm",), (), "copy")]
+        if not window:
+            leaves[("cond_shift",)] = (rk, m, rk)
+            e.append(Entry("encoder.cond_shift.weight", (m * rk, rk), ("cond_shift",), (), "shift"))
+    if cfg.decoder == "embed":
+        hid, dim = cfg.embed_hidden, r.hidden_size
+        leaves.update({("dec_e_norm",): (rk,), ("dec_e_w1",): (rk, hid), ("dec_e_b1",): (hid,),
+                       ("dec_e_w2",): (hid, dim), ("dec_e_b2",): (dim,), ("dec_e_scale",): (dim,)})
+        e += [Entry("decoder.embed.norm.weight", (rk,), ("dec_e_norm",), (), "copy"),
+              Entry("decoder.embed.w1.weight", (hid, rk), ("dec_e_w1",), (), "linear"),
+              Entry("decoder.embed.w1.bias", (hid,), ("dec_e_b1",), (), "copy"),
+              Entry("decoder.embed.w2.weight", (dim, hid), ("dec_e_w2",), (), "linear"),
+              Entry("decoder.embed.w2.bias", (dim,), ("dec_e_b2",), (), "copy"),
+              Entry("decoder.embed.scale.weight", (dim,), ("dec_e_scale",), (), "copy")]
+        return Table(tuple(e), leaves)
+    for name in ("dec_norm", "dec_wk", "dec_bk", "dec_wv", "dec_bv", "v_gate"):
+        leaves[(name,)] = {"dec_norm": (len(ru), rk), "dec_wk": (len(ru), rk, kv_r), "dec_bk": (len(ru), kv_r),
+                           "dec_wv": (len(ru), rk, kv_r), "dec_bv": (len(ru), kv_r), "v_gate": (len(ru),)}[name]
+    for j, l in enumerate(ru):
+        p = f"decoder.layers.{l}."
+        e += [Entry(p + "norm.weight", (rk,), ("dec_norm",), (j,), "copy"),
+              Entry(p + "k.weight", (kv_r, rk), ("dec_wk",), (j,), "linear"),
+              Entry(p + "k.bias", (kv_r,), ("dec_bk",), (j,), "copy"),
+              Entry(p + "v.weight", (kv_r, rk), ("dec_wv",), (j,), "linear"),
+              Entry(p + "v.bias", (kv_r,), ("dec_bv",), (j,), "copy"),
+              Entry(p + "v_gate", (), ("v_gate",), (j,), "copy")]
+    return Table(tuple(e), leaves)
