@@ -117,14 +117,6 @@ def c2c_param_axes(cfg: C2CConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelC
     return C.module_axes(C2CModule(cfg, sharer_cfg, receiver_cfg))
 
 
-def _check_params(params, cfg, sharer_cfg, receiver_cfg):
-    want = jax.eval_shape(lambda k: init_c2c(k, cfg, sharer_cfg, receiver_cfg), jax.random.key(0))
-    got_s = jax.tree.map(lambda x: tuple(x.shape), params)
-    want_s = jax.tree.map(lambda x: tuple(x.shape), want)
-    if jax.tree.structure(params) != jax.tree.structure(want) or got_s != want_s:
-        raise ValueError(f"C2C params do not match the config: got shapes {got_s}, expected {want_s}")
-
-
 def _ffn(p, h, *, eps, dropout, rng):
     """C2C StandardFFNLayer: h + Dropout(W2 GELU(W1 RMSNorm(h))); dropout only when rng is given."""
     y = rms_norm(h, p["norm"], eps, plus_one=False)
@@ -173,7 +165,8 @@ def apply_c2c(params: dict, sharer_cache: KVCache, receiver_cache: KVCache, alig
     C.check_kv_cache(sharer_cache, sharer_cfg, "sharer")
     C.check_kv_cache(receiver_cache, receiver_cfg, "receiver")
     C.check_alignment(alignment, sharer_cache, receiver_cache)
-    _check_params(params, cfg, sharer_cfg, receiver_cfg)
+    C.check_params(params, jax.eval_shape(lambda k: init_c2c(k, cfg, sharer_cfg, receiver_cfg), jax.random.key(0)),
+                   "C2C")
     if train and rng is None:
         raise ValueError("apply_c2c(train=True) needs rng (Gumbel noise and dropout)")
     if train and not jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):

@@ -34,6 +34,20 @@ def module_axes(module: nn.Module) -> dict:
     return jax.tree.map(lambda s: tuple(s), specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
 
 
+def check_params(params: Any, expected: Any, what: str) -> None:
+    """`params` has exactly the leaves and shapes of `expected` (the adapter's `jax.eval_shape`d init); else a
+    ValueError naming the leaves that differ."""
+    def flat(tree):
+        return {jax.tree_util.keystr(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    got, want = flat(params), flat(expected)
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    if missing or extra:
+        raise ValueError(f"{what} params lack {missing} and have unexpected {extra}; the config implies {sorted(want)}")
+    for k, shape in want.items():
+        if got[k] != shape:
+            raise ValueError(f"{what} params{k} has shape {got[k]}, the config implies {shape}")
+
+
 def torch_linear_init(fan_in: int) -> Callable:
     """PyTorch nn.Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases."""
     bound = 1.0 / np.sqrt(max(fan_in, 1))

@@ -151,19 +151,6 @@ def lcf_param_axes(cfg: LCFConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelC
     return C.module_axes(LCFModule(cfg, sharer_cfg, receiver_cfg))
 
 
-def check_lcf_params(params: dict, cfg: LCFConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig) -> None:
-    want = jax.eval_shape(lambda k: init_lcf(k, cfg, sharer_cfg, receiver_cfg), jax.random.key(0))
-    if set(params) != set(want):
-        raise ValueError(f"LCF params have groups {sorted(params)} but the config implies {sorted(want)}")
-    for g, leaves in want.items():
-        for name, sd in leaves.items():
-            if name not in params[g]:
-                raise ValueError(f"LCF params[{g!r}] is missing {name!r}")
-            if tuple(params[g][name].shape) != tuple(sd.shape):
-                raise ValueError(f"LCF params[{g!r}][{name!r}] has shape {tuple(params[g][name].shape)}, "
-                                 f"the config implies {tuple(sd.shape)}")
-
-
 def apply_lcf(params: dict, sharer_cache: KVCache, receiver_cache: KVCache, alignment: jax.Array, *,
               cfg: LCFConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig,
               enabled: Optional[jax.Array] = None) -> KVCache:
@@ -177,7 +164,8 @@ def apply_lcf(params: dict, sharer_cache: KVCache, receiver_cache: KVCache, alig
     C.check_kv_cache(sharer_cache, sharer_cfg, "sharer")
     C.check_kv_cache(receiver_cache, receiver_cfg, "receiver")
     C.check_alignment(alignment, sharer_cache, receiver_cache)
-    check_lcf_params(params, cfg, sharer_cfg, receiver_cfg)
+    C.check_params(params, jax.eval_shape(lambda k: init_lcf(k, cfg, sharer_cfg, receiver_cfg), jax.random.key(0)),
+                   "LCF")
     en = jnp.asarray(lcf_enabled(cfg, sharer_cfg, receiver_cfg))
     if enabled is not None:
         if tuple(enabled.shape) != tuple(en.shape):

@@ -143,15 +143,6 @@ def lcfx_param_axes(cfg: LCFXConfig, sharer_cfg: ModelConfig, receiver_cfg: Mode
     return C.module_axes(LCFXModule(cfg, sharer_cfg, receiver_cfg))
 
 
-def _check_params(params: dict, cfg, sharer_cfg, receiver_cfg) -> None:
-    want = jax.eval_shape(lambda k: init_lcfx(k, cfg, sharer_cfg, receiver_cfg), jax.random.key(0))
-    if set(params) != set(want):
-        raise ValueError(f"LCF-X params have keys {sorted(params)}, the config implies {sorted(want)}")
-    for k, sd in want.items():
-        if tuple(params[k].shape) != tuple(sd.shape):
-            raise ValueError(f"LCF-X params[{k!r}] has shape {tuple(params[k].shape)}, the config implies {tuple(sd.shape)}")
-
-
 def unrotated_kv(cache: KVCache, mcfg: ModelConfig, layers) -> jax.Array:
     """[n, B, S, 2*H*D]: per token, [un-rotated key | value] of each of `layers`."""
     idx = np.asarray(layers)
@@ -250,7 +241,8 @@ def encode_message(params: dict, sharer_cache: KVCache, receiver_cache: Optional
     receiver_cache ([Lr, B, Hr, Sr, Dr]) is required iff cfg.conditioned.
     """
     C.check_kv_cache(sharer_cache, sharer_cfg, "sharer")
-    _check_params(params, cfg, sharer_cfg, receiver_cfg)
+    C.check_params(params, jax.eval_shape(lambda k: init_lcfx(k, cfg, sharer_cfg, receiver_cfg), jax.random.key(0)),
+                   "LCF-X")
     if cfg.conditioned:
         if receiver_cache is None:
             raise ValueError("a conditioned LCF-X encoder needs receiver_cache")
