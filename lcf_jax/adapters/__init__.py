@@ -8,8 +8,10 @@ param_axes(cfg, sharer_cfg, receiver_cfg) -> tree of logical axis-name tuples).
          `lcfx.decode_message`)
   c2c  : the C2C baseline fuser (`c2c.apply_c2c`)
 
-The names below are resolved lazily (PEP 562) so that the JAX-free submodules (`layer_map`, `align`,
-`export_format`) can be imported without JAX/Flax, e.g. by the PyTorch port in `lcf_jax.torch`.
+Each kind's config, layer plan and file table live in its JAX-free spec (`adapters/specs/<kind>.py`,
+registered in `specs.SPECS`); the Flax halves here import them. The names below are resolved lazily (PEP 562)
+so that the JAX-free submodules (`specs`, `layer_map`, `align`, `export_format`) can be imported without
+JAX/Flax, e.g. by the PyTorch port in `lcf_jax.torch`.
 """
 from __future__ import annotations
 
