@@ -19,6 +19,9 @@ def load_lcfx_adapter(path: Optional[str | Path] = None):
     from lcf_jax.adapters.export_jax import import_adapter
 
     path = Path(path) if path is not None else SHIPPED_LCFX
+    if not path.is_dir():
+        raise UserError(f"adapter directory {path} does not exist; export one with "
+                        "`python -m lcf_jax.export --checkpoint RUN_DIR --out DIR`")
     if not (path / "adapter.json").exists():
         raise UserError(f"adapter directory {path} holds no exported adapter (adapter.json); export one with "
                         "`python -m lcf_jax.export --checkpoint RUN_DIR --out DIR`")

@@ -50,44 +50,44 @@ def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None, make_eva
                         keep_best=cfg.train.keep_best if evaluate else 0,
                         best_metric="f1" if evaluate else None, best_mode="max",
                         async_save=cfg.train.async_checkpoint, keep_steps=(0,))
-    state = init_state(b["params"], b["optimizer"], cfg.train.seed)
-    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, b["state_sh"])
-    restored = ckpt.restore_latest(abstract.params, {"opt": abstract.opt_state, "rng": abstract.rng})
     log = RunLog(workdir, lead)
-    if restored is None:
-        params = run_setup.initial_params(cfg, b, tokenizers, qa, log)
-        if params is not b["params"]:
-            state = init_state(params, b["optimizer"], cfg.train.seed)
-            # Step 0 holds the starting point, so a restart never redoes the pre-training.
-            ckpt.save(0, state.params, {"opt": state.opt_state, "rng": state.rng}, data_state=feed.state(),
-                      config=cfg.to_dict())
-    else:
-        params, opt, step0, data_state, _ = restored
-        state = TrainState(jnp.asarray(step0, jnp.int32), params, opt["opt"], opt["rng"])
-        feed.restore(data_state)
-        if lead:
-            print(f"resumed from checkpoint step {step0} in {workdir}/checkpoints", flush=True)
-    state = sharding.put_global(state, b["state_sh"])
-    frozen = sharding.put_global(b["frozen"], b["frozen_sh"])
-    before_peek = feed.state()
-    batch_sh = sharding.batch_sharding(feed_lib.device_arrays(next(feed)), mesh)
-    feed.restore(before_peek)
-    step_fn = jit_train_step(setup, b["optimizer"], mesh, b["state_sh"], b["frozen_sh"], batch_sh)
-    if lead:
-        Path(workdir).mkdir(parents=True, exist_ok=True) if is_local(workdir) else None
-        if is_local(workdir):
-            (Path(workdir) / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1, default=str))
-    schedule = optim.make_schedule(cfg.train.lr, cfg.train.warmup_steps, cfg.train.steps)
-    total = cfg.train.steps
-    start = int(state.step)
-    end = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
-    last: dict = {}
-    t0, tokens_done, step = time.perf_counter(), 0.0, start
     bar = None
-    if lead:
-        from tqdm import tqdm
-        bar = tqdm(total=total, initial=start, desc=cfg.name, dynamic_ncols=True)
-    try:
+    try:  # the checkpointer's threads and the event writer are closed however the run ends
+        state = init_state(b["params"], b["optimizer"], cfg.train.seed)
+        abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, b["state_sh"])
+        restored = ckpt.restore_latest(abstract.params, {"opt": abstract.opt_state, "rng": abstract.rng})
+        if restored is None:
+            params = run_setup.initial_params(cfg, b, tokenizers, qa, log)
+            if params is not b["params"]:
+                state = init_state(params, b["optimizer"], cfg.train.seed)
+                # Step 0 holds the starting point, so a restart never redoes the pre-training.
+                ckpt.save(0, state.params, {"opt": state.opt_state, "rng": state.rng}, data_state=feed.state(),
+                          config=cfg.to_dict())
+        else:
+            params, opt, step0, data_state, _ = restored
+            state = TrainState(jnp.asarray(step0, jnp.int32), params, opt["opt"], opt["rng"])
+            feed.restore(data_state)
+            if lead:
+                print(f"resumed from checkpoint step {step0} in {workdir}/checkpoints", flush=True)
+        state = sharding.put_global(state, b["state_sh"])
+        frozen = sharding.put_global(b["frozen"], b["frozen_sh"])
+        before_peek = feed.state()
+        batch_sh = sharding.batch_sharding(feed_lib.device_arrays(next(feed)), mesh)
+        feed.restore(before_peek)
+        step_fn = jit_train_step(setup, b["optimizer"], mesh, b["state_sh"], b["frozen_sh"], batch_sh)
+        if lead:
+            Path(workdir).mkdir(parents=True, exist_ok=True) if is_local(workdir) else None
+            if is_local(workdir):
+                (Path(workdir) / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1, default=str))
+        schedule = optim.make_schedule(cfg.train.lr, cfg.train.warmup_steps, cfg.train.steps)
+        total = cfg.train.steps
+        start = int(state.step)
+        end = total if max_steps_this_run is None else min(total, start + max_steps_this_run)
+        last: dict = {}
+        t0, tokens_done, step = time.perf_counter(), 0.0, start
+        if lead:
+            from tqdm import tqdm
+            bar = tqdm(total=total, initial=start, desc=cfg.name, dynamic_ncols=True)
         for step in range(start + 1, end + 1):
             batch = feed_lib.device_arrays(next(feed))
             state, m = step_fn(state, frozen, sharding.put_global(batch, batch_sh))
