@@ -191,11 +191,7 @@ def _main(argv, agents: dict | None = None) -> None:
                  for name, split in split_of.items()}
         results = LD.run_ladder(session, tasks, rungs=[r.strip() for r in args.ladder_rungs.split(",") if r.strip()])
         for reuse in filter(None, args.ladder_reuse.split(",")):  # rungs kept from earlier runs on the same questions
-            earlier = json.loads(Path(reuse).read_text())
-            for name in tasks:
-                for rung, row in earlier.get(name, {}).items():
-                    if rung not in results[name] and len(row["f1"]) == len(tasks[name]):
-                        results[name][rung] = row
+            LD.keep_earlier_rungs(results, json.loads(Path(reuse).read_text()), {k: len(v) for k, v in tasks.items()})
         settings = {"n": args.n, "sets": split_of, "adapter": run["path"],
                     "adapter_step": run["step"], "max_new_tokens": session.max_new_tokens,
                     "max_context_tokens": session.max_context_tokens}

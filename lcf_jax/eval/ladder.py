@@ -197,6 +197,17 @@ RUNG_LABELS = {"R0": "R0 alone", "R1": "R1 reads the passage", "R2": "R2 own K/V
                "R4": "R4 per-token translation (every token)", "R5": "R5 LCF-X", "R5 control": "R5 control (unrelated passage)"}
 
 
+def keep_earlier_rungs(results: dict, earlier: dict, n_by_set: dict[str, int]) -> dict:
+    """Adds to `results` (set -> rung -> per-question row) the rungs of an earlier ladder run that this one did not
+    run. Both read the first questions of each set in file order, so an earlier run on at least n questions holds
+    this run's n as its first n rows; a shorter one is skipped."""
+    for name, n in n_by_set.items():
+        for rung, row in earlier.get(name, {}).items():
+            if rung not in results.setdefault(name, {}) and len(row["f1"]) >= n:
+                results[name][rung] = {k: (v[:n] if isinstance(v, list) else v) for k, v in row.items()}
+    return results
+
+
 def _fmt(iv) -> str:
     m, lo, hi = iv
     return f"{m:.1f} [{lo:.1f}, {hi:.1f}]"

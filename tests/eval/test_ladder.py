@@ -78,3 +78,14 @@ def test_r3_reads_the_excerpt_the_window_selects(session):
     assert len(results["toy"]["R3"]["answers"]) == 4
     with pytest.raises(ValueError, match="leave R3 out"):
         ladder.run_ladder(session, {"toy": tasks}, rungs=["R3"])
+
+
+def test_earlier_rungs_are_kept_on_the_same_first_questions():
+    earlier = {"squad": {"R0": {"f1": [1.0, 2.0, 3.0], "em": [0.0, 0.0, 1.0], "answers": ["a", "b", "c"]},
+                         "R5": {"f1": [9.0, 9.0, 9.0], "em": [1.0, 1.0, 1.0], "answers": ["x", "y", "z"]}},
+               "nq_openbook": {"R0": {"f1": [1.0], "em": [0.0], "answers": ["a"]}}}
+    now = {"squad": {"R5": {"f1": [5.0, 6.0], "em": [0.0, 1.0], "answers": ["p", "q"]}}, "nq_openbook": {}}
+    out = ladder.keep_earlier_rungs(now, earlier, {"squad": 2, "nq_openbook": 2})
+    assert out["squad"]["R0"] == {"f1": [1.0, 2.0], "em": [0.0, 0.0], "answers": ["a", "b"]}   # its first 2 rows
+    assert out["squad"]["R5"]["f1"] == [5.0, 6.0]       # a rung run now is never replaced
+    assert "R0" not in out["nq_openbook"]                # 1 earlier row cannot stand for 2
