@@ -20,11 +20,12 @@ Encoder (sharer side), `encode_message`:
      conditioned encoder equals the unconditioned one). The summary can then ask for what the
      receiver lacks. Note c [B, r] travels receiver -> sharer (a back-channel of r floats per row).
 
-  2'. window pooling (`pooling="window"`, conditioned): a relevance score per token from the receiver
-     summary c (`token_scores`), and the m consecutive tokens with the most softmax(score) mass
-     (`window_slots`); slot j is token start + j through the same value path as a one-token pooling
-     (`token_messages`). The message is then an excerpt of the passage in the receiver's terms, chosen
-     by what the receiver asks; slots past a short passage's end are all zero and masked.
+  2'. window pooling (`pooling="window"`): a relevance score per token (`token_scores`), from the receiver
+     summary c when conditioned, a learned prior over the passage's tokens alone when not, and the m
+     consecutive tokens with the most softmax(score) mass (`window_slots`); slot j is token start + j
+     through the same value path as a one-token pooling (`token_messages`). The message is then an
+     excerpt of the passage in the receiver's terms, chosen (conditioned) by what the receiver asks;
+     slots past a short passage's end are all zero and masked.
 
 Decoder (receiver side), `decode_message`: per receiver layer l,
         h = RMSNorm(latents) * dec_norm[l];  K = h @ W_k[l] + b_k[l];  V = v_gate[l] * (h @ W_v[l] + b_v[l])
@@ -93,11 +94,12 @@ class LCFXModule(nn.Module):
             })
         else:
             k = c.locator_rank
-            p.update({
-                "loc_wq": d("loc_wq", plain, (r, k), ("rank_in", "locator")),
-                "loc_wk": d("loc_wk", plain, (r, k), ("rank_in", "locator")),
-                "loc_wb": d("loc_wb", nn.initializers.zeros, (r,), ("rank",)),
-            })
+            if c.conditioned:   # declared first: a conditioned adapter's init stays what it was
+                p.update({
+                    "loc_wq": d("loc_wq", plain, (r, k), ("rank_in", "locator")),
+                    "loc_wk": d("loc_wk", plain, (r, k), ("rank_in", "locator")),
+                })
+            p["loc_wb"] = d("loc_wb", nn.initializers.zeros, (r,), ("rank",))
         p.update({
             "pool_wv": d("pool_wv", plain, (r, r), ("rank_in", "rank")),
             "pool_wo": d("pool_wo", plain, (r, r), ("rank_in", "rank")),
@@ -194,15 +196,19 @@ def _slot_output(params: dict, pooled: jax.Array, cfg: LCFXConfig) -> jax.Array:
     return out if cfg.linear else rms_norm(out, params["out_norm"], cfg.eps, plus_one=False)
 
 
-def token_scores(params: dict, z: jax.Array, c: jax.Array, *, cfg: LCFXConfig) -> jax.Array:
-    """Window pooling's relevance of each sharer token to what the receiver asks: [B, S] float32,
+def token_scores(params: dict, z: jax.Array, c: Optional[jax.Array], *, cfg: LCFXConfig) -> jax.Array:
+    """Window pooling's relevance of each sharer token: [B, S] float32,
         score_t = (c W_q) . (z_t W_k) / sqrt(k) + z_t . w_b
-    (c: the receiver summary [B, r]; z: per-token latents [B, S, r]). Bilinear in the mean of the
-    receiver's prompt K/V, so it can weigh how strongly each passage token matches the question's tokens."""
+    (c: the receiver summary [B, r], None for an unconditioned adapter, which keeps only the prior
+    z_t . w_b; z: per-token latents [B, S, r]). Bilinear in the mean of the receiver's prompt K/V, so it
+    can weigh how strongly each passage token matches the question's tokens."""
     f32 = jnp.float32
+    prior = z.astype(f32) @ params["loc_wb"].astype(f32)
+    if c is None:
+        return prior
     q = c.astype(f32) @ params["loc_wq"].astype(f32)                                   # [B, k]
     k = z.astype(f32) @ params["loc_wk"].astype(f32)                                   # [B, S, k]
-    return jnp.einsum("bk,bsk->bs", q, k) * cfg.locator_rank ** -0.5 + z.astype(f32) @ params["loc_wb"].astype(f32)
+    return jnp.einsum("bk,bsk->bs", q, k) * cfg.locator_rank ** -0.5 + prior
 
 
 def window_slots(scores: jax.Array, mask: jax.Array, m: int) -> tuple[jax.Array, jax.Array]:
@@ -252,7 +258,8 @@ def encode_message(params: dict, sharer_cache: KVCache, receiver_cache: Optional
     f32 = jnp.float32
     z = token_latents(params, sharer_cache, cfg=cfg, sharer_cfg=sharer_cfg, receiver_cfg=receiver_cfg)
     if cfg.pooling == "window":
-        c = receiver_summary(params, receiver_cache, cfg=cfg, sharer_cfg=sharer_cfg, receiver_cfg=receiver_cfg)
+        c = (receiver_summary(params, receiver_cache, cfg=cfg, sharer_cfg=sharer_cfg, receiver_cfg=receiver_cfg)
+             if cfg.conditioned else None)
         index, valid = window_slots(token_scores(params, z, c, cfg=cfg), sharer_cache.mask, cfg.slots)
         lat = token_messages(params, jnp.take_along_axis(z, index[..., None], axis=1), cfg=cfg)
         return jnp.where(valid[..., None], lat, 0.0).astype(f32)

@@ -182,8 +182,9 @@ def select_context_prompt(session, n: int = 30, data_dir=None) -> dict:
 
 def lcfx_label(cfg, name: str = "") -> str:
     """Row label of an LCF-X adapter: its slots and pooling kind (and a name when several are compared)."""
-    kind = ("window" if getattr(cfg, "pooling", "attention") == "window"
-            else "conditioned" if cfg.conditioned else "unconditioned")
+    kind = "conditioned" if cfg.conditioned else "unconditioned"
+    if getattr(cfg, "pooling", "attention") == "window":
+        kind = "window" if cfg.conditioned else "window, unconditioned"
     return f"LCF-X{' ' + name if name else ''} (m={cfg.slots}, {kind})"
 
 

@@ -45,8 +45,9 @@ class LCFXEncoder(nn.Module):
         window = cfg["pooling"] == "window"
         if window:
             k = int(cfg["locator_rank"])
-            self.locator_q = nn.Linear(rk, k, bias=False)
-            self.locator_k = nn.Linear(rk, k, bias=False)
+            if cfg["conditioned"]:
+                self.locator_q = nn.Linear(rk, k, bias=False)
+                self.locator_k = nn.Linear(rk, k, bias=False)
             self.locator_bias = C.Norm(rk)   # a weight vector [r] (w_b), stored like a norm's
         else:
             self.queries = nn.Parameter(torch.zeros(m, rk))
@@ -143,7 +144,7 @@ class LCFXAdapter(nn.Module):
         if not linear:
             z = C.activation(C.rms_norm(z, e.norm.weight, cfg["eps"]), cfg["activation"])  # [B, S, r]
         if cfg["pooling"] == "window":
-            return self._window(z, sharer.mask, self.receiver_summary(receiver))
+            return self._window(z, sharer.mask, self.receiver_summary(receiver) if cfg["conditioned"] else None)
         b, s, r = z.shape
         h, m = int(cfg["pool_heads"]), int(cfg["slots"])
         q = e.queries.to(torch.float32).expand(b, m, r)
@@ -165,14 +166,16 @@ class LCFXAdapter(nn.Module):
         any_valid = sharer.mask.any(dim=-1)[:, None, None]
         return torch.where(any_valid, lat, torch.zeros((), dtype=lat.dtype))
 
-    def _window(self, z: torch.Tensor, mask: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def _window(self, z: torch.Tensor, mask: torch.Tensor, c: Optional[torch.Tensor]) -> torch.Tensor:
         """Window pooling (`lcfx.token_scores`, `lcfx.window_slots`): the m consecutive valid tokens with the
-        most softmax(score) mass, each through the one-token value path; slots past the end are zero."""
+        most softmax(score) mass, each through the one-token value path; slots past the end are zero.
+        c: the receiver summary, None for an unconditioned adapter (its scores are the prior alone)."""
         cfg, e = self.config, self.encoder
         b, s, _ = z.shape
         m, k = int(cfg["slots"]), int(cfg["locator_rank"])
-        scores = torch.einsum("bk,bsk->bs", C.linear(c, e.locator_q), C.linear(z, e.locator_k)) * k ** -0.5
-        scores = scores + z @ e.locator_bias.weight.to(torch.float32)
+        scores = z @ e.locator_bias.weight.to(torch.float32)
+        if c is not None:
+            scores = scores + torch.einsum("bk,bsk->bs", C.linear(c, e.locator_q), C.linear(z, e.locator_k)) * k ** -0.5
         order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
         n = mask.sum(dim=1)
         ranked = torch.arange(s, device=z.device)[None, :] < n[:, None]

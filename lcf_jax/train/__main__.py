@@ -33,6 +33,9 @@ def preflight(cfg) -> None:
                             f"test models {sorted(registry.TINY_CONFIGS)}")
     if cfg.train.init_adapter and not (Path(cfg.train.init_adapter) / "adapter.json").exists():
         raise UserError(f"config: train.init_adapter={cfg.train.init_adapter!r} holds no exported adapter (adapter.json)")
+    source = cfg.pretrain.translation_from
+    if source and not (Path(source) / "adapter.json").exists():
+        raise UserError(f"config: pretrain.translation_from={source!r} holds no exported adapter (adapter.json)")
     if cfg.pretrain.steps > 0 and cfg.adapter.kind != "lcfx":
         raise UserError(f"config: pretrain.steps > 0 is the LCF-X latent-alignment stage; set it to 0 for "
                         f"adapter.kind={cfg.adapter.kind!r}")

@@ -91,9 +91,12 @@ def base_config() -> ml_collections.ConfigDict:
     # translating every sharer token into the receiver's input vector of the same text, then, for
     # pooling="window", `locator_steps` steps teaching the window's scores where answers sit
     # (train/locator.py, batches of `locator_batch_size` QA rows whose answer is in the passage).
+    # translation_from: an exported LCF-X adapter whose token translation replaces the "tokens" stage
+    # (which then does not run): two poolings compared on exactly the same translation.
     c.pretrain = ml_collections.ConfigDict(dict(method="sgd", steps=0, lr=1e-3, batch_size=8,
                                                  max_len=0,  # 0: data.max_sharer_len
-                                                 locator_steps=0, locator_lr=1e-3, locator_batch_size=32))
+                                                 locator_steps=0, locator_lr=1e-3, locator_batch_size=32,
+                                                 translation_from=""))
     # num_devices: 0 = every device; N = the first N (e.g. 1 to compare against a sharded run)
     c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1, num_devices=0, shard_frozen=False))
     return c
@@ -162,6 +165,9 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if c.pretrain.steps > 0 and c.pretrain.method == "tokens" and c.adapter.lcfx.decoder != "embed":
         raise ValueError("pretrain.method='tokens' translates tokens into receiver input vectors: it needs "
                          "adapter.lcfx.decoder='embed'")
+    if c.pretrain.translation_from and (c.pretrain.method != "tokens" or c.adapter.lcfx.decoder != "embed"):
+        raise ValueError("pretrain.translation_from replaces the token translation: it needs pretrain.method='tokens' "
+                         "and adapter.lcfx.decoder='embed'")
     if c.pretrain.locator_steps > 0 and (c.pretrain.method != "tokens" or c.adapter.lcfx.pooling != "window"):
         raise ValueError("pretrain.locator_steps > 0 trains a window pooling after the token translation: it needs "
                          "pretrain.method='tokens' and adapter.lcfx.pooling='window'")

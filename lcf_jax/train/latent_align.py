@@ -143,9 +143,10 @@ def evaluate_alignment(params: dict, frozen: tuple, batches, setup: Setup, n_bat
 
 def maybe_pretrain(cfg, params: dict, frozen: tuple, setup: Setup, tokenizers: Optional[tuple], train_examples,
                    log=None) -> dict:
-    """Stage 1 as the loop runs it: cfg.pretrain.steps > 0, an LCF-X run, a fresh start (not a resume)."""
+    """Stage 1 as the loop runs it: cfg.pretrain.steps > 0 (or, for "tokens", a translation_from), an LCF-X run,
+    a fresh start (not a resume)."""
     p = cfg.pretrain
-    if p.steps <= 0:
+    if p.steps <= 0 and not (p.method == "tokens" and p.translation_from):
         return params
     if tokenizers is None or train_examples is None:
         raise ValueError("pretrain.steps > 0 needs data.task='qa' (the passages of data.train_sets)")
@@ -174,18 +175,21 @@ def _token_stages(cfg, params: dict, frozen: tuple, setup: Setup, tokenizers: tu
     from lcf_jax.train import locator, token_translation
     p, d = cfg.pretrain, cfg.data
     s_tok, r_tok = tokenizers
-    batches = token_translation.TokenBatches(passages_of(train_examples), s_tok, r_tok,
-                                             max_len=p.max_len or d.max_sharer_len, batch_size=p.batch_size,
-                                             seed=d.seed, pad_id=pad_id(s_tok))
-    params = token_translation.pretrain(params, frozen, batches, setup, steps=p.steps, lr=p.lr, log=log,
-                                        log_every=cfg.train.log_every)
+    if p.translation_from:
+        params, offset = token_translation.load_translation(params, p.translation_from, setup), 0
+    else:
+        batches = token_translation.TokenBatches(passages_of(train_examples), s_tok, r_tok,
+                                                 max_len=p.max_len or d.max_sharer_len, batch_size=p.batch_size,
+                                                 seed=d.seed, pad_id=pad_id(s_tok))
+        params, offset = token_translation.pretrain(params, frozen, batches, setup, steps=p.steps, lr=p.lr, log=log,
+                                                    log_every=cfg.train.log_every), p.steps
     if p.locator_steps <= 0:
         return params
     rows = locator.LocatorBatches(train_examples, s_tok, r_tok, max_len=d.max_sharer_len,
                                   max_prompt_len=d.max_prompt_len, prompt_template=d.prompt_template,
                                   batch_size=p.locator_batch_size, seed=d.seed, sharer_pad=pad_id(s_tok),
                                   receiver_pad=pad_id(r_tok))
-    shifted = None if log is None else (lambda step, m: log(p.steps + step, {f"locator_{k}": v for k, v in m.items()}))
+    shifted = None if log is None else (lambda step, m: log(offset + step, {f"locator_{k}": v for k, v in m.items()}))
     return locator.pretrain(params, frozen, rows, setup, steps=p.locator_steps, lr=p.locator_lr, log=shifted,
                             log_every=cfg.train.log_every)
 

@@ -6,7 +6,8 @@ scores learn to put that mass on the answer: the target of a training row is the
 overlapping the first (case-insensitive) occurrence of a reference answer in its passage, and the loss is
     -log sum_{t in answer} softmax(scores)_t.
 Rows whose answer is not in the passage are skipped. Trained: the receiver summary (cond_*) and the
-scores (loc_*); the translation (stage 1) is fixed. Each model runs only up to the last layer it is
+scores (loc_*); the translation (stage 1) is fixed. An unconditioned adapter trains only its prior
+(loc_wb) and never runs the receiver. Each model runs only up to the last layer it is
 read at. Logged: `window_recall` (the chosen window holds the whole answer) and `top1_in_answer`.
 """
 from __future__ import annotations
@@ -81,9 +82,10 @@ class LocatorBatches(stage.ShuffledRows):
 
 
 def receiver_prefix_model(receiver_params: dict, setup: Setup):
-    """(params, config) of the receiver cut after the last layer the conditioning reads."""
+    """(params, config) of the receiver cut after the last layer the conditioning reads (its first layer
+    for an unconditioned adapter, which never runs it)."""
     _, _, cu = lcfx.used_layers(setup.adapter, setup.sharer, setup.receiver)
-    return transformer.first_layers(receiver_params, setup.receiver, max(cu) + 1)
+    return transformer.first_layers(receiver_params, setup.receiver, max(cu, default=0) + 1)
 
 
 def locator_loss(adapter_params: dict, cut: tuple, batch: dict, setup: Setup, *, cfgs: tuple):
@@ -91,11 +93,14 @@ def locator_loss(adapter_params: dict, cut: tuple, batch: dict, setup: Setup, *,
     cfg = setup.adapter
     _, s_cache = transformer.forward(s_params, batch["sharer_ids"], batch["sharer_positions"], None, config=s_cfg,
                                      token_mask=batch["sharer_mask"], last_logits_only=True)
-    _, r_cache = transformer.forward(r_params, batch["prompt_ids"], batch["prompt_positions"], None, config=r_cfg,
-                                     token_mask=batch["prompt_mask"], last_logits_only=True)
-    s_cache, r_cache = jax.lax.stop_gradient(s_cache), jax.lax.stop_gradient(r_cache)
+    s_cache = jax.lax.stop_gradient(s_cache)
     z = jax.lax.stop_gradient(lcfx.token_latents(adapter_params, s_cache, cfg=cfg, sharer_cfg=s_cfg, receiver_cfg=r_cfg))
-    c = lcfx.receiver_summary(adapter_params, r_cache, cfg=cfg, sharer_cfg=s_cfg, receiver_cfg=r_cfg)
+    c = None
+    if cfg.conditioned:
+        _, r_cache = transformer.forward(r_params, batch["prompt_ids"], batch["prompt_positions"], None, config=r_cfg,
+                                         token_mask=batch["prompt_mask"], last_logits_only=True)
+        c = lcfx.receiver_summary(adapter_params, jax.lax.stop_gradient(r_cache), cfg=cfg, sharer_cfg=s_cfg,
+                                  receiver_cfg=r_cfg)
     scores = lcfx.token_scores(adapter_params, z, c, cfg=cfg)
     valid, span = batch["sharer_mask"], batch["answer_mask"] & batch["sharer_mask"]
     logp = jax.nn.log_softmax(jnp.where(valid, scores, -1e30), axis=-1)
@@ -114,6 +119,7 @@ def pretrain(params: dict, frozen: tuple, batches, setup: Setup, *, steps: int, 
         raise ValueError("the locator stage trains an LCF-X adapter with adapter.lcfx.pooling='window'")
     (s_params, s_cfg), (r_params, r_cfg) = sharer_prefix_model(frozen[0], setup), receiver_prefix_model(frozen[1], setup)
     loss = functools.partial(locator_loss, setup=setup, cfgs=(s_cfg, r_cfg))
-    return stage.run(params, TRAINED_KEYS, lambda p, cut, batch: loss(p, cut, batch), (s_params, r_params), batches,
+    trained = tuple(k for k in TRAINED_KEYS if k in params)   # unconditioned: the prior loc_wb alone
+    return stage.run(params, trained, lambda p, cut, batch: loss(p, cut, batch), (s_params, r_params), batches,
                      steps=steps, lr=lr, warmup_steps=warmup_steps, log=log, log_every=log_every, name="locator",
                      hint="lower pretrain.locator_lr")

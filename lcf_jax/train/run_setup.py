@@ -103,7 +103,7 @@ def initial_params(cfg, b: dict, tokenizers, qa, log: Optional[RunLog] = None) -
                                  f"{None if got is None else tuple(got.shape)}, this run needs {tuple(old.shape)} "
                                  "(was it exported for another model pair?)")
         return jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), loaded, params)
-    if cfg.pretrain.steps > 0:
+    if cfg.pretrain.steps > 0 or cfg.pretrain.translation_from:
         if cfg.adapter.kind != "lcfx":
             raise ValueError("pretrain.steps > 0 is the LCF-X latent-alignment stage; set it to 0 for "
                              f"adapter.kind={cfg.adapter.kind!r}")

@@ -117,6 +117,31 @@ def translation_loss(adapter_params: dict, cut_params: dict, receiver_embed: jax
     return rel + ce, {"loss": rel + ce, "rel_err": rel, "contrastive": ce, "batch_top1": acc, "tokens": jnp.sum(w)}
 
 
+# The config fields a translation's weights depend on: two adapters that agree on these (and on the model
+# pair) translate every token the same way, whatever their pooling.
+TRANSLATION_FIELDS = ("rank", "sharer_layers", "activation", "eps", "linear", "decoder", "embed_hidden")
+
+
+def load_translation(params: dict, directory: str, setup: Setup) -> dict:
+    """`params` with the token translation (TRAINED_KEYS) of the exported LCF-X adapter in `directory`."""
+    from lcf_jax.adapters.export_jax import import_adapter
+    kind, acfg, loaded = import_adapter(directory)
+    if kind != "lcfx":
+        raise ValueError(f"pretrain.translation_from={directory!r} holds a {kind} adapter, not an LCF-X one")
+    differ = [f"{f}={getattr(acfg, f)!r} (this run: {getattr(setup.adapter, f)!r})" for f in TRANSLATION_FIELDS
+              if getattr(acfg, f) != getattr(setup.adapter, f)]
+    if differ:
+        raise ValueError(f"pretrain.translation_from={directory!r} translates differently: {', '.join(differ)}; "
+                         "set adapter.lcfx.* to match")
+    out = dict(params)
+    for k in TRAINED_KEYS:
+        if tuple(loaded[k].shape) != tuple(params[k].shape):
+            raise ValueError(f"pretrain.translation_from={directory!r}: {k} has shape {tuple(loaded[k].shape)}, this "
+                             f"run needs {tuple(params[k].shape)} (was it exported for another model pair?)")
+        out[k] = jnp.asarray(loaded[k], params[k].dtype)
+    return out
+
+
 def pretrain(params: dict, frozen: tuple, batches, setup: Setup, *, steps: int, lr: float, warmup_steps: int = 20,
              log=None, log_every: int = 10) -> dict:
     """`steps` Adam steps of the token translation; returns the full adapter params (`stage.run`)."""

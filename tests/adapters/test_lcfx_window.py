@@ -93,9 +93,34 @@ def test_the_chosen_window_follows_the_scores():
         assert hot in np.asarray(index)[0].tolist() and bool(np.asarray(valid).all())
 
 
+def test_an_unconditioned_window_reads_the_passage_alone_and_starts_at_its_first_tokens():
+    """No receiver summary, no locator query/key: the scores are the prior z . w_b. Untrained (w_b = 0) every
+    window holds the same mass and the message is the passage's first m tokens; a trained prior moves it."""
+    cfg, s, r = _setup(conditioned=False)
+    ps = model_params(s, 0)
+    p = lcfx.init_lcfx(jax.random.key(0), cfg, s, r)
+    assert "loc_wb" in p and not {"loc_wq", "loc_wk", "cond_w", "cond_b", "cond_norm"} & set(p)
+    ids = np.random.RandomState(0).randint(3, 60, (2, 8))
+    mask = np.ones((2, 8), bool)
+    mask[1, :2] = False                                   # left padding: row 1's first token is slot 2
+    s_cache = _cache(ps, s, ids, mask)
+    z = lcfx.token_latents(p, s_cache, cfg=cfg, sharer_cfg=s, receiver_cfg=r)
+    per_token = lcfx.token_messages(p, z, cfg=cfg)
+    lat = lcfx.encode_message(p, s_cache, None, cfg=cfg, sharer_cfg=s, receiver_cfg=r)
+    np.testing.assert_allclose(lat[0], per_token[0, :3], atol=1e-5)
+    np.testing.assert_allclose(lat[1], per_token[1, 2:5], atol=1e-5)
+    trained = {**p, "loc_wb": jax.random.normal(jax.random.key(3), p["loc_wb"].shape)}
+    scores = lcfx.token_scores(trained, z, None, cfg=cfg)
+    np.testing.assert_allclose(scores, z @ trained["loc_wb"], atol=1e-5)
+    index, valid = lcfx.window_slots(scores, s_cache.mask, 3)
+    moved = lcfx.encode_message(trained, s_cache, None, cfg=cfg, sharer_cfg=s, receiver_cfg=r)
+    for i in range(2):
+        np.testing.assert_allclose(moved[i], lcfx.token_messages(trained, z, cfg=cfg)[i, np.asarray(index[i])], atol=1e-5)
+
+
 def test_window_pooling_is_validated():
-    with pytest.raises(ValueError, match="conditioned=True"):
-        lcfx.LCFXConfig(pooling="window")
+    with pytest.raises(ValueError, match="no linear variant"):
+        lcfx.LCFXConfig(pooling="window", linear=True, pool_heads=1)
     with pytest.raises(ValueError, match="pooling must be one of"):
         lcfx.LCFXConfig(pooling="mean", conditioned=True)
     cfg, s, r = _setup()

@@ -204,19 +204,19 @@ def test_fused_cache_generation_matches_the_jax_pipeline(tmp_path, models, kind,
 
 
 @pytest.mark.parametrize("direction", ["llama->gemma3", "gemma3->llama"])
-@pytest.mark.parametrize("decoder,pooling,snap", [("embed", "attention", False), ("kv", "attention", False),
-                                                  ("embed", "window", False), ("kv", "window", False),
-                                                  ("embed", "window", True)])
-def test_positioned_message_matches_the_jax_pipeline(tmp_path, models, direction, decoder, pooling, snap):
+@pytest.mark.parametrize("decoder,pooling,snap,conditioned", [
+    ("embed", "attention", False, True), ("kv", "attention", False, True), ("embed", "window", False, True),
+    ("kv", "window", False, True), ("embed", "window", True, True), ("embed", "window", True, False)])
+def test_positioned_message_matches_the_jax_pipeline(tmp_path, models, direction, decoder, pooling, snap, conditioned):
     """The positioned message ([BOS | slots | prompt]) is a plain transformers cache: same first-token
     logits and greedy tokens as lcf_jax's `message_prefix` + `generate(cache=...)`. The third sharer row
     is shorter than the message, so window pooling leaves its last slot empty."""
     sname, rname = direction.split("->")
     s_hf, s_cfg, s_params = models[sname]
     r_hf, r_cfg, r_params = models[rname]
-    cfg = lcfx.LCFXConfig(rank=16, slots=4, pool_heads=2, conditioned=True, value_gate_init=1.0, key_init_std=0.5,
-                          injection="positioned", decoder=decoder, embed_hidden=24, pooling=pooling, locator_rank=8,
-                          snap=snap)
+    cfg = lcfx.LCFXConfig(rank=16, slots=4, pool_heads=2, conditioned=conditioned, value_gate_init=1.0,
+                          key_init_std=0.5, injection="positioned", decoder=decoder, embed_hidden=24, pooling=pooling,
+                          locator_rank=8, snap=snap)
     p = perturbed(lcfx.calibrate_embed_decoder(lcfx.init_lcfx(jax.random.key(0), cfg, s_cfg, r_cfg), r_params,
                                                cfg=cfg, receiver_cfg=r_cfg), 3, 0.1)
     ad = load_adapter(export_adapter(tmp_path / "a", p, cfg, s_cfg, r_cfg), sharer_model=s_hf, receiver_model=r_hf)

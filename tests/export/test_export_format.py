@@ -25,6 +25,10 @@ def _configs():
         ("lcfx", lcfx.LCFXConfig(rank=8, slots=3, pool_heads=2)),
         ("lcfx", lcfx.LCFXConfig(rank=8, slots=3, pool_heads=2, conditioned=True, sharer_layers=(0,),
                                  receiver_layers=(1,), cond_layers=(0, 1))),
+        ("lcfx", lcfx.LCFXConfig(rank=8, slots=3, pool_heads=2, conditioned=True, pooling="window", locator_rank=4,
+                                 injection="positioned", decoder="embed", embed_hidden=6, cond_layers=(0,))),
+        ("lcfx", lcfx.LCFXConfig(rank=8, slots=3, pool_heads=2, pooling="window", injection="positioned",
+                                 decoder="embed", embed_hidden=6)),
         ("c2c", c2c.C2CConfig(hidden_dim=12, intermediate_dim=10, num_layers=3)),
         ("c2c", c2c.C2CConfig(hidden_dim=12, intermediate_dim=10, num_layers=5, layer_map="proportional")),
     ]

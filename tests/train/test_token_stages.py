@@ -83,12 +83,48 @@ def test_locator_learns_where_answers_sit_and_touches_only_its_parameters():
             np.testing.assert_array_equal(np.asarray(out[k]), np.asarray(params[k]), err_msg=k)
 
 
+def test_an_unconditioned_locator_trains_its_prior_alone():
+    """Unconditioned window pooling: the locator learns the prior z . w_b (no receiver summary to train)."""
+    setup, frozen, params = _setup(conditioned=False)
+    s_tok, r_tok = OffsetTok("words", bos=False), OffsetTok("chars", vocab=64)
+    rows = [{"sharer_context": p, "question": "q?", "answers": [p.split()[3]]} for p in PASSAGES]
+    feed = locator.LocatorBatches(rows, s_tok, r_tok, max_len=16, max_prompt_len=12,
+                                  prompt_template="Question: {question}\nAnswer:", batch_size=4, seed=0)
+    logs = []
+    out = locator.pretrain(params, frozen, feed, setup, steps=60, lr=3e-2, log=lambda s, m: logs.append(m), log_every=10)
+    assert logs[-1]["loss"] < 0.7 * logs[0]["loss"], [m["loss"] for m in logs]
+    for k in params:
+        same = np.array_equal(np.asarray(out[k]), np.asarray(params[k]))
+        assert same == (k != "loc_wb"), k
+
+
+def test_a_translation_is_loaded_from_an_exported_adapter_and_nothing_else(tmp_path):
+    """pretrain.translation_from: the token translation of another (here conditioned) adapter replaces
+    stage 1; the locator's parameters stay this run's own; a different translation is refused by name."""
+    from lcf_jax.adapters.export_jax import export_adapter
+    setup, _, trained = _setup()
+    trained = {k: v + 0.25 for k, v in trained.items()}
+    export_adapter(tmp_path / "a", trained, setup.adapter, setup.sharer, setup.receiver)
+    fresh_setup, _, fresh = _setup(conditioned=False)
+    out = token_translation.load_translation(fresh, str(tmp_path / "a"), fresh_setup)
+    assert set(out) == set(fresh)
+    for k in fresh:
+        want = trained[k] if k in token_translation.TRAINED_KEYS else fresh[k]
+        np.testing.assert_array_equal(np.asarray(out[k]), np.asarray(want), err_msg=k)
+    other_setup, _, other = _setup(sharer_layers=(1,))
+    with pytest.raises(ValueError, match="sharer_layers=\\(0, 1\\)"):
+        token_translation.load_translation(other, str(tmp_path / "a"), other_setup)
+
+
 def test_config_names_the_stage_a_setting_needs():
     base = config_lib.pair_config("tiny-llama", "tiny-gemma3", "lcfx", pretrain={"method": "tokens", "steps": 5})
     with pytest.raises(ValueError, match="decoder='embed'"):
         config_lib.validate(base)
     c = config_lib.pair_config("tiny-llama", "tiny-gemma3", "lcfx", pretrain={"method": "sgd", "locator_steps": 5})
     with pytest.raises(ValueError, match="locator_steps"):
+        config_lib.validate(c)
+    c = config_lib.pair_config("tiny-llama", "tiny-gemma3", "lcfx", pretrain={"translation_from": "x"})
+    with pytest.raises(ValueError, match="translation_from"):
         config_lib.validate(c)
 
 

@@ -48,10 +48,12 @@ class LCFXConfig:
     decoder: str = "kv"
     embed_hidden: int = 1024   # width of the embed decoder's hidden layer
     # How the m slots are drawn from the sharer's tokens. "attention": m learned (optionally receiver-
-    # conditioned) queries attend over every token (soft pooling). "window": a receiver-conditioned
-    # relevance score per token picks the m consecutive tokens that hold the most score mass, and slot j
-    # is the translated token start + j (hard attention: an excerpt of the passage, in order, chosen by
-    # what the receiver asks). Needs conditioned=True; `locator_rank` is the width of its score space.
+    # conditioned) queries attend over every token (soft pooling). "window": a relevance score per token
+    # picks the m consecutive tokens that hold the most score mass, and slot j is the translated token
+    # start + j (hard attention: an excerpt of the passage, in order). Conditioned, the score reads what
+    # the receiver asks (`locator_rank` is the width of its score space); unconditioned, it is a learned
+    # per-token prior (z . w_b) that sees the passage alone, and untrained (w_b = 0) the excerpt is the
+    # passage's first m tokens.
     pooling: str = "attention"
     locator_rank: int = 128
     # Embed decoder only: the receiver replaces each decoded vector by its nearest input embedding (cosine),
@@ -83,9 +85,6 @@ class LCFXConfig:
             raise ValueError(f"LCFXConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"LCFXConfig.pooling must be one of {POOLINGS}, got {self.pooling!r}")
-        if self.pooling == "window" and not self.conditioned:
-            raise ValueError("LCFXConfig.pooling='window' needs conditioned=True: the window is chosen by what the "
-                             "receiver asks (its prompt's summary)")
         if self.pooling == "window" and self.linear:
             raise ValueError("LCFXConfig.pooling='window' has no linear variant (linear=False)")
         if self.snap and self.decoder != "embed":
@@ -129,12 +128,14 @@ def tensor_table(cfg: LCFXConfig, s: ModelConfig, r: ModelConfig) -> Table:
     e = [Entry(f"encoder.in_proj.{sl}.weight", (rk, kv_s), ("enc_w",), (j,), "linear") for j, sl in enumerate(su)]
     e += [Entry("encoder.in_proj_bias", (rk,), ("enc_b",), (), "copy"),
           Entry("encoder.norm.weight", (rk,), ("enc_norm",), (), "copy")]
-    if window:
+    if window and cfg.conditioned:
         k = cfg.locator_rank
-        leaves.update({("loc_wq",): (rk, k), ("loc_wk",): (rk, k), ("loc_wb",): (rk,)})
+        leaves.update({("loc_wq",): (rk, k), ("loc_wk",): (rk, k)})
         e += [Entry("encoder.locator_q.weight", (k, rk), ("loc_wq",), (), "linear"),
-              Entry("encoder.locator_k.weight", (k, rk), ("loc_wk",), (), "linear"),
-              Entry("encoder.locator_bias.weight", (rk,), ("loc_wb",), (), "copy")]
+              Entry("encoder.locator_k.weight", (k, rk), ("loc_wk",), (), "linear")]
+    if window:
+        leaves[("loc_wb",)] = (rk,)
+        e.append(Entry("encoder.locator_bias.weight", (rk,), ("loc_wb",), (), "copy"))
     else:
         leaves.update({("queries",): (m, rk), ("pool_wk",): (rk, rk)})
         e += [Entry("encoder.queries", (m, rk), ("queries",), (), "copy"),
