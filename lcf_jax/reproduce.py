@@ -100,10 +100,13 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--budgets", default="32,64,128", help="T2 text budgets")
     ap.add_argument("--text-prompts", default="summary,question-aware",
                     help="T2 sharer prompts for the text rows (summary, question-aware)")
+    ap.add_argument("--t2-context-prompt", default="", choices=["", "context_0shot", "context_1shot"],
+                    help="the text/oracle context prompt of T2 (default: chosen now by oracle F1 on the first --n SQuAD "
+                         "dev questions); give the one an earlier run chose to run T2 one set at a time")
     ap.add_argument("--latency-repeats", type=int, default=3)
     ap.add_argument("--t2-results", default="",
-                    help="table saved T2 results (a .json or .partial.json of an earlier or interrupted run) into "
-                         "--out/--t2-stem without running anything")
+                    help="table saved T2 results (.json or .partial.json files of earlier or interrupted runs, "
+                         "comma-separated, e.g. one per set) into --out/--t2-stem without running anything")
     ap.add_argument("--t2-stem", default="", help="file name of the table made from --t2-results")
     ap.add_argument("--t1-adapters", default="",
                     help="T1 adapter rows, NAME=DIR,... (NAME without commas): exported shared-context adapters (lcf, c2c) of the "
@@ -150,13 +153,14 @@ def _main(argv, agents: dict | None = None) -> None:
         R.plot_sizes(t3, args.out / "sizes.png")
         print(t3.markdown())
     if "t2" in tables and args.t2_results:
-        results = json.loads(Path(args.t2_results).read_text())
+        sources_ = [Path(f) for f in args.t2_results.split(",") if f]   # runs of one set each, in order
+        results = [r for f in sources_ for r in json.loads(f.read_text())]
         first = results[0] if results else {}
         settings = {"sets": sorted({r["set"] for r in results}), "n": first.get("n"), "max_new_tokens": 16,
                     "context_prompt": "the one chosen on SQuAD dev by the run that made these results", "from": args.t2_results,
                     "methods": list(dict.fromkeys(r["method"] for r in results))}
         table = R.t2_table(results, settings)
-        stem = args.t2_stem or Path(args.t2_results).name.split(".")[0]
+        stem = args.t2_stem or sources_[0].name.split(".")[0]
         table.write(args.out, stem)
         print(table.markdown())
         tables = [t for t in tables if t != "t2"]
@@ -215,15 +219,21 @@ def _main(argv, agents: dict | None = None) -> None:
             has_adapter = (meta["sharer"]["name"], meta["receiver"]["name"]) == (s_name, r_name)
             session = protocols.Session(receiver=agents[r_name], sharer=agents[s_name],
                                         adapter=(cfg, params) if has_adapter else None)
-            dev_scores = R.select_context_prompt(session, n=args.n)
+            if args.t2_context_prompt:
+                session.context_prompt = args.t2_context_prompt
+                chosen = (f"context prompt `{session.context_prompt}` given on the command line "
+                          "(--t2-context-prompt, as chosen on SQuAD dev by an earlier run).")
+            else:
+                dev_scores = R.select_context_prompt(session, n=args.n)
+                chosen = (f"context prompt chosen on SQuAD dev (first {args.n}) by oracle F1: {dev_scores}; "
+                          f"frozen: `{session.context_prompt}`.")
             direction = {name: (c, p) for name, (c, p, m) in extra.items()
                          if (m["sharer"]["name"], m["receiver"]["name"]) == (s_name, r_name)}
             table, results = R.table_cross_context(session, sets, n=args.n, budgets=budgets,
                                                    latency_repeats=args.latency_repeats, adapters=direction,
                                                    text_prompts=text_prompts, log=print,
                                                    progress_path=args.out / f"t2_{s_name}_to_{r_name}.partial.json")
-            table.notes.append(f"context prompt chosen on SQuAD dev (first {args.n}) by oracle F1: {dev_scores}; "
-                               f"frozen: `{session.context_prompt}`.")
+            table.notes.append(chosen)
             if not has_adapter and not direction:
                 table.notes.append("no LCF-X adapter is shipped for this direction: its LCF-X rows are absent.")
             stem = f"t2_{s_name}_to_{r_name}"

@@ -87,6 +87,13 @@ def test_t2_one_direction_keeps_the_other_table_and_plots_both(tmp_path, monkeyp
     assert not (tmp_path / f"t2_{forward[0]}_to_{forward[1]}.md").exists()  # the forward direction did not run
     sets = {r["set"] for r in plotted}
     assert f"squad ({forward[1]} recv.)" in sets and f"squad ({reverse[1]} recv.)" in sets
+    assert "chosen on SQuAD dev" in (tmp_path / f"t2_{reverse[0]}_to_{reverse[1]}.md").read_text()
+    # a prompt given on the command line is used as given (no dev selection) and the table says so
+    monkeypatch.setattr(R, "select_context_prompt", lambda *a, **k: pytest.fail("selected again"))
+    cli.main(["--table", "t2", "--n", "2", "--sets", "squad", "--budgets", "4", "--latency-repeats", "1",
+              "--t2-directions", "reverse", "--t2-context-prompt", "context_1shot", "--out", str(tmp_path)],
+             agents=agents)
+    assert "`context_1shot` given on the command line" in (tmp_path / f"t2_{reverse[0]}_to_{reverse[1]}.md").read_text()
 
 
 def test_saved_t2_results_are_tabled_without_running_anything(tmp_path):
@@ -104,3 +111,10 @@ def test_saved_t2_results_are_tabled_without_running_anything(tmp_path):
     assert "| squad | LCF-X (m=4, window) | 62.5 [" in md
     lcfx_row = [line for line in md.splitlines() if line.startswith("| squad | LCF-X (m=4, window) |")][0]
     assert "62.5 [" in lcfx_row.split("|")[6]                       # ΔF1 vs its control: 62.5 - 0
+    # runs of one set each, tabled together; each set's Δ reads its own set's rows
+    other = tmp_path / "t2_y.json"
+    other.write_text(json.dumps([{**r, "set": "nq_openbook", "f1_per_question": [0.0] * 4} for r in rows]))
+    cli.main(["--table", "t2", "--t2-results", f"{saved},{other}", "--t2-stem", "both", "--out", str(tmp_path)],
+             agents={})
+    md = (tmp_path / "both.md").read_text()
+    assert "| squad | LCF-X (m=4, window) | 62.5 [" in md and "| nq_openbook | LCF-X (m=4, window) | 0.0 [" in md
