@@ -88,12 +88,14 @@ def test_t2_one_direction_keeps_the_other_table_and_plots_both(tmp_path, monkeyp
     sets = {r["set"] for r in plotted}
     assert f"squad ({forward[1]} recv.)" in sets and f"squad ({reverse[1]} recv.)" in sets
     assert "chosen on SQuAD dev" in (tmp_path / f"t2_{reverse[0]}_to_{reverse[1]}.md").read_text()
-    # a prompt given on the command line is used as given (no dev selection) and the table says so
+    # a prompt given on the command line is used as given (no dev selection) and the table says so; an --out
+    # that does not exist yet is made before the first row is kept there
     monkeypatch.setattr(R, "select_context_prompt", lambda *a, **k: pytest.fail("selected again"))
+    fresh = tmp_path / "not" / "yet"
     cli.main(["--table", "t2", "--n", "2", "--sets", "squad", "--budgets", "4", "--latency-repeats", "1",
-              "--t2-directions", "reverse", "--t2-context-prompt", "context_1shot", "--out", str(tmp_path)],
+              "--t2-directions", "reverse", "--t2-context-prompt", "context_1shot", "--out", str(fresh)],
              agents=agents)
-    assert "`context_1shot` given on the command line" in (tmp_path / f"t2_{reverse[0]}_to_{reverse[1]}.md").read_text()
+    assert "`context_1shot` given on the command line" in (fresh / f"t2_{reverse[0]}_to_{reverse[1]}.md").read_text()
 
 
 def test_saved_t2_results_are_tabled_without_running_anything(tmp_path):
