@@ -43,12 +43,12 @@ def test_t2_writes_markdown_csv_and_plot(session, tmp_path):
     assert "LCF-X u2 (m=2, conditioned)" in methods and "LCF-X u2 (m=2, conditioned) control (unrelated passage)" in methods
     assert "LCF-X w3 (m=3, window)" in methods
     assert sum("control" in m for m in methods) == 3 and methods[-1].startswith("oracle")
-    assert [r for r in table.rows if r[1].startswith("LCF-X u2 (m=2")][0][8] == 2 * 16 * 4
+    assert [r for r in table.rows if r[1].startswith("LCF-X u2 (m=2")][0][9] == 2 * 16 * 4
     assert set(table.settings["adapters"]) == {"LCF-X (m=4, unconditioned)", "LCF-X u2 (m=2, conditioned)",
                                                "LCF-X w3 (m=3, window)"}
     assert all(0 <= _mean(r[2]) <= 100 and 0 <= _mean(r[3]) <= 100 for r in table.rows)
     lcfx_row = [r for r in table.rows if r[1].startswith("LCF-X (m=4")][0]
-    assert lcfx_row[8] == 4 * 16 * 4  # bytes of the float32 message
+    assert lcfx_row[9] == 4 * 16 * 4  # bytes of the float32 message
     assert table.rows[0][4] is None and all(r[4] is not None for r in table.rows[1:])     # ΔF1 vs alone
     assert lcfx_row[5] is not None and table.rows[0][5] is None                         # ΔF1 vs its control
     for r in results:
@@ -113,6 +113,7 @@ def test_saved_t2_results_are_tabled_without_running_anything(tmp_path):
     assert "| squad | LCF-X (m=4, window) | 62.5 [" in md
     lcfx_row = [line for line in md.splitlines() if line.startswith("| squad | LCF-X (m=4, window) |")][0]
     assert "62.5 [" in lcfx_row.split("|")[6]                       # ΔF1 vs its control: 62.5 - 0
+    assert "47.5 [" in lcfx_row.split("|")[7]                       # ΔF1 vs text B=64: 62.5 - 15, paired
     # runs of one set each, tabled together; each set's Δ reads its own set's rows
     other = tmp_path / "t2_y.json"
     other.write_text(json.dumps([{**r, "set": "nq_openbook", "f1_per_question": [0.0] * 4} for r in rows]))
