@@ -39,7 +39,7 @@ def qa_step(pair: str, steps: int, batch: int, sharer_len: int, target_len: int)
     cfg = config_lib.pair_config(s, r, "lcfx", data={"task": "synthetic", "batch_size": batch},
                                  mesh={"data": 1, "model": 1, "num_devices": 1})
     b = run_setup.build(cfg)
-    feed = SyntheticBatches("lcfx", b["setup"].sharer, b["setup"].receiver, batch, 0, sharer_len=sharer_len,
+    feed = SyntheticBatches(False, b["setup"].sharer, b["setup"].receiver, batch, 0, sharer_len=sharer_len,
                             prompt_len=32, target_len=target_len)
     bt = device_arrays(next(feed))
     batch_sh = sharding.batch_sharding(bt, b["mesh"])

@@ -32,7 +32,7 @@ def _child(pair: str, sharer_cache: str, devices: int, steps: int, batch: int, s
                                  mesh={"data": devices, "model": 1, "num_devices": devices})
     b = run_setup.build(cfg)
     setup, mesh = b["setup"], b["mesh"]
-    feed = SyntheticBatches("lcfx", setup.sharer, setup.receiver, batch, 0, sharer_len=sharer_len, prompt_len=16,
+    feed = SyntheticBatches(False, setup.sharer, setup.receiver, batch, 0, sharer_len=sharer_len, prompt_len=16,
                             target_len=16)
     batches = [device_arrays(next(feed)) for _ in range(steps + 1)]
     if sharer_cache == "precomputed":

@@ -209,6 +209,7 @@ def _main(argv, agents: dict | None = None) -> None:
         table.write(args.out, args.ladder_stem)
         print(table.markdown())
     if "t2" in tables:
+        args.out.mkdir(parents=True, exist_ok=True)   # every finished row is written there as it comes
         cfg, params, meta = shipped.load_lcfx_adapter(args.adapter or shipped.SHIPPED_LCFX)
         extra = {name: shipped.load_lcfx_adapter(path) for name, path in _named_paths(args.t2_adapters)}
         sets = {s: R.T2_SETS[s] for s in args.sets.split(",")}

@@ -1,29 +1,25 @@
 """Cache-fusion adapters between a sharer and a receiver model.
 
-ADAPTER_KINDS maps kind -> AdapterKind(config class, init(key, cfg, sharer_cfg, receiver_cfg) -> params,
-param_axes(cfg, sharer_cfg, receiver_cfg) -> tree of logical axis-name tuples).
+ADAPTER_KINDS maps kind -> AdapterKind (`interface.py`): config class, init, param_axes, its role
+(shared_context) and its two halves, send (sharer) and receive (receiver -> KVCache).
 
   lcf  : shared context, per-token low-rank gated residual on the receiver's K/V (`lcf.apply_lcf`)
-  lcfx : different contexts, m-slot latent message decoded to extra K/V (`lcfx.encode_message`,
-         `lcfx.decode_message`)
+  lcfx : different contexts, an m-slot latent message (`lcfx.encode_message`), received as a positioned
+         prefix of the receiver's cache (`lcfx.message_prefix`)
   c2c  : the C2C baseline fuser (`c2c.apply_c2c`)
 
 Each kind's config, layer plan and file table live in its JAX-free spec (`adapters/specs/<kind>.py`,
-registered in `specs.SPECS`); the Flax halves here import them. The names below are resolved lazily (PEP 562)
-so that the JAX-free submodules (`specs`, `layer_map`, `align`, `export_format`) can be imported without
-JAX/Flax, e.g. by the PyTorch port in `lcf_jax.torch`.
+registered in `specs.SPECS`); the Flax halves here import them. Adding a kind: its spec, its module ending
+in `ADAPTER = AdapterKind(...)`, and its name in `_KIND_MODULES` (or `interface.register` from outside). The
+names below are resolved lazily (PEP 562) so that the JAX-free submodules (`specs`, `layer_map`, `align`,
+`export_format`) can be imported without JAX/Flax, e.g. by the PyTorch port in `lcf_jax.torch`.
 """
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, NamedTuple
+from typing import Any
 
-
-class AdapterKind(NamedTuple):
-    config: type
-    init: Callable[..., Any]
-    param_axes: Callable[..., Any]
-
+_KIND_MODULES = ("lcf", "lcfx", "c2c")   # the registry: each module's ADAPTER
 
 _LAZY = {
     "C2CConfig": "c2c", "apply_c2c": "c2c", "c2c_param_axes": "c2c", "init_c2c": "c2c",
@@ -33,18 +29,15 @@ _LAZY = {
 }
 
 
-def _adapter_kinds() -> dict[str, AdapterKind]:
-    from lcf_jax.adapters import c2c, lcf, lcfx
-    return {
-        "lcf": AdapterKind(lcf.LCFConfig, lcf.init_lcf, lcf.lcf_param_axes),
-        "lcfx": AdapterKind(lcfx.LCFXConfig, lcfx.init_lcfx, lcfx.lcfx_param_axes),
-        "c2c": AdapterKind(c2c.C2CConfig, c2c.init_c2c, c2c.c2c_param_axes),
-    }
+def _adapter_kinds() -> dict:
+    return {kind: importlib.import_module(f"lcf_jax.adapters.{kind}").ADAPTER for kind in _KIND_MODULES}
 
 
 def __getattr__(name: str) -> Any:
     if name == "ADAPTER_KINDS":
         value: Any = _adapter_kinds()
+    elif name in ("AdapterKind", "register", "unregister"):
+        value = getattr(importlib.import_module("lcf_jax.adapters.interface"), name)
     elif name in _LAZY:
         value = getattr(importlib.import_module(f"lcf_jax.adapters.{_LAZY[name]}"), name)
     else:
@@ -53,6 +46,7 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = ["ADAPTER_KINDS", "AdapterKind", "C2CConfig", "LCFConfig", "LCFXConfig", "apply_c2c", "apply_lcf",
+__all__ = ["ADAPTER_KINDS", "AdapterKind", "register", "unregister", "C2CConfig", "LCFConfig", "LCFXConfig",
+           "apply_c2c", "apply_lcf",
            "decode_message", "dequantize_message", "encode_message", "init_c2c", "init_lcf", "init_lcfx",
            "c2c_param_axes", "lcf_param_axes", "lcfx_param_axes", "message_nbytes", "quantize_message"]

@@ -38,6 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lcf_jax.adapters import common as C
+from lcf_jax.adapters.interface import AdapterKind
+from lcf_jax.adapters.specs import c2c as SPEC
 from lcf_jax.adapters.specs.c2c import C2CConfig, c2c_layers
 from lcf_jax.models.cache import KVCache
 from lcf_jax.models.config import ModelConfig
@@ -199,3 +201,16 @@ def apply_c2c(params: dict, sharer_cache: KVCache, receiver_cache: KVCache, alig
         y = y.reshape(n, b, sr, hr, dr).transpose(0, 1, 3, 2, 4)
         out[name] = r_all.at[dst_idx].set(jnp.where(valid[None, :, None, :, None], y, tgt))
     return receiver_cache.replace_kv(out["key"], out["value"])
+
+
+def receive_c2c(params: dict, message: KVCache, receiver_state: tuple, *, cfg: C2CConfig, sharer_cfg: ModelConfig,
+                receiver_cfg: ModelConfig, train: bool = False, rng: Optional[jax.Array] = None, step=0) -> KVCache:
+    """The receiver half (`interface`): receiver_state = (its cache of the shared context, alignment); the
+    gates' temperature follows `step` while training."""
+    receiver_cache, alignment = receiver_state
+    return apply_c2c(params, message, receiver_cache, alignment, cfg=cfg, sharer_cfg=sharer_cfg,
+                     receiver_cfg=receiver_cfg, train=train, temperature=c2c_temperature(cfg, step), rng=rng)
+
+
+ADAPTER = AdapterKind(SPEC, init_c2c, c2c_param_axes, send=C.send_cache,
+                      receive=receive_c2c)

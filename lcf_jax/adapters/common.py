@@ -115,3 +115,10 @@ def fuse_valid(sharer: KVCache, receiver: KVCache, alignment: jax.Array) -> jax.
 
 def param_count(tree: Any) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+def send_cache(params: Any, sharer_cache: KVCache, receiver_cache: Any = None, *, cfg: Any, sharer_cfg: ModelConfig,
+               receiver_cfg: ModelConfig) -> KVCache:
+    """The sharer half of a shared-context kind: the message is the sharer's own cache of the context."""
+    check_kv_cache(sharer_cache, sharer_cfg, "sharer")
+    return sharer_cache

@@ -60,7 +60,6 @@ FORMAT_NAME = "lcf_jax.adapter"
 FORMAT_VERSION = 1
 TENSORS_FILE = "adapter.safetensors"
 META_FILE = "adapter.json"
-KINDS = tuple(SPECS)
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -97,7 +96,7 @@ def adapter_config(kind: str, cfg: Any):
     missing required ones (`REQUIRED_IN_FILE`) are refused, the rest take the dataclass's defaults, and the
     dataclass validates the values. Every refusal is an AdapterFormatError naming the field."""
     if kind not in SPECS:
-        raise AdapterFormatError(f"unknown adapter kind {kind!r}; known kinds: {KINDS}")
+        raise AdapterFormatError(f"unknown adapter kind {kind!r}; known kinds: {tuple(SPECS)}")
     cls = CONFIGS[kind]
     d = config_to_dict(cfg)
     known = tuple(f.name for f in dataclasses.fields(cls))
@@ -273,7 +272,7 @@ def model_entry(cfg: ModelConfig) -> dict:
 
 
 def alignment_settings(kind: str) -> dict:
-    if kind == "lcfx":
+    if not SPECS[kind].SHARED_CONTEXT:
         return {"method": "none", "note": "LCF-X: the two models read different contexts; no token alignment"}
     return {"method": "char_offsets_last_overlap", "function": "lcf_jax.adapters.align.align_offsets",
             "add_special_tokens": True,
@@ -289,7 +288,8 @@ def build_meta(kind: str, cfg: Any, sharer_cfg: ModelConfig, receiver_cfg: Model
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "kind": kind,
-        "pruned": bool(kind == "lcf" and (c.get("layers") is not None or c.get("ranks") is not None)),
+        "pruned": bool(getattr(SPECS[kind], "PRUNABLE", False)
+                       and (c.get("layers") is not None or c.get("ranks") is not None)),
         "config": config_to_dict(c),
         "sharer": model_entry(sharer_cfg),
         "receiver": model_entry(receiver_cfg),
@@ -344,8 +344,8 @@ def parse_meta(meta: Any) -> AdapterMeta:
         raise FormatVersionError(f"{META_FILE}: format_version {version!r} is not supported; this reader "
                                  f"reads format_version {FORMAT_VERSION}")
     kind = meta.get("kind")
-    if kind not in KINDS:
-        raise AdapterFormatError(f"{META_FILE}: kind {kind!r} is not one of {KINDS}")
+    if kind not in SPECS:
+        raise AdapterFormatError(f"{META_FILE}: kind {kind!r} is not one of {tuple(SPECS)}")
     if meta.get("dtype") not in DTYPES:
         raise AdapterFormatError(f"{META_FILE}: dtype {meta.get('dtype')!r} is not one of {DTYPES}")
     cfg = normalize_config(kind, meta.get("config") or {})

@@ -55,6 +55,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lcf_jax.adapters import common as C
+from lcf_jax.adapters.interface import AdapterKind
+from lcf_jax.adapters.specs import lcf as SPEC
 from lcf_jax.adapters.specs.lcf import LCFConfig, lcf_enabled, lcf_groups
 from lcf_jax.kernels.compress_translate import compress_translate
 from lcf_jax.models import layers as L
@@ -206,3 +208,15 @@ def apply_lcf(params: dict, sharer_cache: KVCache, receiver_cache: KVCache, alig
         keys = keys.at[dst].set(jnp.where(m, back(ko), rk))
         values = values.at[dst].set(jnp.where(m, back(vo), rv))
     return receiver_cache.replace_kv(keys, values)
+
+
+def receive_lcf(params: dict, message: KVCache, receiver_state: tuple, *, cfg: LCFConfig, sharer_cfg: ModelConfig,
+                receiver_cfg: ModelConfig, train: bool = False, rng=None, step=0) -> KVCache:
+    """The receiver half (`interface`): receiver_state = (its cache of the shared context, alignment)."""
+    receiver_cache, alignment = receiver_state
+    return apply_lcf(params, message, receiver_cache, alignment, cfg=cfg, sharer_cfg=sharer_cfg,
+                     receiver_cfg=receiver_cfg)
+
+
+ADAPTER = AdapterKind(SPEC, init_lcf, lcf_param_axes, send=C.send_cache,
+                      receive=receive_lcf)

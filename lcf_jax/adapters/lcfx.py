@@ -62,6 +62,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lcf_jax.adapters import common as C
+from lcf_jax.adapters.interface import AdapterKind
+from lcf_jax.adapters.specs import lcfx as SPEC
 from lcf_jax.adapters.specs.lcfx import LCFXConfig, decoded_layers, used_layers
 from lcf_jax.models.cache import ExtraKV, KVCache
 from lcf_jax.models.config import ModelConfig
@@ -489,3 +491,20 @@ def split_params(params: dict) -> tuple[dict, dict]:
     (cond_*) sits with the encoder: it consumes the receiver summary sent back to the sharer."""
     return ({k: v for k, v in params.items() if k not in DECODER_KEYS},
             {k: v for k, v in params.items() if k in DECODER_KEYS})
+
+
+def receive_message(params: dict, message: jax.Array, receiver_state: tuple, *, cfg: LCFXConfig,
+                    sharer_cfg: ModelConfig, receiver_cfg: ModelConfig, capacity: int, train: bool = False, rng=None,
+                    step=0):
+    """The receiver half (`interface`): receiver_state = (the receiver's params, its special-prefix ids [B, P]).
+    Positioned: the cache [prefix | slots] (`message_prefix`); injection="extra": the position-free ExtraKV."""
+    if cfg.injection != "positioned":
+        return decode_message(params, message, cfg=cfg, receiver_cfg=receiver_cfg)
+    receiver_params, prefix_ids = receiver_state
+    return message_prefix(params, message, receiver_params, prefix_ids, capacity=capacity, cfg=cfg,
+                          receiver_cfg=receiver_cfg)
+
+
+ADAPTER = AdapterKind(SPEC, init_lcfx, lcfx_param_axes, send=encode_message,
+                      receive=receive_message, prepare=calibrate_embed_decoder,
+                      reads_receiver_prompt=lambda cfg: cfg.conditioned)

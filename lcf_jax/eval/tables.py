@@ -268,6 +268,8 @@ def t2_table(results: list[dict], settings: dict) -> Table:
                      _ci(paired_difference(r["f1_per_question"], alone["f1_per_question"])),
                      None if control is None else _ci(paired_difference(r["f1_per_question"],
                                                                         control["f1_per_question"])),
+                     None if not text_ref or r is text_ref[0] or r["protocol"] not in ("lcfx", "lcfx_control") else
+                     _ci(paired_difference(r["f1_per_question"], text_ref[0]["f1_per_question"])),
                      r["latency_s"], speedup, r["bytes"]])
     n = settings.get("n")
     notes = [f"first {n} examples of each test split; greedy decoding, at most {settings.get('max_new_tokens')} answer "
@@ -282,7 +284,7 @@ def t2_table(results: list[dict], settings: dict) -> Table:
              "bytes: median bytes crossing from sharer to receiver per question (UTF-8 text, or the float32 latent "
              "message)."]
     return Table(f"T2: different contexts, {settings.get('sharer')} → {settings.get('receiver')}",
-                 ["set", "method", "F1", "EM", "ΔF1 vs alone", "ΔF1 vs control", "latency (s)",
+                 ["set", "method", "F1", "EM", "ΔF1 vs alone", "ΔF1 vs control", "ΔF1 vs text B=64", "latency (s)",
                   "speed-up vs text B=64", "bytes/message"], rows, notes, settings)
 
 

@@ -30,10 +30,10 @@ class PositionIterator:
 
 
 class SyntheticBatches(PositionIterator):
-    def __init__(self, kind: str, sharer: ModelConfig, receiver: ModelConfig, batch_size: int, seed: int,
+    def __init__(self, shared_context: bool, sharer: ModelConfig, receiver: ModelConfig, batch_size: int, seed: int,
                  sharer_len: int = 16, prompt_len: int = 6, target_len: int = 4, context_len: int = 12,
                  teacher: bool = False):
-        self.kind, self.sharer, self.receiver, self.teacher = kind, sharer, receiver, teacher
+        self.shared_context, self.sharer, self.receiver, self.teacher = shared_context, sharer, receiver, teacher
         self.batch_size, self.seed = batch_size, seed
         self.sharer_len, self.prompt_len, self.target_len, self.context_len = sharer_len, prompt_len, target_len, context_len
         self.position = 0
@@ -61,7 +61,7 @@ class SyntheticBatches(PositionIterator):
             batch.update(teacher_ids=np.concatenate([passage, ids], 1).astype(np.int32),
                          teacher_mask=np.concatenate([np.ones_like(s_mask), np.ones((b, tr), bool)], 1),
                          teacher_offset=np.full((b,), self.sharer_len, np.int32))
-        if self.kind in ("lcf", "c2c"):
+        if self.shared_context:
             tc = self.context_len
             c_mask = np.arange(tc)[None] >= (tc - np.minimum(s_len, tc))[:, None]
             batch["receiver_ctx_ids"] = np.where(c_mask, rng.randint(3, self.receiver.vocab_size, (b, tc)), 0).astype(np.int32)
@@ -151,17 +151,19 @@ class SharedContextData:
         return shared_context.SharedContextBatches(self.features, self.train_tokens, self.batch_size, self.seed)
 
 
-TASK_KINDS = {"qa": ("lcfx",), "instruct": ("lcf", "c2c"), "synthetic": ("lcfx", "lcf", "c2c")}
+TASK_ROLES = {"qa": (False,), "instruct": (True,), "synthetic": (False, True)}   # task -> shared_context roles
 
 
 def make_feed(cfg, kind: str, sharer: ModelConfig, receiver: ModelConfig, tokenizers: Optional[tuple] = None):
     """(train iterator, data object or None). The data object of task 'qa' also serves evaluation."""
-    task = cfg.data.task
-    if kind not in TASK_KINDS[task]:
-        raise ValueError(f"data.task={task!r} trains adapter kinds {TASK_KINDS[task]}, not {kind!r}: different-context "
-                         "adapters (lcfx) train on 'qa', shared-context ones (lcf, c2c) on 'instruct'")
+    from lcf_jax.adapters import ADAPTER_KINDS
+    task, shared = cfg.data.task, ADAPTER_KINDS[kind].shared_context
+    if shared not in TASK_ROLES[task]:
+        raise ValueError(f"data.task={task!r} does not train a {'shared' if shared else 'different'}-context adapter "
+                         f"({kind!r}): different-context adapters (lcfx) train on 'qa', shared-context ones (lcf, c2c) "
+                         "on 'instruct'")
     if task == "synthetic":
-        return SyntheticBatches(kind, sharer, receiver, cfg.data.batch_size, cfg.data.seed,
+        return SyntheticBatches(shared, sharer, receiver, cfg.data.batch_size, cfg.data.seed,
                                 teacher=cfg.data.teacher_context_len > 0), None
     if tokenizers is None:
         raise ValueError(f"data.task={task!r} needs the models' tokenizers (bundled models)")

@@ -20,7 +20,7 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 
-from lcf_jax.adapters import c2c, lcf, lcfx
+from lcf_jax.adapters import ADAPTER_KINDS
 from lcf_jax.models import transformer
 from lcf_jax.models.cache import ExtraKV, KVCache
 from lcf_jax.models.config import ModelConfig
@@ -85,28 +85,33 @@ def _right_padded_positions(mask: jax.Array, offset=0) -> jax.Array:
 
 def receiver_hidden(adapter_params: dict, sharer_params: dict, receiver_params: dict, batch: dict, setup: Setup, *,
                     train: bool = True, rng: Optional[jax.Array] = None, step=0) -> jax.Array:
-    """Receiver final hidden states [B, Tr, D] over `receiver_ids` with the adapter's injection."""
+    """Receiver final hidden states [B, Tr, D] over `receiver_ids` with what the adapter's two halves give it
+    (`adapters.interface`): a fused cache of the shared context, or a message prefix."""
     dt = setup.dtype
+    kind = ADAPTER_KINDS[setup.kind]
     frozen_s, frozen_r = jax.lax.stop_gradient(_cast(sharer_params, dt)), jax.lax.stop_gradient(_cast(receiver_params, dt))
     ap = _cast(adapter_params, dt) if dt != jnp.float32 else adapter_params
     s_cache = sharer_cache(frozen_s, batch, setup)
     ids, mask = batch["receiver_ids"], batch["receiver_mask"]
-    if setup.kind == "lcfx":
+    halves = dict(cfg=setup.adapter, sharer_cfg=setup.sharer, receiver_cfg=setup.receiver)
+    options = dict(train=train, rng=rng, step=step)
+    if not kind.shared_context:
         r_cache = None
-        if setup.adapter.conditioned:
+        if kind.reads_receiver_prompt(setup.adapter):
             prompt_mask = mask & ~batch["loss_mask"].astype(bool)
             _, r_cache = transformer.forward(frozen_r, ids, _right_padded_positions(mask), None, config=setup.receiver,
                                              token_mask=prompt_mask, last_logits_only=True)
             r_cache = r_cache._replace(mask=prompt_mask)
-        latents = lcfx.encode_message(ap, s_cache, r_cache, cfg=setup.adapter, sharer_cfg=setup.sharer,
-                                      receiver_cfg=setup.receiver)
-        if setup.adapter.injection == "positioned":
-            return _positioned_hidden(ap, latents, frozen_r, ids, mask, setup)
-        extra = lcfx.decode_message(ap, latents, cfg=setup.adapter, receiver_cfg=setup.receiver)
-        extra = ExtraKV(extra.keys.astype(dt), extra.values.astype(dt), extra.mask)
-        hidden, _ = transformer.forward(frozen_r, ids, _right_padded_positions(mask), None, config=setup.receiver,
-                                        token_mask=mask, extra_kv=extra, hidden_only=True)
-        return hidden
+        message = kind.send(ap, s_cache, r_cache, **halves)
+        p = setup.receiver_prefix
+        received = kind.receive(ap, message, (frozen_r, ids[:, :p]), capacity=ids.shape[1] + message.shape[1],
+                                **halves, **options)
+        if isinstance(received, ExtraKV):   # LCF-X's position-free convention: keys every query sees
+            extra = ExtraKV(received.keys.astype(dt), received.values.astype(dt), received.mask)
+            hidden, _ = transformer.forward(frozen_r, ids, _right_padded_positions(mask), None, config=setup.receiver,
+                                            token_mask=mask, extra_kv=extra, hidden_only=True)
+            return hidden
+        return _after_prefix_hidden(received, frozen_r, ids, mask, setup)
     # Shared context: prefill the receiver's own context, fuse, then run the continuation on the fused cache.
     ctx_ids, ctx_mask = batch["receiver_ctx_ids"], batch["receiver_ctx_mask"]
     tc, tr = ctx_ids.shape[1], ids.shape[1]
@@ -114,31 +119,20 @@ def receiver_hidden(adapter_params: dict, sharer_params: dict, receiver_params: 
     _, r_cache = transformer.forward(frozen_r, ctx_ids, transformer.positions_from_mask(ctx_mask), r_cache,
                                      config=setup.receiver, token_mask=ctx_mask, last_logits_only=True)
     alignment = jnp.concatenate([batch["alignment"], jnp.full((ids.shape[0], tr), -1, jnp.int32)], axis=1)
-    if setup.kind == "lcf":
-        fused = lcf.apply_lcf(ap, s_cache, r_cache, alignment, cfg=setup.adapter, sharer_cfg=setup.sharer,
-                              receiver_cfg=setup.receiver)
-    elif setup.kind == "c2c":
-        temperature = c2c.c2c_temperature(setup.adapter, step)
-        fused = c2c.apply_c2c(ap, s_cache, r_cache, alignment, cfg=setup.adapter, sharer_cfg=setup.sharer,
-                              receiver_cfg=setup.receiver, train=train, temperature=temperature, rng=rng)
-    else:
-        raise ValueError(f"unknown adapter kind {setup.kind!r}; expected lcf, lcfx or c2c")
+    fused = kind.receive(ap, kind.send(ap, s_cache, None, **halves), (r_cache, alignment), **halves, **options)
     offset = jnp.sum(ctx_mask, axis=1, dtype=jnp.int32)[:, None]
     hidden, _ = transformer.forward(frozen_r, ids, _right_padded_positions(mask, offset), fused,
                                     config=setup.receiver, token_mask=mask, hidden_only=True)
     return hidden
 
 
-def _positioned_hidden(ap, latents, frozen_r, ids, mask, setup: Setup) -> jax.Array:
-    """Receiver hidden states [B, Tr, D] over right-padded rows [prefix | prompt + target] with the message
-    as slots P..P+m-1 of its cache; the P prefix rows of the result are zeros (no loss reads them)."""
-    p, (b, t) = setup.receiver_prefix, ids.shape
-    m = latents.shape[1]
-    slot_mask = lcfx.default_slot_mask(setup.adapter, latents)
-    prefix = lcfx.message_prefix(ap, latents, frozen_r, ids[:, :p], capacity=t + m, cfg=setup.adapter,
-                                 receiver_cfg=setup.receiver, slot_mask=slot_mask)
-    # the prompt continues right after the valid slots, as generation continues it (`generate`)
-    start = p + jnp.sum(slot_mask, axis=1, dtype=jnp.int32)[:, None]
+def _after_prefix_hidden(prefix: KVCache, frozen_r, ids, mask, setup: Setup) -> jax.Array:
+    """Receiver hidden states [B, Tr, D] over right-padded rows [prefix | prompt + target] whose first P
+    tokens (its BOS) and the message slots are already in `prefix`; the P prefix rows of the result are
+    zeros (no loss reads them)."""
+    p, b = setup.receiver_prefix, ids.shape[0]
+    # the prompt continues right after the last valid slot, as generation continues it (`generate`)
+    start = jnp.max(jnp.where(prefix.mask, prefix.positions + 1, 0), axis=1).astype(jnp.int32)[:, None]
     hidden, _ = transformer.forward(frozen_r, ids[:, p:], _right_padded_positions(mask[:, p:], start), prefix,
                                     config=setup.receiver, token_mask=mask[:, p:], hidden_only=True)
     return jnp.concatenate([jnp.zeros((b, p, hidden.shape[-1]), hidden.dtype), hidden], axis=1)

@@ -39,9 +39,7 @@ def build(cfg):
     sharding.check_global_batch(cfg.data.batch_size, mesh)
     spec = ADAPTER_KINDS[kind]
     params = spec.init(jax.random.PRNGKey(cfg.train.seed), acfg, s_cfg, r_cfg)
-    if kind == "lcfx":
-        from lcf_jax.adapters import lcfx
-        params = lcfx.calibrate_embed_decoder(params, r_params, cfg=acfg, receiver_cfg=r_cfg)
+    params = spec.prepare(params, r_params, cfg=acfg, receiver_cfg=r_cfg)
     p_sh = sharding.tree_shardings(params, spec.param_axes(acfg, s_cfg, r_cfg), mesh)
     unknown = sorted(set(cfg.train.freeze) - set(params))
     if unknown:

@@ -43,12 +43,12 @@ def test_t2_writes_markdown_csv_and_plot(session, tmp_path):
     assert "LCF-X u2 (m=2, conditioned)" in methods and "LCF-X u2 (m=2, conditioned) control (unrelated passage)" in methods
     assert "LCF-X w3 (m=3, window)" in methods
     assert sum("control" in m for m in methods) == 3 and methods[-1].startswith("oracle")
-    assert [r for r in table.rows if r[1].startswith("LCF-X u2 (m=2")][0][8] == 2 * 16 * 4
+    assert [r for r in table.rows if r[1].startswith("LCF-X u2 (m=2")][0][9] == 2 * 16 * 4
     assert set(table.settings["adapters"]) == {"LCF-X (m=4, unconditioned)", "LCF-X u2 (m=2, conditioned)",
                                                "LCF-X w3 (m=3, window)"}
     assert all(0 <= _mean(r[2]) <= 100 and 0 <= _mean(r[3]) <= 100 for r in table.rows)
     lcfx_row = [r for r in table.rows if r[1].startswith("LCF-X (m=4")][0]
-    assert lcfx_row[8] == 4 * 16 * 4  # bytes of the float32 message
+    assert lcfx_row[9] == 4 * 16 * 4  # bytes of the float32 message
     assert table.rows[0][4] is None and all(r[4] is not None for r in table.rows[1:])     # ΔF1 vs alone
     assert lcfx_row[5] is not None and table.rows[0][5] is None                         # ΔF1 vs its control
     for r in results:
@@ -88,12 +88,14 @@ def test_t2_one_direction_keeps_the_other_table_and_plots_both(tmp_path, monkeyp
     sets = {r["set"] for r in plotted}
     assert f"squad ({forward[1]} recv.)" in sets and f"squad ({reverse[1]} recv.)" in sets
     assert "chosen on SQuAD dev" in (tmp_path / f"t2_{reverse[0]}_to_{reverse[1]}.md").read_text()
-    # a prompt given on the command line is used as given (no dev selection) and the table says so
+    # a prompt given on the command line is used as given (no dev selection) and the table says so; an --out
+    # that does not exist yet is made before the first row is kept there
     monkeypatch.setattr(R, "select_context_prompt", lambda *a, **k: pytest.fail("selected again"))
+    fresh = tmp_path / "not" / "yet"
     cli.main(["--table", "t2", "--n", "2", "--sets", "squad", "--budgets", "4", "--latency-repeats", "1",
-              "--t2-directions", "reverse", "--t2-context-prompt", "context_1shot", "--out", str(tmp_path)],
+              "--t2-directions", "reverse", "--t2-context-prompt", "context_1shot", "--out", str(fresh)],
              agents=agents)
-    assert "`context_1shot` given on the command line" in (tmp_path / f"t2_{reverse[0]}_to_{reverse[1]}.md").read_text()
+    assert "`context_1shot` given on the command line" in (fresh / f"t2_{reverse[0]}_to_{reverse[1]}.md").read_text()
 
 
 def test_saved_t2_results_are_tabled_without_running_anything(tmp_path):
@@ -111,6 +113,7 @@ def test_saved_t2_results_are_tabled_without_running_anything(tmp_path):
     assert "| squad | LCF-X (m=4, window) | 62.5 [" in md
     lcfx_row = [line for line in md.splitlines() if line.startswith("| squad | LCF-X (m=4, window) |")][0]
     assert "62.5 [" in lcfx_row.split("|")[6]                       # ΔF1 vs its control: 62.5 - 0
+    assert "47.5 [" in lcfx_row.split("|")[7]                       # ΔF1 vs text B=64: 62.5 - 15, paired
     # runs of one set each, tabled together; each set's Δ reads its own set's rows
     other = tmp_path / "t2_y.json"
     other.write_text(json.dumps([{**r, "set": "nq_openbook", "f1_per_question": [0.0] * 4} for r in rows]))

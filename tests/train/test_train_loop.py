@@ -99,7 +99,7 @@ def test_precomputed_and_on_the_fly_sharer_caches_give_the_same_loss(tmp_path):
     b = run_setup.build(cfg)
     setup = b["setup"]
     frozen = jax.tree.map(jnp.asarray, b["frozen"])
-    batch = device_arrays(next(SyntheticBatches("lcfx", setup.sharer, setup.receiver, 4, 0)))
+    batch = device_arrays(next(SyntheticBatches(False, setup.sharer, setup.receiver, 4, 0)))
     batch = jax.tree.map(jnp.asarray, batch)
     live, _ = objective.loss_fn(b["params"], frozen[0], frozen[1], batch, setup)
     pre_batch = objective.precompute_sharer_cache(frozen[0], batch, setup)
@@ -120,7 +120,7 @@ def test_only_adapter_params_are_trained(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, frozen_before, jax.tree.map(np.asarray, b2["frozen"]))
     g = jax.grad(lambda p: objective.loss_fn(p, *jax.tree.map(jnp.asarray, b["frozen"]),
                                              jax.tree.map(jnp.asarray, device_arrays(next(SyntheticBatches(
-                                                 "lcfx", b["setup"].sharer, b["setup"].receiver, 2, 0)))),
+                                                 False, b["setup"].sharer, b["setup"].receiver, 2, 0)))),
                                              b["setup"])[0])(b["params"])
     assert sum(float(jnp.abs(x).sum()) > 0 for x in jax.tree.leaves(g)) >= len(jax.tree.leaves(g)) // 2
 

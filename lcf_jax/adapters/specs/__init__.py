@@ -8,4 +8,4 @@ from types import ModuleType
 from lcf_jax.adapters.specs import c2c, lcf, lcfx
 
 SPECS: dict[str, ModuleType] = {m.KIND: m for m in (lcf, lcfx, c2c)}
-CONFIGS: dict[str, type] = {"lcf": lcf.LCFConfig, "lcfx": lcfx.LCFXConfig, "c2c": c2c.C2CConfig}
+CONFIGS: dict[str, type] = {kind: m.CONFIG for kind, m in SPECS.items()}

@@ -9,6 +9,7 @@ from lcf_jax.adapters.specs.base import Entry, Table
 from lcf_jax.models.config import ModelConfig
 
 KIND = "c2c"
+SHARED_CONTEXT = True   # the role (`adapters.interface`): fuse a shared context, or send a message
 REQUIRED_IN_FILE = ("hidden_dim", "intermediate_dim", "num_layers", "layer_map", "eps")
 
 
@@ -32,6 +33,9 @@ class C2CConfig:
             raise ValueError(f"C2CConfig.num_layers must be >= 3 (as in C2C), got {self.num_layers}")
         if self.layer_map not in LAYER_MAP_KINDS:
             raise ValueError(f"C2CConfig.layer_map must be one of {LAYER_MAP_KINDS}, got {self.layer_map!r}")
+
+
+CONFIG = C2CConfig
 
 
 def c2c_layers(cfg: C2CConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig):

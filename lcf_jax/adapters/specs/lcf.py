@@ -13,6 +13,8 @@ from lcf_jax.adapters.specs.base import Entry, Table
 from lcf_jax.models.config import ACTIVATIONS, ModelConfig
 
 KIND = "lcf"
+SHARED_CONTEXT = True
+PRUNABLE = True   # layers/ranks set by pruning (`adapters/prune.py`); its files say `pruned`   # the role (`adapters.interface`): fuse a shared context, or send a message
 # Fields a file must carry; the others take the dataclass defaults (older files lack them).
 REQUIRED_IN_FILE = ("rank", "layer_map", "activation", "eps")
 
@@ -54,6 +56,9 @@ class LCFConfig:
                                  f"(got layers={self.layers}, ranks={self.ranks})")
             if min(self.ranks, default=1) <= 0:
                 raise ValueError(f"LCFConfig.ranks must be positive, got {self.ranks}")
+
+
+CONFIG = LCFConfig
 
 
 class LCFGroup(NamedTuple):

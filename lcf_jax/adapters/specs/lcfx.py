@@ -11,6 +11,7 @@ from lcf_jax.adapters.specs.base import Entry, Table
 from lcf_jax.models.config import ACTIVATIONS, ModelConfig
 
 KIND = "lcfx"
+SHARED_CONTEXT = False   # the role (`adapters.interface`): fuse a shared context, or send a message
 # Fields a file must carry; the others take the dataclass defaults (older files lack them: a file without
 # `injection` was written before the positioned message, one without `pooling` before window pooling).
 REQUIRED_IN_FILE = ("rank", "slots", "conditioned", "pool_heads", "activation", "eps")
@@ -91,6 +92,9 @@ class LCFXConfig:
             raise ValueError("LCFXConfig.snap needs decoder='embed' (it snaps decoded input vectors to the vocabulary)")
         if self.locator_rank <= 0:
             raise ValueError(f"LCFXConfig.locator_rank must be positive, got {self.locator_rank}")
+
+
+CONFIG = LCFXConfig
 
 
 def _resolve(sel, n: int, what: str) -> tuple[int, ...]:
