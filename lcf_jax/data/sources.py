@@ -42,8 +42,10 @@ Choices made here (documented, not hidden):
   dev articles, 4,187 in SQuAD test articles). By default (``squad_overlap="drop"``) examples
   whose passage is a SQuAD v1.1 dev paragraph are dropped, which drops the whole file;
   ``squad_overlap="keep"`` keeps them (never for models that are evaluated on SQuAD).
-* T0: the trailing "<|endoftext|>" of each completion is removed (the pipeline appends the
-  model's own EOS).
+* T0: templates built on an evaluated set (`splits.EVALUATED_T0_SOURCES`: MMLU, ARC, OpenBookQA,
+  PIQA, SIQA, CommonsenseQA) are left out, counted in ``excluded_templates`` / ``excluded_rows``
+  (in the shipped mixture 11 templates, 2,200 rows: CommonsenseQA's 5 and Social IQa's 6). The
+  trailing "<|endoftext|>" of each completion is removed (the pipeline appends the model's own EOS).
 * GPTeacher: prompt = instruction, plus "\\n\\n" + input when the input is non-empty.
 """
 from __future__ import annotations
@@ -312,6 +314,10 @@ def _iter_mc(name: str, path: pathlib.Path, stats: dict,
 def _iter_t0(path: pathlib.Path, stats: dict) -> Iterator[tuple[int, dict]]:
     i = 0
     for f in sorted(path.glob("*.jsonl")):
+        if splits_lib.evaluated_t0_source(f.stem) is not None:  # built on an evaluated set: never read
+            stats["excluded_templates"] = stats.get("excluded_templates", 0) + 1
+            stats["excluded_rows"] = stats.get("excluded_rows", 0) + sum(1 for _ in _read_jsonl(f))
+            continue
         for line_no, rec in enumerate(_read_jsonl(f)):
             completion = rec.get("completion", "")
             if completion.endswith("<|endoftext|>"):

@@ -12,6 +12,11 @@ The rules come from `shared/data/README.md` ("what may be used for what"):
 | `qa_train/<name>`             | -                                  | all   | -                   | -                    |
 | `instruct/<name>`             | -                                  | all   | -                   | -                    |
 
+One thing is never trained on at all: a T0 template (`instruct/t0`, one file per template) built on a set this
+project evaluates (`EVALUATED_T0_SOURCES`: MMLU, ARC, OpenBookQA, PIQA, SIQA, CommonsenseQA). Its rows are
+the same data set's train questions, often in the multiple-choice format the evaluation scores, so training on
+them would tune the adapter to the benchmark; `sources.py` leaves those files out when it reads `instruct/t0`.
+
 Indices are always positions in the *raw* file (before any filtering, e.g. MMLU-Redux's
 `error_type_norm == "ok"` filter), so that filtering never moves a row across a split boundary.
 
@@ -103,6 +108,28 @@ RULES: dict[str, SplitRule] = {
 }
 
 DATASETS: tuple[str, ...] = tuple(RULES)
+
+# T0 template files are named "<source set>_<template>" (P3's names). A template whose source set is one this
+# project evaluates on is left out of instruct/t0 (a file-name prefix, and why). Prefixes of sets absent from the
+# shipped mixture are listed too, so a larger T0 drop cannot bring them in.
+EVALUATED_T0_SOURCES: tuple[tuple[str, str], ...] = (
+    ("commonsense_qa", "CommonsenseQA (mc/commonsense_qa): its train questions with their choices"),
+    ("cos_e", "CommonsenseQA: CoS-E is CommonsenseQA's questions with explanations"),
+    ("social_i_qa", "Social IQa (mc/siqa): its train questions and choices"),
+    ("piqa", "PIQA (mc/piqa)"),
+    ("ai2_arc", "ARC-Easy / ARC-Challenge (mc/arc_easy, mc/arc_challenge)"),
+    ("openbookqa", "OpenBookQA (mc/openbook_qa)"),
+    ("hendrycks_test", "MMLU (mc/mmlu_redux re-annotates MMLU's test questions)"),
+    ("mmlu", "MMLU (mc/mmlu_redux)"),
+)
+
+
+def evaluated_t0_source(template: str) -> Optional[str]:
+    """Why T0 template `template` (its file stem) must not be trained on, or None when it may be."""
+    for prefix, reason in EVALUATED_T0_SOURCES:
+        if template == prefix or template.startswith(prefix + "_"):
+            return reason
+    return None
 
 
 def kind_of(name: str) -> str:

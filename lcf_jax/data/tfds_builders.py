@@ -24,6 +24,10 @@ from lcf_jax.data import sources
 from lcf_jax.data import splits as splits_lib
 
 VERSION = "1.0.0"
+# Sets whose reader changed what it yields: a new version, so that a cache built by the old reader is not read.
+SET_VERSIONS = {
+    "instruct/t0": ("1.1.0", "Leaves out templates built on evaluated sets (splits.EVALUATED_T0_SOURCES)."),
+}
 DEFAULT_CACHE_DIR = sources.REPO_ROOT / ".cache" / "tfds"
 
 
@@ -69,8 +73,9 @@ class LcfDataConfig(tfds.core.BuilderConfig):
                  options: Optional[dict] = None, **kwargs):
         options = dict(options or {})
         kwargs.setdefault("name", config_name(set_name, max_examples, **options))
-        kwargs.setdefault("version", VERSION)
-        kwargs.setdefault("release_notes", {VERSION: "Initial release."})
+        version, notes = SET_VERSIONS.get(set_name, (VERSION, "Initial release."))
+        kwargs.setdefault("version", version)
+        kwargs.setdefault("release_notes", {version: notes})
         kwargs.setdefault("description", f"lcf_jax data set {set_name}")
         super().__init__(**kwargs)
         self.set_name = set_name

@@ -31,6 +31,9 @@ def preflight(cfg) -> None:
         if name not in known:
             raise UserError(f"config: model.{role}={name!r} is unknown; bundled models {sorted(registry.BUNDLED)}, tiny "
                             f"test models {sorted(registry.TINY_CONFIGS)}")
+    if cfg.data.mc_eval_examples > 0 and cfg.data.task != "instruct":
+        raise UserError("config: data.mc_eval_examples > 0 scores text with the models' tokenizers: it needs "
+                        f"data.task='instruct' (got {cfg.data.task!r}); set data.mc_eval_examples=0")
     if cfg.train.init_adapter and not (Path(cfg.train.init_adapter) / "adapter.json").exists():
         raise UserError(f"config: train.init_adapter={cfg.train.init_adapter!r} holds no exported adapter (adapter.json)")
     source = cfg.pretrain.translation_from

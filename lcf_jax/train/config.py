@@ -16,6 +16,7 @@ from typing import Any
 import ml_collections
 
 from lcf_jax.adapters import ADAPTER_KINDS
+from lcf_jax.data.splits import MC_SETS
 
 KINDS = tuple(ADAPTER_KINDS)
 
@@ -60,6 +61,11 @@ def base_config() -> ml_collections.ConfigDict:
         # > 0: each training row also carries the teacher's row, the receiver reading `Context: {passage}\n`
         # (cut to this many receiver tokens) before the same prompt and target (distill.* needs it).
         teacher_context_len=0,
+        # Shared context (lcf, c2c): every train.eval_every steps, dev multiple-choice accuracy (rows with index
+        # % 2 == 0) through the adapter beside the receiver alone's (scored once), on mc_eval_examples questions
+        # in all, evenly spaced through each of mc_eval_sets; the best checkpoint by it is kept. 0: no evaluation.
+        mc_eval_sets=["mc/mmlu_redux", "mc/arc_challenge", "mc/arc_easy", "mc/openbook_qa"],
+        mc_eval_examples=0,
         seed=0,
     ))
     # LCF-X loss weights (train/objective.Setup): kl and hidden distil from the teacher that reads the passage.
@@ -176,6 +182,13 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                          "passage length in receiver tokens)")
     if c.data.task not in ("qa", "instruct", "synthetic"):
         raise ValueError(f"data.task must be qa, instruct or synthetic, got {c.data.task!r}")
+    if c.data.mc_eval_examples > 0:
+        if not ADAPTER_KINDS[c.adapter.kind].shared_context:
+            raise ValueError("data.mc_eval_examples > 0 evaluates a shared-context adapter (lcf, c2c); "
+                             f"adapter.kind={c.adapter.kind!r} is evaluated on data.eval_set")
+        unknown = [s for s in c.data.mc_eval_sets if s not in MC_SETS]
+        if unknown or not c.data.mc_eval_sets:
+            raise ValueError(f"data.mc_eval_sets {list(c.data.mc_eval_sets)}: each must be one of {list(MC_SETS)}")
     adapter_config(c)  # the dataclass validates values
     return lock(c)
 

@@ -15,17 +15,23 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from lcf_jax.adapters import ADAPTER_KINDS
 from lcf_jax.models import registry
 from lcf_jax.train import distributed, feed as feed_lib, optim, run_setup, sharding
 from lcf_jax.train.ckpt import Checkpointer
 from lcf_jax.train.run_log import RunLog, is_local, plot_curve
 from lcf_jax.train.step import NonFiniteLossError, TrainState, init_state, jit_train_step
 
+# The evaluation value a kept-best checkpoint is ranked by (higher is better), by whether the kind shares a context.
+BEST_METRIC = {False: "f1", True: "mc_acc"}
+
 
 def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None, make_evaluate=None) -> dict:
     """Runs (or resumes) training to cfg.train.steps. `evaluate(params, step) -> dict` is optional; so is
-    `make_evaluate(cfg, setup, frozen, qa, tokenizers) -> evaluate`, for an evaluator that needs what the run
-    builds (the command line passes `eval.during_training.make_train_evaluator`: evaluation sits above training).
+    `make_evaluate(cfg, setup, frozen, qa, tokenizers) -> evaluate or None`, for an evaluator that needs what the
+    run builds (the command line passes `eval.during_training.make_train_evaluator`: evaluation sits above
+    training). Evaluations run every cfg.train.eval_every steps and at the end; the cfg.train.keep_best best steps
+    by BEST_METRIC (F1 for LCF-X, dev multiple-choice accuracy for LCF/C2C) are kept beside the newest ones.
 
     Returns the last logged train metrics. Raises NonFiniteLossError on a NaN/inf loss.
     """
@@ -42,13 +48,14 @@ def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None, make_eva
         setup = b["setup"] = dataclasses.replace(setup, receiver_prefix=qa.features.receiver_prefix_len)
     if cfg.train.sharer_cache == "precomputed":
         feed = feed_lib.WithSharerCache(feed, run_setup.sharer_cache_fn(setup, b["frozen"][0]))
-    if evaluate is None and make_evaluate is not None and qa is not None:
+    if evaluate is None and make_evaluate is not None:
         evaluate = make_evaluate(cfg, setup, b["frozen"], qa, tokenizers)
 
     workdir = cfg.train.workdir if not is_local(cfg.train.workdir) else str(Path(cfg.train.workdir).resolve())
     ckpt = Checkpointer(f"{workdir}/checkpoints", keep_last=cfg.train.keep_last,
                         keep_best=cfg.train.keep_best if evaluate else 0,
-                        best_metric="f1" if evaluate else None, best_mode="max",
+                        best_metric=BEST_METRIC[ADAPTER_KINDS[setup.kind].shared_context] if evaluate else None,
+                        best_mode="max",
                         async_save=cfg.train.async_checkpoint, keep_steps=(0,))
     log = RunLog(workdir, lead)
     bar = None

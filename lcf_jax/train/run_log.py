@@ -74,7 +74,8 @@ def plot_curve(workdir: str | Path) -> Optional[Path]:
         panels.append(("training curve", "train loss (the whole objective)", {"loss": [(r["step"], r["loss"]) for r in train]}))
     evals = [r for r in rows if r["kind"] == "eval"]
     if evals:
-        keys = [k for k in evals[-1] if k not in ("step", "kind", "n", "seconds")]   # scores, not timings
+        # scores, not timings; per-set scores ("mc_acc/arc_easy") stay in metrics.jsonl, off the curve
+        keys = [k for k in evals[-1] if k not in ("step", "kind", "n", "seconds") and "/" not in k]
         panels.append(("evaluation", "", {k: [(r["step"], r.get(k, float("nan"))) for r in evals] for k in keys}))
     if not panels:
         return None
