@@ -8,11 +8,8 @@ Refuses to compare when the two runs' receiver-alone rows differ (then they are 
 import argparse
 import json
 
+from lcf_jax.eval.bootstrap import format_interval as _ci
 from lcf_jax.eval.bootstrap import mean_interval, paired_difference
-
-
-def _ci(iv) -> str:
-    return f"{iv[0]:.1f} [{iv[1]:.1f}, {iv[2]:.1f}]"
 
 
 def main() -> None:

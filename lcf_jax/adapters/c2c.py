@@ -32,7 +32,6 @@ from __future__ import annotations
 import functools
 from typing import Optional
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,71 +51,12 @@ def c2c_temperature(cfg: C2CConfig, step) -> jax.Array:
     return cfg.initial_temperature * (cfg.final_temperature / cfg.initial_temperature) ** ratio
 
 
-class _FFN(nn.Module):
-    """Parameters of C2C's StandardFFNLayer (pre-RMSNorm, W1, W2, bias-free), stacked over layers
-    (and over blocks when `blocks` is set)."""
-    lead: tuple[int, ...]
-    lead_axes: tuple[str, ...]
-    hidden: int
-    inter: int
-
-    @nn.compact
-    def __call__(self):
-        d = lambda *a: C.declare(self, *a)  # noqa: E731
-        lin = C.torch_linear_init
-        return {"norm": d("norm", nn.initializers.ones, self.lead + (self.hidden,), self.lead_axes + ("hidden",)),
-                "w1": d("w1", lin(self.hidden), self.lead + (self.hidden, self.inter), self.lead_axes + ("hidden", "mlp")),
-                "w2": d("w2", lin(self.inter), self.lead + (self.inter, self.hidden), self.lead_axes + ("mlp", "hidden"))}
-
-
-class _Branch(nn.Module):
-    n: int
-    in_dim: int
-    out_dim: int
-    heads: int
-    cfg: C2CConfig
-
-    @nn.compact
-    def __call__(self):
-        n, hd, it, c = self.n, self.cfg.hidden_dim, self.cfg.intermediate_dim, self.cfg
-        nb = c.num_layers - 2
-        d = lambda *a: C.declare(self, *a)  # noqa: E731
-        lin = C.torch_linear_init
-        out_init = nn.initializers.zeros if c.zero_init else lin(hd)
-        return {
-            "in_w": d("in_w", lin(self.in_dim), (n, self.in_dim, hd), ("layers", "kv_in", "hidden")),
-            "in_b": d("in_b", lin(self.in_dim), (n, hd), ("layers", "hidden")),
-            "mlp1": _FFN((n,), ("layers",), hd, it, name="mlp1")(),
-            "scalar_mlp2": _FFN((n,), ("layers",), hd, hd, name="scalar_mlp2")(),
-            "scalar_head_w": d("scalar_head_w", lin(hd), (n, hd, self.heads), ("layers", "hidden", "kv_heads")),
-            "scalar_head_b": d("scalar_head_b", lin(hd), (n, self.heads), ("layers", "kv_heads")),
-            "proj_mlp2": _FFN((n, nb), ("layers", "blocks"), hd, it, name="proj_mlp2")(),
-            "proj_out_w": d("proj_out_w", out_init, (n, hd, self.out_dim), ("layers", "hidden", "kv_out")),
-            "proj_out_b": d("proj_out_b", out_init, (n, self.out_dim), ("layers", "kv_out")),
-            "gate_logit": d("gate_logit", nn.initializers.zeros, (n,), ("layers",)),
-        }
-
-
-class C2CModule(nn.Module):
-    cfg: C2CConfig
-    sharer_cfg: ModelConfig
-    receiver_cfg: ModelConfig
-
-    @nn.compact
-    def __call__(self):
-        layers, _ = c2c_layers(self.cfg, self.sharer_cfg, self.receiver_cfg)
-        s, r = self.sharer_cfg, self.receiver_cfg
-        mk = lambda name: _Branch(len(layers), s.kv_width + r.kv_width, r.kv_width, r.num_kv_heads,  # noqa: E731
-                                  self.cfg, name=name)()
-        return {"key": mk("key"), "value": mk("value")}
-
-
 def init_c2c(key: jax.Array, cfg: C2CConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig) -> dict:
-    return C.init_module(C2CModule(cfg, sharer_cfg, receiver_cfg), key)
+    return C.init_from_layout(SPEC.param_layout(cfg, sharer_cfg, receiver_cfg), key)
 
 
 def c2c_param_axes(cfg: C2CConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig) -> dict:
-    return C.module_axes(C2CModule(cfg, sharer_cfg, receiver_cfg))
+    return C.axes_from_layout(SPEC.param_layout(cfg, sharer_cfg, receiver_cfg))
 
 
 def _ffn(p, h, *, eps, dropout, rng):
@@ -167,8 +107,7 @@ def apply_c2c(params: dict, sharer_cache: KVCache, receiver_cache: KVCache, alig
     C.check_kv_cache(sharer_cache, sharer_cfg, "sharer")
     C.check_kv_cache(receiver_cache, receiver_cfg, "receiver")
     C.check_alignment(alignment, sharer_cache, receiver_cache)
-    C.check_params(params, jax.eval_shape(lambda k: init_c2c(k, cfg, sharer_cfg, receiver_cfg), jax.random.key(0)),
-                   "C2C")
+    C.check_params(params, SPEC.param_layout(cfg, sharer_cfg, receiver_cfg), "C2C")
     if train and rng is None:
         raise ValueError("apply_c2c(train=True) needs rng (Gumbel noise and dropout)")
     if train and not jnp.issubdtype(rng.dtype, jax.dtypes.prng_key):

@@ -1,5 +1,5 @@
-"""Helpers shared by the adapter modules: boxed-param declaration, init/axes extraction, RoPE tables
-per layer, shape checks."""
+"""Helpers shared by the adapter modules: the Flax init, logical axes and shape check derived from a spec's
+`param_layout`, RoPE tables per layer, cache checks."""
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lcf_jax.adapters.specs.base import Init, Param
 from lcf_jax.models.cache import KVCache
 from lcf_jax.models.config import ModelConfig
 from lcf_jax.models.layers import rope_cos_sin
@@ -22,30 +23,77 @@ def declare(module: nn.Module, name: str, init: Callable, shape: Sequence[int],
     return module.param(name, nn.with_logical_partitioning(init, axes), tuple(int(s) for s in shape), dtype)
 
 
-def init_module(module: nn.Module, key: jax.Array) -> dict:
-    """Plain (unboxed) param dict of a module whose `__call__()` takes no input."""
+def flax_initializer(init: Init) -> Callable:
+    """The JAX initialiser a spec's `Init` names."""
+    if init.name == "zeros":
+        return nn.initializers.zeros
+    if init.name == "ones":
+        return nn.initializers.ones
+    if init.name == "constant":
+        return constant(*init.args)
+    if init.name == "normal":
+        return nn.initializers.normal(*init.args)
+    if init.name == "lecun_normal":
+        in_axis, out_axis, batch_axis = init.args
+        return nn.initializers.lecun_normal(in_axis=in_axis, out_axis=out_axis, batch_axis=batch_axis)
+    if init.name == "torch_linear":
+        return torch_linear_init(*init.args)
+    raise ValueError(f"unknown initialiser {init.name!r}")
+
+
+class LayoutModule(nn.Module):
+    """Declares a spec's parameters: leaves of this level in layout order, deeper paths as named submodules
+    (Flax draws a parameter's key from its module path and its rank among that module's own parameters)."""
+    layout: tuple[Param, ...]
+
+    @nn.compact
+    def __call__(self):
+        out, children = {}, {}
+        for p in self.layout:
+            if len(p.path) == 1:
+                out[p.path[0]] = declare(self, p.path[0], flax_initializer(p.init), p.shape, p.axes)
+            else:
+                children.setdefault(p.path[0], []).append(p._replace(path=p.path[1:]))
+        for name, sub in children.items():
+            out[name] = LayoutModule(tuple(sub), name=name)()
+        return out
+
+
+def init_from_layout(layout: Sequence[Param], key: jax.Array) -> dict:
+    """Plain (unboxed) params of a spec's layout."""
+    module = LayoutModule(tuple(layout))
     return nn.meta.unbox(jax.jit(module.init)(key).get("params", {}))
 
 
-def module_axes(module: nn.Module) -> dict:
-    """Same tree as `init_module`, each leaf a tuple of logical axis names (no weights created)."""
-    boxed = jax.eval_shape(lambda k: module.init(k).get("params", {}), jax.random.key(0))
-    specs = nn.get_partition_spec(boxed)
-    return jax.tree.map(lambda s: tuple(s), specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+def _nest(layout: Sequence[Param], leaf: Callable[[Param], Any]) -> dict:
+    tree: dict = {}
+    for p in layout:
+        node = tree
+        for k in p.path[:-1]:
+            node = node.setdefault(k, {})
+        node[p.path[-1]] = leaf(p)
+    return tree
 
 
-def check_params(params: Any, expected: Any, what: str) -> None:
-    """`params` has exactly the leaves and shapes of `expected` (the adapter's `jax.eval_shape`d init); else a
-    ValueError naming the leaves that differ."""
-    def flat(tree):
-        return {jax.tree_util.keystr(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
-    got, want = flat(params), flat(expected)
+def axes_from_layout(layout: Sequence[Param]) -> dict:
+    """The params tree, each leaf its tuple of logical axis names."""
+    return _nest(layout, lambda p: p.axes)
+
+
+def check_params(params: Any, layout: Sequence[Param], what: str) -> None:
+    """`params` has exactly the leaves and shapes of the spec's `layout`; else a ValueError naming the leaves
+    that differ."""
+    got = {tuple(getattr(k, "key", k) for k in path): tuple(x.shape)
+           for path, x in jax.tree_util.tree_flatten_with_path(params)[0]}
+    want = {p.path: p.shape for p in layout}
     missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    show = lambda paths: ["/".join(map(str, p)) for p in paths]  # noqa: E731
     if missing or extra:
-        raise ValueError(f"{what} params lack {missing} and have unexpected {extra}; the config implies {sorted(want)}")
+        raise ValueError(f"{what} params lack {show(missing)} and have unexpected {show(extra)}; the config implies "
+                         f"{show(sorted(want))}")
     for k, shape in want.items():
         if got[k] != shape:
-            raise ValueError(f"{what} params{k} has shape {got[k]}, the config implies {shape}")
+            raise ValueError(f"{what} params {'/'.join(k)} has shape {got[k]}, the config implies {shape}")
 
 
 def torch_linear_init(fan_in: int) -> Callable:

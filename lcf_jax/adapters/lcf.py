@@ -49,7 +49,6 @@ from __future__ import annotations
 import functools
 from typing import Optional
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,52 +61,6 @@ from lcf_jax.kernels.compress_translate import compress_translate
 from lcf_jax.models import layers as L
 from lcf_jax.models.cache import KVCache
 from lcf_jax.models.config import ModelConfig
-
-
-class _LCFGroupParams(nn.Module):
-    n: int
-    rank: int
-    kv_in: int
-    kv_out: int
-    kv_heads: int
-    cfg: LCFConfig
-
-    @nn.compact
-    def __call__(self):
-        n, r = self.n, self.rank
-        up_init = (nn.initializers.zeros if self.cfg.zero_init_up
-                   else nn.initializers.normal(self.cfg.up_init_std))
-        if not self.cfg.joint_kv:
-            return self._separate(up_init)
-        return {
-            "w_down": C.declare(self, "w_down", nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,)),
-                                (n, self.kv_in, r), ("layers", "kv_in", "rank")),
-            "b_down": C.declare(self, "b_down", nn.initializers.zeros, (n, r), ("layers", "rank")),
-            "norm": C.declare(self, "norm", nn.initializers.ones, (n, r), ("layers", "rank")),
-            "w_up": C.declare(self, "w_up", up_init, (n, r, self.kv_out), ("layers", "rank", "kv_out")),
-            "b_up": C.declare(self, "b_up", nn.initializers.zeros, (n, self.kv_out), ("layers", "kv_out")),
-            "head_k": C.declare(self, "head_k", nn.initializers.ones, (n, self.kv_heads), ("layers", "kv_heads")),
-            "head_v": C.declare(self, "head_v", nn.initializers.ones, (n, self.kv_heads), ("layers", "kv_heads")),
-            "gate_logit": C.declare(self, "gate_logit", C.constant(self.cfg.gate_init), (n,), ("layers",)),
-        }
-
-    def _separate(self, up_init) -> dict:
-        n, r = self.n, self.rank
-        out = {}
-        for part in ("k", "v"):
-            out[f"w_down_{part}"] = C.declare(
-                self, f"w_down_{part}", nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,)),
-                (n, self.kv_in // 2, r), ("layers", "kv_in", "rank"))
-            out[f"b_down_{part}"] = C.declare(self, f"b_down_{part}", nn.initializers.zeros, (n, r), ("layers", "rank"))
-            out[f"norm_{part}"] = C.declare(self, f"norm_{part}", nn.initializers.ones, (n, r), ("layers", "rank"))
-            out[f"w_up_{part}"] = C.declare(self, f"w_up_{part}", up_init, (n, r, self.kv_out // 2),
-                                            ("layers", "rank", "kv_out"))
-            out[f"b_up_{part}"] = C.declare(self, f"b_up_{part}", nn.initializers.zeros, (n, self.kv_out // 2),
-                                            ("layers", "kv_out"))
-        out["head_k"] = C.declare(self, "head_k", nn.initializers.ones, (n, self.kv_heads), ("layers", "kv_heads"))
-        out["head_v"] = C.declare(self, "head_v", nn.initializers.ones, (n, self.kv_heads), ("layers", "kv_heads"))
-        out["gate_logit"] = C.declare(self, "gate_logit", C.constant(self.cfg.gate_init), (n,), ("layers",))
-        return out
 
 
 def separate_translate(sharer_k, sharer_v, sharer_cos, sharer_sin, recv_k, recv_v, recv_cos, recv_sin, params, *,
@@ -131,26 +84,12 @@ def separate_translate(sharer_k, sharer_v, sharer_cos, sharer_sin, recv_k, recv_
     return k_out.astype(recv_k.dtype), v_out.astype(recv_k.dtype)
 
 
-class LCFModule(nn.Module):
-    """Declares the LCF parameters (see the module docstring); `apply_lcf` runs them."""
-    cfg: LCFConfig
-    sharer_cfg: ModelConfig
-    receiver_cfg: ModelConfig
-
-    @nn.compact
-    def __call__(self):
-        s, r = self.sharer_cfg, self.receiver_cfg
-        return {g.name: _LCFGroupParams(len(g.receiver_layers), g.rank, 2 * s.kv_width, 2 * r.kv_width,
-                                        r.num_kv_heads, self.cfg, name=g.name)()
-                for g in lcf_groups(self.cfg, s, r)}
-
-
 def init_lcf(key: jax.Array, cfg: LCFConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig) -> dict:
-    return C.init_module(LCFModule(cfg, sharer_cfg, receiver_cfg), key)
+    return C.init_from_layout(SPEC.param_layout(cfg, sharer_cfg, receiver_cfg), key)
 
 
 def lcf_param_axes(cfg: LCFConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig) -> dict:
-    return C.module_axes(LCFModule(cfg, sharer_cfg, receiver_cfg))
+    return C.axes_from_layout(SPEC.param_layout(cfg, sharer_cfg, receiver_cfg))
 
 
 def apply_lcf(params: dict, sharer_cache: KVCache, receiver_cache: KVCache, alignment: jax.Array, *,
@@ -166,8 +105,7 @@ def apply_lcf(params: dict, sharer_cache: KVCache, receiver_cache: KVCache, alig
     C.check_kv_cache(sharer_cache, sharer_cfg, "sharer")
     C.check_kv_cache(receiver_cache, receiver_cfg, "receiver")
     C.check_alignment(alignment, sharer_cache, receiver_cache)
-    C.check_params(params, jax.eval_shape(lambda k: init_lcf(k, cfg, sharer_cfg, receiver_cfg), jax.random.key(0)),
-                   "LCF")
+    C.check_params(params, SPEC.param_layout(cfg, sharer_cfg, receiver_cfg), "LCF")
     en = jnp.asarray(lcf_enabled(cfg, sharer_cfg, receiver_cfg))
     if enabled is not None:
         if tuple(enabled.shape) != tuple(en.shape):

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,81 +69,12 @@ from lcf_jax.models.config import ModelConfig
 from lcf_jax.models.layers import activation as _activation
 from lcf_jax.models.layers import apply_rope, invert_rope, rms_norm
 
-class LCFXModule(nn.Module):
-    cfg: LCFXConfig
-    sharer_cfg: ModelConfig
-    receiver_cfg: ModelConfig
-
-    @nn.compact
-    def __call__(self):
-        c, s, rc = self.cfg, self.sharer_cfg, self.receiver_cfg
-        su, ru, cu = used_layers(c, s, rc)
-        r, m, kv = c.rank, c.slots, rc.kv_width
-        d = lambda *a: C.declare(self, *a)  # noqa: E731
-        fan_in_sum = nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2)
-        plain = nn.initializers.lecun_normal(in_axis=-2, out_axis=-1)
-        stacked = nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
-        p = {
-            "enc_w": d("enc_w", fan_in_sum, (len(su), 2 * s.kv_width, r), ("sharer_layers", "kv_in", "rank")),
-            "enc_b": d("enc_b", nn.initializers.zeros, (r,), ("rank",)),
-            "enc_norm": d("enc_norm", nn.initializers.ones, (r,), ("rank",)),
-        }
-        if c.pooling == "attention":
-            p.update({
-                "queries": d("queries", nn.initializers.normal(1.0), (m, r), ("slots", "rank")),
-                "pool_wk": d("pool_wk", plain, (r, r), ("rank_in", "rank")),
-            })
-        else:
-            k = c.locator_rank
-            if c.conditioned:   # declared first: a conditioned adapter's init stays what it was
-                p.update({
-                    "loc_wq": d("loc_wq", plain, (r, k), ("rank_in", "locator")),
-                    "loc_wk": d("loc_wk", plain, (r, k), ("rank_in", "locator")),
-                })
-            p["loc_wb"] = d("loc_wb", nn.initializers.zeros, (r,), ("rank",))
-        p.update({
-            "pool_wv": d("pool_wv", plain, (r, r), ("rank_in", "rank")),
-            "pool_wo": d("pool_wo", plain, (r, r), ("rank_in", "rank")),
-            "out_norm": d("out_norm", nn.initializers.ones, (r,), ("rank",)),
-        })
-        if c.decoder == "kv":
-            p.update({
-                "dec_norm": d("dec_norm", nn.initializers.ones, (len(ru), r), ("layers", "rank")),
-                "dec_wk": d("dec_wk", nn.initializers.normal(c.key_init_std), (len(ru), r, kv), ("layers", "rank", "kv_out")),
-                "dec_bk": d("dec_bk", nn.initializers.zeros, (len(ru), kv), ("layers", "kv_out")),
-                "dec_wv": d("dec_wv", stacked, (len(ru), r, kv), ("layers", "rank", "kv_out")),
-                "dec_bv": d("dec_bv", nn.initializers.zeros, (len(ru), kv), ("layers", "kv_out")),
-                "v_gate": d("v_gate", C.constant(c.value_gate_init), (len(ru),), ("layers",)),
-            })
-        else:
-            hid, dim = c.embed_hidden, rc.hidden_size
-            p.update({
-                "dec_e_norm": d("dec_e_norm", nn.initializers.ones, (r,), ("rank",)),
-                "dec_e_w1": d("dec_e_w1", plain, (r, hid), ("rank_in", "mlp")),
-                "dec_e_b1": d("dec_e_b1", nn.initializers.zeros, (hid,), ("mlp",)),
-                "dec_e_w2": d("dec_e_w2", plain, (hid, dim), ("mlp", "embed")),
-                "dec_e_b2": d("dec_e_b2", nn.initializers.zeros, (dim,), ("embed",)),
-                # RMSNorm weight of the decoded vector; `calibrate_embed_decoder` sets it to the RMS of the
-                # receiver's own input vectors, so slots start at the scale the first layer expects.
-                "dec_e_scale": d("dec_e_scale", nn.initializers.ones, (dim,), ("embed",)),
-            })
-        if c.conditioned:
-            p.update({
-                "cond_w": d("cond_w", fan_in_sum, (len(cu), 2 * kv, r), ("receiver_layers", "kv_in", "rank")),
-                "cond_b": d("cond_b", nn.initializers.zeros, (r,), ("rank",)),
-                "cond_norm": d("cond_norm", nn.initializers.ones, (r,), ("rank",)),
-            })
-            if c.pooling == "attention":
-                p["cond_shift"] = d("cond_shift", nn.initializers.zeros, (r, m, r), ("rank_in", "slots", "rank"))
-        return p
-
-
 def init_lcfx(key: jax.Array, cfg: LCFXConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig) -> dict:
-    return C.init_module(LCFXModule(cfg, sharer_cfg, receiver_cfg), key)
+    return C.init_from_layout(SPEC.param_layout(cfg, sharer_cfg, receiver_cfg), key)
 
 
 def lcfx_param_axes(cfg: LCFXConfig, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig) -> dict:
-    return C.module_axes(LCFXModule(cfg, sharer_cfg, receiver_cfg))
+    return C.axes_from_layout(SPEC.param_layout(cfg, sharer_cfg, receiver_cfg))
 
 
 def unrotated_kv(cache: KVCache, mcfg: ModelConfig, layers) -> jax.Array:
@@ -249,8 +179,7 @@ def encode_message(params: dict, sharer_cache: KVCache, receiver_cache: Optional
     receiver_cache ([Lr, B, Hr, Sr, Dr]) is required iff cfg.conditioned.
     """
     C.check_kv_cache(sharer_cache, sharer_cfg, "sharer")
-    C.check_params(params, jax.eval_shape(lambda k: init_lcfx(k, cfg, sharer_cfg, receiver_cfg), jax.random.key(0)),
-                   "LCF-X")
+    C.check_params(params, SPEC.param_layout(cfg, sharer_cfg, receiver_cfg), "LCF-X")
     if cfg.conditioned:
         if receiver_cache is None:
             raise ValueError("a conditioned LCF-X encoder needs receiver_cache")
@@ -494,15 +423,16 @@ def split_params(params: dict) -> tuple[dict, dict]:
 
 
 def receive_message(params: dict, message: jax.Array, receiver_state: tuple, *, cfg: LCFXConfig,
-                    sharer_cfg: ModelConfig, receiver_cfg: ModelConfig, capacity: int, train: bool = False, rng=None,
-                    step=0):
+                    sharer_cfg: Optional[ModelConfig], receiver_cfg: ModelConfig, capacity: int, train: bool = False,
+                    rng=None, step=0, slot_mask: Optional[jax.Array] = None):
     """The receiver half (`interface`): receiver_state = (the receiver's params, its special-prefix ids [B, P]).
-    Positioned: the cache [prefix | slots] (`message_prefix`); injection="extra": the position-free ExtraKV."""
+    Positioned: the cache [prefix | slots] (`message_prefix`); injection="extra": the position-free ExtraKV.
+    slot_mask [B, m]: the message's real slots (default: `default_slot_mask`)."""
     if cfg.injection != "positioned":
-        return decode_message(params, message, cfg=cfg, receiver_cfg=receiver_cfg)
+        return decode_message(params, message, cfg=cfg, receiver_cfg=receiver_cfg, slot_mask=slot_mask)
     receiver_params, prefix_ids = receiver_state
     return message_prefix(params, message, receiver_params, prefix_ids, capacity=capacity, cfg=cfg,
-                          receiver_cfg=receiver_cfg)
+                          receiver_cfg=receiver_cfg, slot_mask=slot_mask)
 
 
 ADAPTER = AdapterKind(SPEC, init_lcfx, lcfx_param_axes, send=encode_message,

@@ -1,7 +1,9 @@
-"""LCF-X as a channel between two agents: sharer cache -> message (m x r latents) -> receiver extra KV.
+"""A different-contexts adapter (LCF-X) as a channel between two agents: sharer cache -> message (m x r latents)
+-> the receiver's cache.
 
-The three stages are separate jitted functions so a caller can time them and ship the message
-(optionally quantized) between processes: `send` runs on the sharer's side, `receive` on the receiver's.
+The stages are separate jitted functions so a caller can time them and ship the message (optionally
+quantized) between processes: `send` runs on the sharer's side, the receiving ones on the receiver's. Both
+halves are the registered kind's (`adapters.interface`): `ADAPTER_KINDS[cfg.kind].send / .receive`.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from lcf_jax.adapters import lcfx
+from lcf_jax.adapters import ADAPTER_KINDS, lcfx
 from lcf_jax.comm.agents import Agent, generate_answers, pad_rows, prefill_cache
 from lcf_jax.models.cache import ExtraKV, KVCache
 from lcf_jax.models.config import ModelConfig
@@ -19,26 +21,27 @@ from lcf_jax.models.config import ModelConfig
 
 @functools.partial(jax.jit, static_argnames=("cfg", "sharer_cfg", "receiver_cfg"))
 def encode(adapter_params, sharer_cache, receiver_cache, *, cfg, sharer_cfg: ModelConfig, receiver_cfg: ModelConfig):
-    return lcfx.encode_message(adapter_params, sharer_cache, receiver_cache, cfg=cfg, sharer_cfg=sharer_cfg,
-                               receiver_cfg=receiver_cfg)
+    return ADAPTER_KINDS[cfg.kind].send(adapter_params, sharer_cache, receiver_cache, cfg=cfg, sharer_cfg=sharer_cfg,
+                                        receiver_cfg=receiver_cfg)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "receiver_cfg"))
 def _decode(adapter_params, latents, *, cfg, receiver_cfg: ModelConfig) -> ExtraKV:
-    extra = lcfx.decode_message(adapter_params, latents, cfg=cfg, receiver_cfg=receiver_cfg)
+    extra = ADAPTER_KINDS[cfg.kind].receive(adapter_params, latents, None, cfg=cfg, sharer_cfg=None,
+                                            receiver_cfg=receiver_cfg, capacity=0)
     return ExtraKV(extra.keys.astype(jnp.float32), extra.values.astype(jnp.float32), extra.mask)
 
 
 def send(sharer: Agent, receiver: Agent, adapter_params, cfg, sharer_rows: Sequence[Sequence[int]],
          prompt_rows: Optional[Sequence[Sequence[int]]] = None, *, multiple: int = 64) -> jax.Array:
-    """The message [B, m, r] for each sharer context (the conditioned variant also reads the receiver's
-    own prompt cache: what it already holds)."""
+    """The message [B, m, r] for each sharer context (a kind that reads the receiver's prompt, LCF-X's conditioned
+    variant, also gets the receiver's own prompt cache: what it already holds)."""
     s_tok, s_mask = pad_rows(sharer_rows, sharer.config.pad_token_id, multiple)
     s_cache = prefill_cache(sharer.params, jnp.asarray(s_tok), jnp.asarray(s_mask), config=sharer.config)
     r_cache = None
-    if cfg.conditioned:
+    if ADAPTER_KINDS[cfg.kind].reads_receiver_prompt(cfg):
         if prompt_rows is None:
-            raise ValueError("the conditioned LCF-X variant needs the receiver's prompt rows")
+            raise ValueError("this adapter reads the receiver's prompt (LCF-X conditioned): give its prompt rows")
         r_tok, r_mask = pad_rows(prompt_rows, receiver.config.pad_token_id, 32)
         r_cache = prefill_cache(receiver.params, jnp.asarray(r_tok), jnp.asarray(r_mask), config=receiver.config)
     return encode(adapter_params, s_cache, r_cache, cfg=cfg, sharer_cfg=sharer.config, receiver_cfg=receiver.config)
@@ -51,8 +54,9 @@ def receive(receiver: Agent, adapter_params, cfg, latents: jax.Array) -> ExtraKV
 @functools.partial(jax.jit, static_argnames=("cfg", "receiver_cfg", "capacity"))
 def _prefix(adapter_params, latents, receiver_params, prefix_ids, slot_mask, *, capacity: int, cfg,
             receiver_cfg: ModelConfig) -> KVCache:
-    return lcfx.message_prefix(adapter_params, latents, receiver_params, prefix_ids, capacity=capacity, cfg=cfg,
-                               receiver_cfg=receiver_cfg, slot_mask=slot_mask)
+    return ADAPTER_KINDS[cfg.kind].receive(adapter_params, latents, (receiver_params, prefix_ids), cfg=cfg,
+                                           sharer_cfg=None, receiver_cfg=receiver_cfg, capacity=capacity,
+                                           slot_mask=slot_mask)
 
 
 def special_prefix(agent: Agent) -> list[int]:

@@ -30,3 +30,9 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, n_boot: int = 1
 def excludes_zero(interval) -> bool:
     _, low, high = interval
     return low > 0 or high < 0
+
+
+def format_interval(iv) -> str:
+    """A (mean, low, high) interval as "mean [low, high]", one decimal (how every table prints one)."""
+    m, lo, hi = iv
+    return f"{m:.1f} [{lo:.1f}, {hi:.1f}]"

@@ -191,11 +191,6 @@ def lcfx_label(cfg, name: str = "") -> str:
 TEXT_PROMPTS = {"summary": False, "question-aware": True}   # label -> Session.text(with_question=...)
 
 
-def _ci(iv) -> str:
-    m, lo, hi = iv
-    return f"{m:.1f} [{lo:.1f}, {hi:.1f}]"
-
-
 def table_cross_context(session, sets: dict = T2_SETS, n: int = 50, budgets=(32, 64, 128), latency_repeats: int = 3,
                         data_dir=None, seed: int = 0, adapters: Optional[dict] = None,
                         text_prompts: Sequence[str] = ("summary", "question-aware"),
@@ -252,7 +247,7 @@ def table_cross_context(session, sets: dict = T2_SETS, n: int = 50, budgets=(32,
 
 def t2_table(results: list[dict], settings: dict) -> Table:
     """The T2 table of per-question results (`table_cross_context`'s, or a saved or partial .json of them)."""
-    from lcf_jax.eval.bootstrap import mean_interval, paired_difference
+    from lcf_jax.eval.bootstrap import format_interval, mean_interval, paired_difference
 
     rows = []
     for r in results:
@@ -262,14 +257,14 @@ def t2_table(results: list[dict], settings: dict) -> Table:
         alone = next((x for x in same_set if x["protocol"] == "alone"), None)
         control = next((x for x in same_set if x["protocol"] == "lcfx_control"
                         and x["method"] == f"{r['method']} control (unrelated passage)"), None)
-        rows.append([r["set"], r["method"], _ci(mean_interval(r["f1_per_question"])),
-                     _ci(mean_interval(r["em_per_question"])),
+        rows.append([r["set"], r["method"], format_interval(mean_interval(r["f1_per_question"])),
+                     format_interval(mean_interval(r["em_per_question"])),
                      None if alone is None or r is alone else
-                     _ci(paired_difference(r["f1_per_question"], alone["f1_per_question"])),
-                     None if control is None else _ci(paired_difference(r["f1_per_question"],
+                     format_interval(paired_difference(r["f1_per_question"], alone["f1_per_question"])),
+                     None if control is None else format_interval(paired_difference(r["f1_per_question"],
                                                                         control["f1_per_question"])),
                      None if not text_ref or r is text_ref[0] or r["protocol"] not in ("lcfx", "lcfx_control") else
-                     _ci(paired_difference(r["f1_per_question"], text_ref[0]["f1_per_question"])),
+                     format_interval(paired_difference(r["f1_per_question"], text_ref[0]["f1_per_question"])),
                      r["latency_s"], speedup, r["bytes"]])
     n = settings.get("n")
     notes = [f"first {n} examples of each test split; greedy decoding, at most {settings.get('max_new_tokens')} answer "

@@ -19,48 +19,25 @@ from lcf_jax.torch import common as C
 from lcf_jax.torch.common import KV
 
 
-class FFN(nn.Module):
-    def __init__(self, hidden: int, inter: int):
-        super().__init__()
-        self.norm = C.Norm(hidden)
-        self.w1 = nn.Linear(hidden, inter, bias=False)
-        self.w2 = nn.Linear(inter, hidden, bias=False)
-
-    def forward(self, h: torch.Tensor, eps: float) -> torch.Tensor:
-        y = C.rms_norm(h, self.norm.weight, eps)
-        return h + C.linear(Fn.gelu(C.linear(y, self.w1)), self.w2)
+def _ffn(p: nn.Module, h: torch.Tensor, eps: float) -> torch.Tensor:
+    """C2C's StandardFFNLayer on the parameters of one block (norm, w1, w2)."""
+    y = C.rms_norm(h, p.norm.weight, eps)
+    return h + C.linear(Fn.gelu(C.linear(y, p.w1)), p.w2)
 
 
-class C2CLayer(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int, heads: int, hidden: int, inter: int, blocks: int):
-        super().__init__()
-        self.in_proj = nn.Linear(in_dim, hidden)
-        self.mlp1 = FFN(hidden, inter)
-        self.scalar_mlp2 = FFN(hidden, hidden)
-        self.scalar_head = nn.Linear(hidden, heads)
-        self.proj_mlp2 = nn.ModuleList([FFN(hidden, inter) for _ in range(blocks)])
-        self.proj_out = nn.Linear(hidden, out_dim)
-        self.gate_logit = nn.Parameter(torch.zeros(()))
-
-    def forward(self, src: torch.Tensor, tgt: torch.Tensor, eps: float) -> torch.Tensor:
-        """src [N, Hs*Ds], tgt [N, Hr, Dr] -> [N, Hr, Dr] float32."""
-        n, hr, dr = tgt.shape
-        tgt = tgt.to(torch.float32)
-        x = torch.cat([src.to(torch.float32), tgt.reshape(n, hr * dr)], dim=-1)
-        h = self.mlp1(C.linear(x, self.in_proj), eps)
-        hp = h
-        for blk in self.proj_mlp2:
-            hp = blk(hp, eps)
-        proj = C.linear(hp, self.proj_out).reshape(n, hr, dr)
-        scal = C.linear(self.scalar_mlp2(h, eps), self.scalar_head)                  # [N, Hr]
-        gate = (self.gate_logit.to(torch.float32) > 0).to(torch.float32)
-        return tgt + gate * torch.sigmoid(scal)[..., None] * proj
-
-
-class C2CBranch(nn.Module):
-    def __init__(self, layers, in_dim, out_dim, heads, hidden, inter, blocks):
-        super().__init__()
-        self.layers = nn.ModuleDict({str(l): C2CLayer(in_dim, out_dim, heads, hidden, inter, blocks) for l in layers})
+def _layer(p: nn.Module, src: torch.Tensor, tgt: torch.Tensor, eps: float, blocks: int) -> torch.Tensor:
+    """One receiver layer's projector: src [N, Hs*Ds], tgt [N, Hr, Dr] -> [N, Hr, Dr] float32."""
+    n, hr, dr = tgt.shape
+    tgt = tgt.to(torch.float32)
+    x = torch.cat([src.to(torch.float32), tgt.reshape(n, hr * dr)], dim=-1)
+    h = _ffn(p.mlp1, C.linear(x, p.in_proj), eps)
+    hp = h
+    for b in range(blocks):
+        hp = _ffn(p.proj_mlp2[b], hp, eps)
+    proj = C.linear(hp, p.proj_out).reshape(n, hr, dr)
+    scal = C.linear(_ffn(p.scalar_mlp2, h, eps), p.scalar_head)                  # [N, Hr]
+    gate = (p.gate_logit.to(torch.float32) > 0).to(torch.float32)
+    return tgt + gate * torch.sigmoid(scal)[..., None] * proj
 
 
 class C2CAdapter(nn.Module):
@@ -71,15 +48,12 @@ class C2CAdapter(nn.Module):
         self.config = cfg = F.normalize_config("c2c", config)
         self.sharer_config, self.receiver_config = sharer_config, receiver_config
         self.receiver_layers, self.sharer_layers = F.layer_plan("c2c", cfg, sharer_config, receiver_config)
-        args = (self.receiver_layers, sharer_config.kv_width + receiver_config.kv_width, receiver_config.kv_width,
-                receiver_config.num_kv_heads, int(cfg["hidden_dim"]), int(cfg["intermediate_dim"]),
-                int(cfg["num_layers"]) - 2)
-        self.key = C2CBranch(*args)
-        self.value = C2CBranch(*args)
+        C.attach_table(self, F.tensor_table("c2c", cfg, sharer_config, receiver_config))   # key.layers.{l}..., value...
 
     def forward(self, sharer: KV, receiver: KV, alignment: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Shapes as `LCFAdapter.forward`; returns the fused receiver (keys, values)."""
         s_cfg, r_cfg, eps = self.sharer_config, self.receiver_config, self.config["eps"]
+        blocks = int(self.config["num_layers"]) - 2
         b, sr, alignment, valid = C.fusion_inputs(sharer, receiver, alignment, s_cfg, r_cfg)
         valid = valid[:, None, :, None]
         hs, ds, hr, dr = s_cfg.num_kv_heads, s_cfg.head_dim, r_cfg.num_kv_heads, r_cfg.head_dim
@@ -90,7 +64,7 @@ class C2CAdapter(nn.Module):
             for l, s in zip(self.receiver_layers, self.sharer_layers):
                 src = C.gather_slots(s_all[s], alignment).transpose(1, 2).reshape(b * sr, hs * ds)
                 tgt = r_all[l].transpose(1, 2).reshape(b * sr, hr, dr)
-                y = branch.layers[str(l)](src, tgt, eps).reshape(b, sr, hr, dr).transpose(1, 2).to(r_all.dtype)
+                y = _layer(branch.layers[l], src, tgt, eps, blocks).reshape(b, sr, hr, dr).transpose(1, 2).to(r_all.dtype)
                 new[l] = torch.where(valid, y, r_all[l])
             out.append(new)
         return out[0], out[1]

@@ -72,18 +72,33 @@ def activation(x: torch.Tensor, kind: str) -> torch.Tensor:
     raise ValueError(f"unknown activation {kind!r}")
 
 
-def linear(x: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
-    """x @ W^T + b in float32 whatever the stored dtype."""
-    b = None if layer.bias is None else layer.bias.to(torch.float32)
+def linear(x: torch.Tensor, layer: torch.nn.Module) -> torch.Tensor:
+    """x @ W^T + b in float32 whatever the stored dtype (`layer` holds `weight` [out, in] and maybe `bias`)."""
+    bias = getattr(layer, "bias", None)
+    b = None if bias is None else bias.to(torch.float32)
     return Fn.linear(x.to(torch.float32), layer.weight.to(torch.float32), b)
 
 
-class Norm(torch.nn.Module):
-    """Holds an RMSNorm weight (state dict name `<module>.weight`)."""
+class ParamNode(torch.nn.Module):
+    """One level of an adapter's parameter tree. `attach_table` builds the tree from the file names of the
+    spec's table, so the state dict names ARE the file names: "layers.3.w_down.weight" is the parameter
+    `weight` of node layers -> 3 -> w_down. `node[3]` indexes a level by layer or block number."""
 
-    def __init__(self, dim: int):
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.ones(dim))
+    def __getitem__(self, key) -> "ParamNode":
+        return self._modules[str(key)]
+
+
+def attach_table(module: torch.nn.Module, table) -> None:
+    """Registers one parameter per entry of an adapter's name table (`export_format.tensor_table`) under
+    `module`, zero-filled at the file shape; `load_state_dict` then fills them from adapter.safetensors."""
+    for e in table.entries:
+        *path, leaf = e.name.split(".")
+        node = module
+        for k in path:
+            if k not in node._modules:
+                node.add_module(k, ParamNode())
+            node = node._modules[k]
+        node.register_parameter(leaf, torch.nn.Parameter(torch.zeros(e.shape)))
 
 
 def gather_slots(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -22,19 +22,8 @@ from lcf_jax.torch import common as C
 from lcf_jax.torch.common import KV
 
 
-class LCFLayer(nn.Module):
-    def __init__(self, kv_in: int, kv_out: int, rank: int, heads: int):
-        super().__init__()
-        self.w_down = nn.Linear(kv_in, rank)
-        self.norm = C.Norm(rank)
-        self.w_up = nn.Linear(rank, kv_out)
-        self.head_k = nn.Parameter(torch.ones(heads))
-        self.head_v = nn.Parameter(torch.ones(heads))
-        self.gate_logit = nn.Parameter(torch.zeros(()))
-
-
 class LCFAdapter(nn.Module):
-    """State dict names follow `export_format` (layers.{receiver layer}.w_down.weight, ...)."""
+    """Parameters and state dict names come from the spec's table (layers.{receiver layer}.w_down.weight, ...)."""
 
     kind = "lcf"
 
@@ -42,11 +31,9 @@ class LCFAdapter(nn.Module):
         super().__init__()
         self.config = F.normalize_config("lcf", config)
         self.sharer_config, self.receiver_config = sharer_config, receiver_config
-        layers, sources, ranks = F.layer_plan("lcf", self.config, sharer_config, receiver_config)
+        layers, sources, _ = F.layer_plan("lcf", self.config, sharer_config, receiver_config)
         self.receiver_layers, self.sharer_layers = layers, sources
-        kv_in, kv_out = 2 * sharer_config.kv_width, 2 * receiver_config.kv_width
-        self.layers = nn.ModuleDict({str(l): LCFLayer(kv_in, kv_out, rk, receiver_config.num_kv_heads)
-                                     for l, rk in zip(layers, ranks)})
+        C.attach_table(self, F.tensor_table("lcf", self.config, sharer_config, receiver_config))
         disabled = set(self.config.get("disabled") or ())
         self.register_buffer("enabled", torch.tensor([0.0 if l in disabled else 1.0 for l in layers]),
                              persistent=False)

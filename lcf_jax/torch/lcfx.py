@@ -34,63 +34,6 @@ def unrotated_kv(kv: KV, cfg: ModelConfig, layers) -> list[torch.Tensor]:
     return out
 
 
-class LCFXEncoder(nn.Module):
-    def __init__(self, cfg: dict, s: ModelConfig, r: ModelConfig):
-        super().__init__()
-        su, _, cu = F.layer_plan("lcfx", cfg, s, r)
-        rk, m = int(cfg["rank"]), int(cfg["slots"])
-        self.in_proj = nn.ModuleDict({str(l): nn.Linear(2 * s.kv_width, rk, bias=False) for l in su})
-        self.in_proj_bias = nn.Parameter(torch.zeros(rk))
-        self.norm = C.Norm(rk)
-        window = cfg["pooling"] == "window"
-        if window:
-            k = int(cfg["locator_rank"])
-            if cfg["conditioned"]:
-                self.locator_q = nn.Linear(rk, k, bias=False)
-                self.locator_k = nn.Linear(rk, k, bias=False)
-            self.locator_bias = C.Norm(rk)   # a weight vector [r] (w_b), stored like a norm's
-        else:
-            self.queries = nn.Parameter(torch.zeros(m, rk))
-            self.pool_k = nn.Linear(rk, rk, bias=False)
-        self.pool_v = nn.Linear(rk, rk, bias=False)
-        self.pool_o = nn.Linear(rk, rk, bias=False)
-        self.out_norm = C.Norm(rk)
-        if cfg["conditioned"]:
-            self.cond_proj = nn.ModuleDict({str(l): nn.Linear(2 * r.kv_width, rk, bias=False) for l in cu})
-            self.cond_bias = nn.Parameter(torch.zeros(rk))
-            self.cond_norm = C.Norm(rk)
-            if not window:
-                self.cond_shift = nn.Linear(rk, m * rk, bias=False)
-
-
-class LCFXDecoderLayer(nn.Module):
-    def __init__(self, rank: int, kv: int):
-        super().__init__()
-        self.norm = C.Norm(rank)
-        self.k = nn.Linear(rank, kv)
-        self.v = nn.Linear(rank, kv)
-        self.v_gate = nn.Parameter(torch.zeros(()))
-
-
-class LCFXDecoder(nn.Module):
-    def __init__(self, cfg: dict, s: ModelConfig, r: ModelConfig):
-        super().__init__()
-        _, ru, _ = F.layer_plan("lcfx", cfg, s, r)
-        self.layers = nn.ModuleDict({str(l): LCFXDecoderLayer(int(cfg["rank"]), r.kv_width) for l in ru})
-
-
-class LCFXEmbedDecoder(nn.Module):
-    """decoder="embed": latents -> receiver input vectors RMSNorm(W2 act(W1 RMSNorm(lat) + b1) + b2) * scale."""
-
-    def __init__(self, cfg: dict, r: ModelConfig):
-        super().__init__()
-        rk, hid = int(cfg["rank"]), int(cfg["embed_hidden"])
-        self.norm = C.Norm(rk)
-        self.w1 = nn.Linear(rk, hid)
-        self.w2 = nn.Linear(hid, r.hidden_size)
-        self.scale = C.Norm(r.hidden_size)
-
-
 class LCFXAdapter(nn.Module):
     """encode(sharer KV[, receiver KV]) -> latents [B, m, r]; decode(latents) -> ExtraKV for the receiver."""
 
@@ -100,13 +43,10 @@ class LCFXAdapter(nn.Module):
         super().__init__()
         self.config = F.normalize_config("lcfx", config)
         self.sharer_config, self.receiver_config = sharer_config, receiver_config
-        self.sharer_layers, self.receiver_layers, self.cond_layers = F.layer_plan("lcfx", 
-            self.config, sharer_config, receiver_config)
-        self.encoder = LCFXEncoder(self.config, sharer_config, receiver_config)
-        if self.config["decoder"] == "embed":
-            self.decoder = nn.ModuleDict({"embed": LCFXEmbedDecoder(self.config, receiver_config)})
-        else:
-            self.decoder = LCFXDecoder(self.config, sharer_config, receiver_config)
+        self.sharer_layers, self.receiver_layers, self.cond_layers = F.layer_plan(
+            "lcfx", self.config, sharer_config, receiver_config)
+        # encoder.* and decoder.layers.{l}.* (or decoder.embed.*), named by the spec's table
+        C.attach_table(self, F.tensor_table("lcfx", self.config, sharer_config, receiver_config))
 
     @property
     def positioned(self) -> bool:

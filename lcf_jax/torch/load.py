@@ -4,6 +4,7 @@ config implies, and (when models are given) the models' architecture hashes.
 """
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -14,14 +15,24 @@ from lcf_jax.adapters import export_format as F
 from lcf_jax.adapters.export_format import (AdapterFormatError, ConfigHashMismatchError, FormatVersionError,
                                             TensorMismatchError)
 from lcf_jax.models.config import ModelConfig
+from lcf_jax.adapters.specs import SPECS
 from lcf_jax.torch.c2c import C2CAdapter
 from lcf_jax.torch.lcf import LCFAdapter
 from lcf_jax.torch.lcfx import LCFXAdapter
 
-ADAPTER_CLASSES = {"lcf": LCFAdapter, "lcfx": LCFXAdapter, "c2c": C2CAdapter}
 Adapter = Union[LCFAdapter, LCFXAdapter, C2CAdapter]
 
-__all__ = ["ADAPTER_CLASSES", "Adapter", "AdapterFormatError", "ConfigHashMismatchError", "FormatVersionError",
+
+def adapter_class(kind: str) -> type:
+    """The PyTorch half of a registered kind (its spec's TORCH_HALF, "module:Class")."""
+    spec = SPECS.get(kind)
+    if spec is None or not getattr(spec, "TORCH_HALF", None):
+        raise F.AdapterFormatError(f"adapter kind {kind!r} has no PyTorch half (kinds with one: "
+                                   f"{sorted(k for k, s in SPECS.items() if getattr(s, 'TORCH_HALF', None))})")
+    module, name = spec.TORCH_HALF.split(":")
+    return getattr(importlib.import_module(module), name)
+
+__all__ = ["Adapter", "adapter_class", "AdapterFormatError", "ConfigHashMismatchError", "FormatVersionError",
            "TensorMismatchError", "build_adapter", "check_model", "load_adapter", "model_config_of"]
 
 
@@ -45,7 +56,7 @@ def check_model(adapter_or_meta: Any, role: str, model: Any) -> None:
 
 def build_adapter(meta: F.AdapterMeta) -> Adapter:
     """An adapter module with the layout `meta` describes (default-initialised weights)."""
-    module = ADAPTER_CLASSES[meta.kind](meta.config, meta.sharer, meta.receiver)
+    module = adapter_class(meta.kind)(meta.config, meta.sharer, meta.receiver)
     module.meta = meta
     want = {e.name: tuple(e.shape) for e in meta.table.entries}
     got = {k: tuple(v.shape) for k, v in module.state_dict().items()}

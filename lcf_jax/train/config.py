@@ -221,7 +221,7 @@ def pair_config(sharer: str, receiver: str, kind: str, **sections) -> ml_collect
     c.model.sharer, c.model.receiver = sharer, receiver
     c.adapter.kind = kind
     c.train.workdir = f"runs/{c.name}"
-    if kind != "lcfx":  # shared context: both models read an instruction, the receiver continues it
+    if ADAPTER_KINDS[kind].shared_context:  # both models read an instruction, the receiver continues it
         c.data.task = "instruct"
         c.data.train_sets = ["instruct/t0", "instruct/gpteacher"]
         c.data.max_target_len = 32

@@ -12,7 +12,7 @@ import pytest
 from lcf_jax.adapters import ADAPTER_KINDS, interface
 from lcf_jax.adapters import common as C
 from lcf_jax.adapters.export_jax import export_adapter, import_adapter
-from lcf_jax.adapters.specs.base import Entry, Table
+from lcf_jax.adapters.specs.base import ZEROS, param, table_from
 from lcf_jax.models import registry
 from lcf_jax.train import objective
 from lcf_jax.train.feed import SyntheticBatches
@@ -29,17 +29,21 @@ def _layer_plan(cfg, s, r):
     return tuple(range(r.num_layers))
 
 
+def _param_layout(cfg, s, r):   # the one place the toy kind's shapes are written
+    return (param("gate", (r.num_layers,), ("layers",), ZEROS),)
+
+
 SPEC = types.ModuleType("nudge_spec")
 SPEC.__dict__.update(
     KIND="nudge", CONFIG=NudgeConfig, SHARED_CONTEXT=True, REQUIRED_IN_FILE=("scale",), layer_plan=_layer_plan,
     layer_layout=lambda cfg, s, r: {"kind": "nudge", "receiver_layers": list(_layer_plan(cfg, s, r))},
-    tensor_table=lambda cfg, s, r: Table(
-        tuple(Entry(f"layers.{l}.gate", (), ("gate",), (l,), "copy") for l in _layer_plan(cfg, s, r)),
-        {("gate",): (r.num_layers,)}))
+    param_layout=_param_layout,
+    tensor_table=lambda cfg, s, r: table_from(
+        _param_layout(cfg, s, r), [(f"layers.{l}.gate", ("gate",), (l,), "copy") for l in _layer_plan(cfg, s, r)]))
 
 
 def _init(key, cfg, s, r):
-    return {"gate": jnp.zeros((r.num_layers,), jnp.float32)}
+    return C.init_from_layout(_param_layout(cfg, s, r), key)
 
 
 def _receive(params, message, receiver_state, *, cfg, sharer_cfg, receiver_cfg, **options):
@@ -51,7 +55,8 @@ def _receive(params, message, receiver_state, *, cfg, sharer_cfg, receiver_cfg, 
     return r_cache.replace_kv(r_cache.keys, (r_cache.values + nudge).astype(r_cache.values.dtype))
 
 
-NUDGE = interface.AdapterKind(SPEC, _init, lambda cfg, s, r: {"gate": ("layers",)}, send=C.send_cache,
+NUDGE = interface.AdapterKind(SPEC, _init, lambda cfg, s, r: C.axes_from_layout(_param_layout(cfg, s, r)),
+                              send=C.send_cache,
                               receive=_receive)
 
 

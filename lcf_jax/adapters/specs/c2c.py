@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 from lcf_jax.adapters.layer_map import LAYER_MAP_KINDS, layer_map
-from lcf_jax.adapters.specs.base import Entry, Table
+from lcf_jax.adapters.specs.base import ONES, ZEROS, Param, Table, param, table_from, torch_linear
 from lcf_jax.models.config import ModelConfig
 
 KIND = "c2c"
 SHARED_CONTEXT = True   # the role (`adapters.interface`): fuse a shared context, or send a message
+TORCH_HALF = "lcf_jax.torch.c2c:C2CAdapter"   # the PyTorch module that loads its exported files
 REQUIRED_IN_FILE = ("hidden_dim", "intermediate_dim", "num_layers", "layer_map", "eps")
 
 
@@ -55,46 +56,53 @@ def layer_layout(cfg: C2CConfig, s: ModelConfig, r: ModelConfig) -> dict:
             "receiver_layers": list(layers), "sharer_layers": list(sources)}
 
 
-def tensor_table(cfg: C2CConfig, s: ModelConfig, r: ModelConfig) -> Table:
-    """The file names of every parameter (see `export_format`)."""
+def param_layout(cfg: C2CConfig, s: ModelConfig, r: ModelConfig) -> tuple[Param, ...]:
+    """Every parameter (path, shape, logical axes, init), in the order the Flax init draws them: a "key" and a
+    "value" branch, each stacked over the receiver layers with a projector (C2C's StandardFFNLayer blocks are
+    {norm, w1, w2}, bias-free; proj_mlp2 is stacked over its num_layers - 2 blocks too). Initialised as PyTorch's
+    nn.Linear (C2C's own init), the output projection zero with `zero_init`."""
     layers, _ = c2c_layers(cfg, s, r)
     n, hd, it, nb = len(layers), cfg.hidden_dim, cfg.intermediate_dim, cfg.num_layers - 2
-    in_dim, out, h = s.kv_width + r.kv_width, r.kv_width, r.num_kv_heads
-    entries, leaves = [], {}
+    in_dim, out_dim, h = s.kv_width + r.kv_width, r.kv_width, r.num_kv_heads
+    lin = torch_linear
+    out_init = ZEROS if cfg.zero_init else lin(hd)
+
+    def ffn(br, name, lead, lead_axes, inter):
+        return [param((br, name, "norm"), lead + (hd,), lead_axes + ("hidden",), ONES),
+                param((br, name, "w1"), lead + (hd, inter), lead_axes + ("hidden", "mlp"), lin(hd)),
+                param((br, name, "w2"), lead + (inter, hd), lead_axes + ("mlp", "hidden"), lin(inter))]
+
+    out: list[Param] = []
     for br in ("key", "value"):
-        leaves.update({
-            (br, "in_w"): (n, in_dim, hd), (br, "in_b"): (n, hd),
-            (br, "mlp1", "norm"): (n, hd), (br, "mlp1", "w1"): (n, hd, it), (br, "mlp1", "w2"): (n, it, hd),
-            (br, "scalar_mlp2", "norm"): (n, hd), (br, "scalar_mlp2", "w1"): (n, hd, hd),
-            (br, "scalar_mlp2", "w2"): (n, hd, hd),
-            (br, "scalar_head_w"): (n, hd, h), (br, "scalar_head_b"): (n, h),
-            (br, "proj_mlp2", "norm"): (n, nb, hd), (br, "proj_mlp2", "w1"): (n, nb, hd, it),
-            (br, "proj_mlp2", "w2"): (n, nb, it, hd),
-            (br, "proj_out_w"): (n, hd, out), (br, "proj_out_b"): (n, out), (br, "gate_logit"): (n,)})
+        out += [param((br, "in_w"), (n, in_dim, hd), ("layers", "kv_in", "hidden"), lin(in_dim)),
+                param((br, "in_b"), (n, hd), ("layers", "hidden"), lin(in_dim))]
+        out += ffn(br, "mlp1", (n,), ("layers",), it) + ffn(br, "scalar_mlp2", (n,), ("layers",), hd)
+        out += [param((br, "scalar_head_w"), (n, hd, h), ("layers", "hidden", "kv_heads"), lin(hd)),
+                param((br, "scalar_head_b"), (n, h), ("layers", "kv_heads"), lin(hd))]
+        out += ffn(br, "proj_mlp2", (n, nb), ("layers", "blocks"), it)
+        out += [param((br, "proj_out_w"), (n, hd, out_dim), ("layers", "hidden", "kv_out"), out_init),
+                param((br, "proj_out_b"), (n, out_dim), ("layers", "kv_out"), out_init),
+                param((br, "gate_logit"), (n,), ("layers",), ZEROS)]
+    return tuple(out)
+
+
+def tensor_table(cfg: C2CConfig, s: ModelConfig, r: ModelConfig) -> Table:
+    """The file name of every parameter (see `export_format`); shapes come from `param_layout`."""
+    layers, _ = c2c_layers(cfg, s, r)
+    names = []
+    for br in ("key", "value"):
         for j, l in enumerate(layers):
             p = f"{br}.layers.{l}."
-            entries += [
-                Entry(p + "in_proj.weight", (hd, in_dim), (br, "in_w"), (j,), "linear"),
-                Entry(p + "in_proj.bias", (hd,), (br, "in_b"), (j,), "copy"),
-                Entry(p + "mlp1.norm.weight", (hd,), (br, "mlp1", "norm"), (j,), "copy"),
-                Entry(p + "mlp1.w1.weight", (it, hd), (br, "mlp1", "w1"), (j,), "linear"),
-                Entry(p + "mlp1.w2.weight", (hd, it), (br, "mlp1", "w2"), (j,), "linear"),
-                Entry(p + "scalar_mlp2.norm.weight", (hd,), (br, "scalar_mlp2", "norm"), (j,), "copy"),
-                Entry(p + "scalar_mlp2.w1.weight", (hd, hd), (br, "scalar_mlp2", "w1"), (j,), "linear"),
-                Entry(p + "scalar_mlp2.w2.weight", (hd, hd), (br, "scalar_mlp2", "w2"), (j,), "linear"),
-                Entry(p + "scalar_head.weight", (h, hd), (br, "scalar_head_w"), (j,), "linear"),
-                Entry(p + "scalar_head.bias", (h,), (br, "scalar_head_b"), (j,), "copy"),
-            ]
-            for b in range(nb):
-                q = f"{p}proj_mlp2.{b}."
-                entries += [
-                    Entry(q + "norm.weight", (hd,), (br, "proj_mlp2", "norm"), (j, b), "copy"),
-                    Entry(q + "w1.weight", (it, hd), (br, "proj_mlp2", "w1"), (j, b), "linear"),
-                    Entry(q + "w2.weight", (hd, it), (br, "proj_mlp2", "w2"), (j, b), "linear"),
-                ]
-            entries += [
-                Entry(p + "proj_out.weight", (out, hd), (br, "proj_out_w"), (j,), "linear"),
-                Entry(p + "proj_out.bias", (out,), (br, "proj_out_b"), (j,), "copy"),
-                Entry(p + "gate_logit", (), (br, "gate_logit"), (j,), "copy"),
-            ]
-    return Table(tuple(entries), leaves)
+            names += [(p + "in_proj.weight", (br, "in_w"), (j,), "linear"), (p + "in_proj.bias", (br, "in_b"), (j,), "copy")]
+            for ffn in ("mlp1", "scalar_mlp2"):
+                names += [(f"{p}{ffn}.{w}.weight", (br, ffn, w), (j,), "copy" if w == "norm" else "linear")
+                          for w in ("norm", "w1", "w2")]
+            names += [(p + "scalar_head.weight", (br, "scalar_head_w"), (j,), "linear"),
+                      (p + "scalar_head.bias", (br, "scalar_head_b"), (j,), "copy")]
+            for b in range(cfg.num_layers - 2):
+                names += [(f"{p}proj_mlp2.{b}.{w}.weight", (br, "proj_mlp2", w), (j, b), "copy" if w == "norm" else "linear")
+                          for w in ("norm", "w1", "w2")]
+            names += [(p + "proj_out.weight", (br, "proj_out_w"), (j,), "linear"),
+                      (p + "proj_out.bias", (br, "proj_out_b"), (j,), "copy"),
+                      (p + "gate_logit", (br, "gate_logit"), (j,), "copy")]
+    return table_from(param_layout(cfg, s, r), names)

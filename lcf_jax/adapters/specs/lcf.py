@@ -9,12 +9,14 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from lcf_jax.adapters.layer_map import LAYER_MAP_KINDS, adapter_layer_plan, layer_map
-from lcf_jax.adapters.specs.base import Entry, Table
+from lcf_jax.adapters.specs.base import (ONES, ZEROS, Param, Table, constant, lecun_normal, normal, param,
+                                         table_from)
 from lcf_jax.models.config import ACTIVATIONS, ModelConfig
 
 KIND = "lcf"
-SHARED_CONTEXT = True
-PRUNABLE = True   # layers/ranks set by pruning (`adapters/prune.py`); its files say `pruned`   # the role (`adapters.interface`): fuse a shared context, or send a message
+SHARED_CONTEXT = True   # the role (`adapters.interface`): fuse a shared context, or send a message
+PRUNABLE = True   # layers/ranks set by pruning (`adapters/prune.py`); its files say `pruned`
+TORCH_HALF = "lcf_jax.torch.lcf:LCFAdapter"   # the PyTorch module that loads its exported files
 # Fields a file must carry; the others take the dataclass defaults (older files lack them).
 REQUIRED_IN_FILE = ("rank", "layer_map", "activation", "eps")
 
@@ -104,26 +106,40 @@ def layer_layout(cfg: LCFConfig, s: ModelConfig, r: ModelConfig) -> dict:
             "disabled": list(cfg.disabled or ())}
 
 
-def tensor_table(cfg: LCFConfig, s: ModelConfig, r: ModelConfig) -> Table:
-    """The file names of every parameter (see `export_format`)."""
+def param_layout(cfg: LCFConfig, s: ModelConfig, r: ModelConfig) -> tuple[Param, ...]:
+    """Every parameter (path, shape, logical axes, init), in the order the Flax init draws them: one group of
+    adapter layers per rank, "r<rank>", each leaf stacked on a leading "layers" axis (see `adapters/lcf.py`)."""
     kv_in, kv_out, h = 2 * s.kv_width, 2 * r.kv_width, r.num_kv_heads
-    entries, leaves = [], {}
+    up = ZEROS if cfg.zero_init_up else normal(cfg.up_init_std)
+    down = lecun_normal(-2, -1, (0,))
+    out: list[Param] = []
     for g in lcf_groups(cfg, s, r):
         n, rk = len(g.index), g.rank
-        for leaf, shape in (("w_down", (n, kv_in, rk)), ("b_down", (n, rk)), ("norm", (n, rk)),
-                            ("w_up", (n, rk, kv_out)), ("b_up", (n, kv_out)), ("head_k", (n, h)),
-                            ("head_v", (n, h)), ("gate_logit", (n,))):
-            leaves[(g.name, leaf)] = shape
+        P = lambda leaf, shape, axes, init: param((g.name, leaf), (n,) + shape, ("layers",) + axes, init)  # noqa: E731
+        if cfg.joint_kv:
+            out += [P("w_down", (kv_in, rk), ("kv_in", "rank"), down), P("b_down", (rk,), ("rank",), ZEROS),
+                    P("norm", (rk,), ("rank",), ONES), P("w_up", (rk, kv_out), ("rank", "kv_out"), up),
+                    P("b_up", (kv_out,), ("kv_out",), ZEROS)]
+        else:   # the separate-K/V ablation: a bottleneck each, half as wide on both sides
+            for part in ("k", "v"):
+                out += [P(f"w_down_{part}", (kv_in // 2, rk), ("kv_in", "rank"), down),
+                        P(f"b_down_{part}", (rk,), ("rank",), ZEROS), P(f"norm_{part}", (rk,), ("rank",), ONES),
+                        P(f"w_up_{part}", (rk, kv_out // 2), ("rank", "kv_out"), up),
+                        P(f"b_up_{part}", (kv_out // 2,), ("kv_out",), ZEROS)]
+        out += [P("head_k", (h,), ("kv_heads",), ONES), P("head_v", (h,), ("kv_heads",), ONES),
+                P("gate_logit", (), (), constant(cfg.gate_init))]
+    return tuple(out)
+
+
+def tensor_table(cfg: LCFConfig, s: ModelConfig, r: ModelConfig) -> Table:
+    """The file name of every parameter (see `export_format`); shapes come from `param_layout`."""
+    if not cfg.joint_kv:
+        raise ValueError("LCFConfig.joint_kv=False (the separate-K/V ablation) has no exported format")
+    names = []
+    for g in lcf_groups(cfg, s, r):
         for j, l in enumerate(g.receiver_layers):
-            p = f"layers.{l}."
-            entries += [
-                Entry(p + "w_down.weight", (rk, kv_in), (g.name, "w_down"), (j,), "linear"),
-                Entry(p + "w_down.bias", (rk,), (g.name, "b_down"), (j,), "copy"),
-                Entry(p + "norm.weight", (rk,), (g.name, "norm"), (j,), "copy"),
-                Entry(p + "w_up.weight", (kv_out, rk), (g.name, "w_up"), (j,), "linear"),
-                Entry(p + "w_up.bias", (kv_out,), (g.name, "b_up"), (j,), "copy"),
-                Entry(p + "head_k", (h,), (g.name, "head_k"), (j,), "copy"),
-                Entry(p + "head_v", (h,), (g.name, "head_v"), (j,), "copy"),
-                Entry(p + "gate_logit", (), (g.name, "gate_logit"), (j,), "copy"),
-            ]
-    return Table(tuple(entries), leaves)
+            names += [(f"layers.{l}.{name}", (g.name, leaf), (j,), transform) for name, leaf, transform in (
+                ("w_down.weight", "w_down", "linear"), ("w_down.bias", "b_down", "copy"),
+                ("norm.weight", "norm", "copy"), ("w_up.weight", "w_up", "linear"), ("w_up.bias", "b_up", "copy"),
+                ("head_k", "head_k", "copy"), ("head_v", "head_v", "copy"), ("gate_logit", "gate_logit", "copy"))]
+    return table_from(param_layout(cfg, s, r), names)

@@ -7,11 +7,13 @@ import dataclasses
 from typing import Optional
 
 from lcf_jax.adapters.layer_map import select_layers
-from lcf_jax.adapters.specs.base import Entry, Table
+from lcf_jax.adapters.specs.base import (ONES, ZEROS, Param, Table, constant, lecun_normal, normal, param,
+                                         table_from)
 from lcf_jax.models.config import ACTIVATIONS, ModelConfig
 
 KIND = "lcfx"
 SHARED_CONTEXT = False   # the role (`adapters.interface`): fuse a shared context, or send a message
+TORCH_HALF = "lcf_jax.torch.lcfx:LCFXAdapter"   # the PyTorch module that loads its exported files
 # Fields a file must carry; the others take the dataclass defaults (older files lack them: a file without
 # `injection` was written before the positioned message, one without `pooling` before window pooling).
 REQUIRED_IN_FILE = ("rank", "slots", "conditioned", "pool_heads", "activation", "eps")
@@ -122,60 +124,75 @@ def layer_layout(cfg: LCFXConfig, s: ModelConfig, r: ModelConfig) -> dict:
     return {"kind": "lcfx", "sharer_layers": list(su), "receiver_layers": list(ru), "cond_layers": list(cu)}
 
 
-def tensor_table(cfg: LCFXConfig, s: ModelConfig, r: ModelConfig) -> Table:
-    """The file names of every parameter (see `export_format`)."""
+def param_layout(cfg: LCFXConfig, s: ModelConfig, r: ModelConfig) -> tuple[Param, ...]:
+    """Every parameter (path, shape, logical axes, init), in the order the Flax init draws them (the
+    conditioned locator's first, so a conditioned adapter's init stays what it was)."""
     su, ru, cu = used_layers(cfg, s, r)
-    rk, m, kv_s, kv_r = cfg.rank, cfg.slots, 2 * s.kv_width, r.kv_width
-    window = cfg.pooling == "window"
-    leaves = {("enc_w",): (len(su), kv_s, rk), ("enc_b",): (rk,), ("enc_norm",): (rk,),
-              ("pool_wv",): (rk, rk), ("pool_wo",): (rk, rk), ("out_norm",): (rk,)}
-    e = [Entry(f"encoder.in_proj.{sl}.weight", (rk, kv_s), ("enc_w",), (j,), "linear") for j, sl in enumerate(su)]
-    e += [Entry("encoder.in_proj_bias", (rk,), ("enc_b",), (), "copy"),
-          Entry("encoder.norm.weight", (rk,), ("enc_norm",), (), "copy")]
-    if window and cfg.conditioned:
-        k = cfg.locator_rank
-        leaves.update({("loc_wq",): (rk, k), ("loc_wk",): (rk, k)})
-        e += [Entry("encoder.locator_q.weight", (k, rk), ("loc_wq",), (), "linear"),
-              Entry("encoder.locator_k.weight", (k, rk), ("loc_wk",), (), "linear")]
-    if window:
-        leaves[("loc_wb",)] = (rk,)
-        e.append(Entry("encoder.locator_bias.weight", (rk,), ("loc_wb",), (), "copy"))
+    rk, m, kv = cfg.rank, cfg.slots, r.kv_width
+    fan_in_sum, plain, stacked = lecun_normal((0, 1), 2), lecun_normal(-2, -1), lecun_normal(-2, -1, (0,))
+    out = [param("enc_w", (len(su), 2 * s.kv_width, rk), ("sharer_layers", "kv_in", "rank"), fan_in_sum),
+           param("enc_b", (rk,), ("rank",), ZEROS), param("enc_norm", (rk,), ("rank",), ONES)]
+    if cfg.pooling == "attention":
+        out += [param("queries", (m, rk), ("slots", "rank"), normal(1.0)),
+                param("pool_wk", (rk, rk), ("rank_in", "rank"), plain)]
     else:
-        leaves.update({("queries",): (m, rk), ("pool_wk",): (rk, rk)})
-        e += [Entry("encoder.queries", (m, rk), ("queries",), (), "copy"),
-              Entry("encoder.pool_k.weight", (rk, rk), ("pool_wk",), (), "linear")]
-    e += [Entry("encoder.pool_v.weight", (rk, rk), ("pool_wv",), (), "linear"),
-          Entry("encoder.pool_o.weight", (rk, rk), ("pool_wo",), (), "linear"),
-          Entry("encoder.out_norm.weight", (rk,), ("out_norm",), (), "copy")]
-    if cfg.conditioned:
-        leaves.update({("cond_w",): (len(cu), 2 * kv_r, rk), ("cond_b",): (rk,), ("cond_norm",): (rk,)})
-        e += [Entry(f"encoder.cond_proj.{l}.weight", (rk, 2 * kv_r), ("cond_w",), (j,), "linear")
-              for j, l in enumerate(cu)]
-        e += [Entry("encoder.cond_bias", (rk,), ("cond_b",), (), "copy"),
-              Entry("encoder.cond_norm.weight", (rk,), ("cond_norm",), (), "copy")]
-        if not window:
-            leaves[("cond_shift",)] = (rk, m, rk)
-            e.append(Entry("encoder.cond_shift.weight", (m * rk, rk), ("cond_shift",), (), "shift"))
-    if cfg.decoder == "embed":
+        if cfg.conditioned:
+            out += [param("loc_wq", (rk, cfg.locator_rank), ("rank_in", "locator"), plain),
+                    param("loc_wk", (rk, cfg.locator_rank), ("rank_in", "locator"), plain)]
+        out.append(param("loc_wb", (rk,), ("rank",), ZEROS))
+    out += [param("pool_wv", (rk, rk), ("rank_in", "rank"), plain), param("pool_wo", (rk, rk), ("rank_in", "rank"), plain),
+            param("out_norm", (rk,), ("rank",), ONES)]
+    if cfg.decoder == "kv":
+        n = len(ru)
+        out += [param("dec_norm", (n, rk), ("layers", "rank"), ONES),
+                param("dec_wk", (n, rk, kv), ("layers", "rank", "kv_out"), normal(cfg.key_init_std)),
+                param("dec_bk", (n, kv), ("layers", "kv_out"), ZEROS),
+                param("dec_wv", (n, rk, kv), ("layers", "rank", "kv_out"), stacked),
+                param("dec_bv", (n, kv), ("layers", "kv_out"), ZEROS),
+                param("v_gate", (n,), ("layers",), constant(cfg.value_gate_init))]
+    else:
         hid, dim = cfg.embed_hidden, r.hidden_size
-        leaves.update({("dec_e_norm",): (rk,), ("dec_e_w1",): (rk, hid), ("dec_e_b1",): (hid,),
-                       ("dec_e_w2",): (hid, dim), ("dec_e_b2",): (dim,), ("dec_e_scale",): (dim,)})
-        e += [Entry("decoder.embed.norm.weight", (rk,), ("dec_e_norm",), (), "copy"),
-              Entry("decoder.embed.w1.weight", (hid, rk), ("dec_e_w1",), (), "linear"),
-              Entry("decoder.embed.w1.bias", (hid,), ("dec_e_b1",), (), "copy"),
-              Entry("decoder.embed.w2.weight", (dim, hid), ("dec_e_w2",), (), "linear"),
-              Entry("decoder.embed.w2.bias", (dim,), ("dec_e_b2",), (), "copy"),
-              Entry("decoder.embed.scale.weight", (dim,), ("dec_e_scale",), (), "copy")]
-        return Table(tuple(e), leaves)
-    for name in ("dec_norm", "dec_wk", "dec_bk", "dec_wv", "dec_bv", "v_gate"):
-        leaves[(name,)] = {"dec_norm": (len(ru), rk), "dec_wk": (len(ru), rk, kv_r), "dec_bk": (len(ru), kv_r),
-                           "dec_wv": (len(ru), rk, kv_r), "dec_bv": (len(ru), kv_r), "v_gate": (len(ru),)}[name]
-    for j, l in enumerate(ru):
-        p = f"decoder.layers.{l}."
-        e += [Entry(p + "norm.weight", (rk,), ("dec_norm",), (j,), "copy"),
-              Entry(p + "k.weight", (kv_r, rk), ("dec_wk",), (j,), "linear"),
-              Entry(p + "k.bias", (kv_r,), ("dec_bk",), (j,), "copy"),
-              Entry(p + "v.weight", (kv_r, rk), ("dec_wv",), (j,), "linear"),
-              Entry(p + "v.bias", (kv_r,), ("dec_bv",), (j,), "copy"),
-              Entry(p + "v_gate", (), ("v_gate",), (j,), "copy")]
-    return Table(tuple(e), leaves)
+        out += [param("dec_e_norm", (rk,), ("rank",), ONES), param("dec_e_w1", (rk, hid), ("rank_in", "mlp"), plain),
+                param("dec_e_b1", (hid,), ("mlp",), ZEROS), param("dec_e_w2", (hid, dim), ("mlp", "embed"), plain),
+                param("dec_e_b2", (dim,), ("embed",), ZEROS),
+                # RMSNorm weight of the decoded vector; `calibrate_embed_decoder` sets it to the RMS of the
+                # receiver's own input vectors, so slots start at the scale the first layer expects.
+                param("dec_e_scale", (dim,), ("embed",), ONES)]
+    if cfg.conditioned:
+        out += [param("cond_w", (len(cu), 2 * kv, rk), ("receiver_layers", "kv_in", "rank"), fan_in_sum),
+                param("cond_b", (rk,), ("rank",), ZEROS), param("cond_norm", (rk,), ("rank",), ONES)]
+        if cfg.pooling == "attention":
+            out.append(param("cond_shift", (rk, m, rk), ("rank_in", "slots", "rank"), ZEROS))
+    return tuple(out)
+
+
+def tensor_table(cfg: LCFXConfig, s: ModelConfig, r: ModelConfig) -> Table:
+    """The file name of every parameter (see `export_format`); shapes come from `param_layout`."""
+    su, ru, cu = used_layers(cfg, s, r)
+    window = cfg.pooling == "window"
+    e = [(f"encoder.in_proj.{sl}.weight", ("enc_w",), (j,), "linear") for j, sl in enumerate(su)]
+    e += [("encoder.in_proj_bias", ("enc_b",), (), "copy"), ("encoder.norm.weight", ("enc_norm",), (), "copy")]
+    if window and cfg.conditioned:
+        e += [("encoder.locator_q.weight", ("loc_wq",), (), "linear"),
+              ("encoder.locator_k.weight", ("loc_wk",), (), "linear")]
+    if window:
+        e.append(("encoder.locator_bias.weight", ("loc_wb",), (), "copy"))
+    else:
+        e += [("encoder.queries", ("queries",), (), "copy"), ("encoder.pool_k.weight", ("pool_wk",), (), "linear")]
+    e += [("encoder.pool_v.weight", ("pool_wv",), (), "linear"), ("encoder.pool_o.weight", ("pool_wo",), (), "linear"),
+          ("encoder.out_norm.weight", ("out_norm",), (), "copy")]
+    if cfg.conditioned:
+        e += [(f"encoder.cond_proj.{l}.weight", ("cond_w",), (j,), "linear") for j, l in enumerate(cu)]
+        e += [("encoder.cond_bias", ("cond_b",), (), "copy"), ("encoder.cond_norm.weight", ("cond_norm",), (), "copy")]
+        if not window:
+            e.append(("encoder.cond_shift.weight", ("cond_shift",), (), "shift"))
+    if cfg.decoder == "embed":
+        e += [(f"decoder.embed.{name}", (leaf,), (), t) for name, leaf, t in (
+            ("norm.weight", "dec_e_norm", "copy"), ("w1.weight", "dec_e_w1", "linear"), ("w1.bias", "dec_e_b1", "copy"),
+            ("w2.weight", "dec_e_w2", "linear"), ("w2.bias", "dec_e_b2", "copy"), ("scale.weight", "dec_e_scale", "copy"))]
+    else:
+        for j, l in enumerate(ru):
+            e += [(f"decoder.layers.{l}.{name}", (leaf,), (j,), t) for name, leaf, t in (
+                ("norm.weight", "dec_norm", "copy"), ("k.weight", "dec_wk", "linear"), ("k.bias", "dec_bk", "copy"),
+                ("v.weight", "dec_wv", "linear"), ("v.bias", "dec_bv", "copy"), ("v_gate", "v_gate", "copy"))]
+    return table_from(param_layout(cfg, s, r), e)
