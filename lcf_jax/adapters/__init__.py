@@ -8,8 +8,9 @@ ADAPTER_KINDS maps kind -> AdapterKind (`interface.py`): config class, init, par
          prefix of the receiver's cache (`lcfx.message_prefix`)
   c2c  : the C2C baseline fuser (`c2c.apply_c2c`)
 
-Each kind's config, layer plan and file table live in its JAX-free spec (`adapters/specs/<kind>.py`,
-registered in `specs.SPECS`); the Flax halves here import them. Adding a kind: its spec, its module ending
+Each kind's config, layer plan, parameter layout (`param_layout`: path, shape, logical axes, init of every
+parameter) and file table live in its JAX-free spec (`adapters/specs/<kind>.py`, registered in `specs.SPECS`);
+the Flax halves here derive their init and axes from the layout (`common.init_from_layout`). Adding a kind: its spec, its module ending
 in `ADAPTER = AdapterKind(...)`, and its name in `_KIND_MODULES` (or `interface.register` from outside). The
 names below are resolved lazily (PEP 562) so that the JAX-free submodules (`specs`, `layer_map`, `align`,
 `export_format`) can be imported without JAX/Flax, e.g. by the PyTorch port in `lcf_jax.torch`.

@@ -36,7 +36,8 @@ def _unchanged(params: Any, receiver_params: Any, *, cfg: Any, receiver_cfg: Any
 
 @dataclasses.dataclass(frozen=True)
 class AdapterKind:
-    spec: ModuleType             # the kind's JAX-free spec (`adapters/specs/`): KIND, CONFIG, SHARED_CONTEXT, tables
+    spec: ModuleType             # the kind's JAX-free spec (`adapters/specs/`): KIND, CONFIG, SHARED_CONTEXT,
+                                 # param_layout, tensor_table, TORCH_HALF
     init: Callable[..., Any]     # (key, cfg, sharer_cfg, receiver_cfg) -> params
     param_axes: Callable[..., Any]   # (cfg, sharer_cfg, receiver_cfg) -> tree of logical axis-name tuples
     send: Callable[..., Any]     # the sharer half (above)

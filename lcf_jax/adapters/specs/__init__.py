@@ -1,5 +1,6 @@
 """One spec per adapter kind, JAX-free: its config dataclass, its layer plan, the adapter.json layer
-section and the file name of every parameter. `SPECS` is the only place a kind string maps to a spec;
+section, every parameter's path, shape, logical axes and initialiser (`param_layout`) and file name
+(`tensor_table`). `SPECS` is the only place a kind string maps to a spec;
 the Flax halves (`adapters/<kind>.py`), the exported format and the PyTorch halves derive from these."""
 from __future__ import annotations
 
