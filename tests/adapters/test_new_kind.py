@@ -94,3 +94,15 @@ def test_every_shipped_kind_names_its_role_once():
     assert {k: a.shared_context for k, a in ADAPTER_KINDS.items()} == {"lcf": True, "lcfx": False, "c2c": True}
     for kind, a in ADAPTER_KINDS.items():
         assert a.kind == kind and a.config.kind == kind
+
+
+def test_a_kind_without_a_torch_half_is_refused_by_name(tmp_path, nudge):
+    from lcf_jax.adapters.export_format import AdapterFormatError
+    from lcf_jax.torch.load import adapter_class, load_adapter
+
+    (s_cfg, _), (r_cfg, _) = registry.load_any("tiny-llama"), registry.load_any("tiny-gemma3")
+    out = export_adapter(tmp_path / "nudge", nudge.init(jax.random.key(0), NudgeConfig(), s_cfg, r_cfg), NudgeConfig(),
+                         s_cfg, r_cfg)
+    with pytest.raises(AdapterFormatError, match="'nudge' has no PyTorch half"):
+        load_adapter(out)
+    assert adapter_class("lcf").__name__ == "LCFAdapter"   # the shipped kinds name theirs in their specs
