@@ -60,3 +60,14 @@ def to_torch_kv(cache: KVCache):
 
 def np_(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def left_pad(rows, pad: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Token rows left-padded to the longest: ids int64 [B, T], mask bool [B, T]."""
+    n = max(len(r) for r in rows)
+    ids = np.full((len(rows), n), pad, np.int64)
+    mask = np.zeros((len(rows), n), bool)
+    for i, r in enumerate(rows):
+        ids[i, n - len(r):] = r
+        mask[i, n - len(r):] = True
+    return ids, mask

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from export_helpers import np_, perturbed
+from export_helpers import left_pad, np_, perturbed
 
 from lcf_jax.adapters import c2c, lcf, lcfx
 from lcf_jax.adapters.export_jax import export_adapter
@@ -39,16 +39,6 @@ def _hf(family: str, seed: int):
 @pytest.fixture(scope="module")
 def models():
     return {"llama": _hf("llama", 0), "gemma3": _hf("gemma3", 1)}
-
-
-def _left_pad(rows, pad=0):
-    n = max(len(r) for r in rows)
-    ids = np.full((len(rows), n), pad, np.int64)
-    mask = np.zeros((len(rows), n), bool)
-    for i, r in enumerate(rows):
-        ids[i, n - len(r):] = r
-        mask[i, n - len(r):] = True
-    return ids, mask
 
 
 def _rows(seed, lengths, vocab=128):
@@ -85,8 +75,8 @@ def test_answer_with_lcfx_matches_the_jax_pipeline(tmp_path, models, direction, 
     p = perturbed(lcfx.init_lcfx(jax.random.key(0), cfg, s_cfg, r_cfg), 3, 0.1)
     ad = load_adapter(export_adapter(tmp_path / "a", p, cfg, s_cfg, r_cfg), sharer_model=s_hf, receiver_model=r_hf)
     # sharer contexts longer than the window (the sharer's sliding layers must still see the right tokens)
-    s_ids, s_mask = _left_pad(_rows(1, [30, 19, 26]))
-    q_ids, q_mask = _left_pad(_rows(2, [7, 9, 4]))
+    s_ids, s_mask = left_pad(_rows(1, [30, 19, 26]))
+    q_ids, q_mask = left_pad(_rows(2, [7, 9, 4]))
     new = 6
     # JAX: prefill sharer, encode, decode, prefill + greedy decode with extra_kv
     _, s_cache = _jax_prefill(s_params, s_cfg, s_ids, s_mask)
@@ -173,9 +163,9 @@ def test_fused_cache_generation_matches_the_jax_pipeline(tmp_path, models, kind,
         p["key"]["gate_logit"] = jnp.ones_like(p["key"]["gate_logit"])
         p["value"]["gate_logit"] = jnp.ones_like(p["value"]["gate_logit"])
     ad = load_adapter(export_adapter(tmp_path / "a", p, cfg, s_cfg, r_cfg))
-    s_ids, s_mask = _left_pad(_rows(5, [14, 11]))
-    c_ids, c_mask = _left_pad(_rows(6, [12, 9]))           # the receiver's tokenisation of the same context
-    q_ids, q_mask = _left_pad(_rows(7, [3, 5]))
+    s_ids, s_mask = left_pad(_rows(5, [14, 11]))
+    c_ids, c_mask = left_pad(_rows(6, [12, 9]))           # the receiver's tokenisation of the same context
+    q_ids, q_mask = left_pad(_rows(7, [3, 5]))
     new = 5
     _, s_cache = _jax_prefill(s_params, s_cfg, s_ids, s_mask)
     _, r_cache = _jax_prefill(r_params, r_cfg, c_ids, c_mask, room=q_ids.shape[1] + new)
@@ -220,8 +210,8 @@ def test_positioned_message_matches_the_jax_pipeline(tmp_path, models, direction
     p = perturbed(lcfx.calibrate_embed_decoder(lcfx.init_lcfx(jax.random.key(0), cfg, s_cfg, r_cfg), r_params,
                                                cfg=cfg, receiver_cfg=r_cfg), 3, 0.1)
     ad = load_adapter(export_adapter(tmp_path / "a", p, cfg, s_cfg, r_cfg), sharer_model=s_hf, receiver_model=r_hf)
-    s_ids, s_mask = _left_pad(_rows(1, [30, 19, 3]))
-    q_ids, q_mask = _left_pad(_rows(2, [7, 9, 4]))
+    s_ids, s_mask = left_pad(_rows(1, [30, 19, 3]))
+    q_ids, q_mask = left_pad(_rows(2, [7, 9, 4]))
     bos = np.ones((3, 1), np.int64)
     new = 6
     _, s_cache = _jax_prefill(s_params, s_cfg, s_ids, s_mask)

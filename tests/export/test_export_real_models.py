@@ -9,9 +9,9 @@ import warnings
 from pathlib import Path
 
 import jax
-import numpy as np
 import pytest
 import torch
+from export_helpers import left_pad
 
 from lcf_jax.adapters import lcfx
 from lcf_jax.adapters.export_jax import export_adapter, import_adapter
@@ -27,16 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 N_QUESTIONS = 20
 MAX_NEW_TOKENS = 8
 DATA = dict(max_sharer_len=128, max_prompt_len=48, max_target_len=16)
-
-
-def _left_pad(rows, pad):
-    n = max(len(r) for r in rows)
-    ids = np.full((len(rows), n), pad, np.int64)
-    mask = np.zeros((len(rows), n), bool)
-    for i, r in enumerate(rows):
-        ids[i, n - len(r):] = r
-        mask[i, n - len(r):] = True
-    return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
 def _adapter(tmp_path, s_cfg, r_cfg):
@@ -89,8 +79,8 @@ def test_pytorch_answers_equal_jax_answers_on_squad(tmp_path, loaded, pair):
     t_jax = time.perf_counter() - t0
 
     ad = load_adapter(out_dir, sharer_model=s_hf, receiver_model=r_hf)
-    s_ids, s_mask = _left_pad(s_rows, sharer.config.pad_token_id)
-    p_ids, p_mask = _left_pad(p_rows, receiver.config.pad_token_id)
+    s_ids, s_mask = map(torch.from_numpy, left_pad(s_rows, sharer.config.pad_token_id))
+    p_ids, p_mask = map(torch.from_numpy, left_pad(p_rows, receiver.config.pad_token_id))
     seqs = answer_with_lcfx(s_hf, r_hf, ad, s_ids, p_ids, MAX_NEW_TOKENS, sharer_attention_mask=s_mask,
                             receiver_attention_mask=p_mask)
     eos = set(receiver.config.eos_token_ids)
