@@ -134,7 +134,8 @@ def test_snapping_returns_the_nearest_input_vector_exactly():
     ids = jnp.asarray([[5, 9, 33], [60, 2, 17]])
     exact = T.embed_tokens(pr, ids, config=r)
     noisy = exact + 0.05 * jax.random.normal(jax.random.key(0), exact.shape) * jnp.std(exact)
-    got = lcfx.snap_to_vocabulary(noisy, pr, r, chunk=4)          # chunks that do not divide the 6 rows
-    np.testing.assert_allclose(np.asarray(got), np.asarray(exact), rtol=1e-6, atol=1e-6)
+    for chunk in (4, 512):   # chunks that do not divide the 6 rows; a chunk larger than the rows
+        got = lcfx.snap_to_vocabulary(noisy, pr, r, chunk=chunk)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(exact), rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="snap needs decoder='embed'"):
         lcfx.LCFXConfig(snap=True)
