@@ -31,7 +31,7 @@ def _time(fn, steps: int) -> float:
 def qa_step(pair: str, steps: int, batch: int, sharer_len: int, target_len: int) -> tuple[float, int]:
     """(seconds per step, supervised tokens per step) of the QA objective (the first recipe's stage 2)."""
     from lcf_jax.train import config as config_lib, run_setup
-    from lcf_jax.train.feed import SyntheticBatches, device_arrays
+    from lcf_jax.train.feed import SyntheticBatches
     from lcf_jax.train.step import init_state, jit_train_step
     from lcf_jax.train import sharding
 
@@ -39,13 +39,13 @@ def qa_step(pair: str, steps: int, batch: int, sharer_len: int, target_len: int)
     cfg = config_lib.pair_config(s, r, "lcfx", data={"task": "synthetic", "batch_size": batch},
                                  mesh={"data": 1, "model": 1, "num_devices": 1})
     b = run_setup.build(cfg)
-    feed = SyntheticBatches(False, b["setup"].sharer, b["setup"].receiver, batch, 0, sharer_len=sharer_len,
+    feed = SyntheticBatches(False, b.setup.sharer, b.setup.receiver, batch, 0, sharer_len=sharer_len,
                             prompt_len=32, target_len=target_len)
-    bt = device_arrays(next(feed))
-    batch_sh = sharding.batch_sharding(bt, b["mesh"])
-    step_fn = jit_train_step(b["setup"], b["optimizer"], b["mesh"], b["state_sh"], b["frozen_sh"], batch_sh)
-    state = [sharding.put_global(init_state(b["params"], b["optimizer"], 0), b["state_sh"])]
-    frozen, put = sharding.put_global(b["frozen"], b["frozen_sh"]), sharding.put_global(bt, batch_sh)
+    bt = next(feed)
+    batch_sh = sharding.batch_sharding(bt, b.mesh)
+    step_fn = jit_train_step(b.setup, b.optimizer, b.mesh, b.state_sh, b.frozen_sh, batch_sh)
+    state = [sharding.put_global(init_state(b.params, b.optimizer, 0), b.state_sh)]
+    frozen, put = sharding.put_global(b.frozen, b.frozen_sh), sharding.put_global(bt, batch_sh)
 
     def one():
         state[0], m = step_fn(state[0], frozen, put)
@@ -55,15 +55,14 @@ def qa_step(pair: str, steps: int, batch: int, sharer_len: int, target_len: int)
 
 def translation_step(pair: str, steps: int, batch: int, sharer_len: int) -> tuple[float, int]:
     """(seconds per step, supervised tokens per step) of the token translation (the window recipe's stage 1)."""
-    import functools
-
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     from lcf_jax.adapters import lcfx
+    from lcf_jax.data.batches import SharerRows, TokenTargetBatch
     from lcf_jax.models import registry
-    from lcf_jax.train import optim, stage, token_translation
+    from lcf_jax.train import phase, token_translation
     from lcf_jax.train.objective import Setup
 
     s, r = PAIRS[pair]
@@ -75,23 +74,18 @@ def translation_step(pair: str, steps: int, batch: int, sharer_len: int) -> tupl
     setup = Setup("lcfx", cfg, s_cfg, r_cfg)
     params = lcfx.calibrate_embed_decoder(lcfx.init_lcfx(jax.random.key(0), cfg, s_cfg, r_cfg), r_params, cfg=cfg,
                                           receiver_cfg=r_cfg)
-    cut_params, cut_cfg = token_translation.sharer_prefix_model(s_params, setup)
     rng = np.random.RandomState(0)
-    bt = {"sharer_ids": jnp.asarray(rng.randint(3, s_cfg.vocab_size, (batch, sharer_len)), jnp.int32),
-          "sharer_mask": jnp.ones((batch, sharer_len), bool),
-          "sharer_positions": jnp.broadcast_to(jnp.arange(sharer_len, dtype=jnp.int32), (batch, sharer_len)),
-          "targets": jnp.asarray(rng.randint(3, r_cfg.vocab_size, (batch, sharer_len)), jnp.int32),
-          "weight": jnp.ones((batch, sharer_len), bool)}
-    optimizer = optim.make_optimizer(1e-3, 1, steps + 1)
-    trained = {k: jnp.asarray(params[k]) for k in token_translation.TRAINED_KEYS}
-    fixed = {k: v for k, v in params.items() if k not in token_translation.TRAINED_KEYS}
-    state = [trained, optimizer.init(trained)]
-    loss = functools.partial(token_translation.stage_loss, setup=setup, cut_cfg=cut_cfg)
-    step_fn = jax.jit(stage.make_step(loss, optimizer))
-    frozen = (cut_params, jnp.asarray(r_params["embed"]))
+    rows = SharerRows(jnp.asarray(rng.randint(3, s_cfg.vocab_size, (batch, sharer_len)), jnp.int32),
+                      jnp.ones((batch, sharer_len), bool),
+                      jnp.broadcast_to(jnp.arange(sharer_len, dtype=jnp.int32), (batch, sharer_len)))
+    bt = TokenTargetBatch(rows, jnp.asarray(rng.randint(3, r_cfg.vocab_size, (batch, sharer_len)), jnp.int32),
+                          jnp.ones((batch, sharer_len), bool))
+    stage = token_translation.make_phase((s_params, r_params), None, setup, steps=steps + 1, lr=1e-3)
+    state = [phase.init_state(stage, params, 0)]
+    step_fn = phase.jit_step(stage)
 
     def one():
-        state[0], state[1], m = step_fn(state[0], state[1], fixed, frozen, bt)
+        state[0], m = step_fn(state[0], stage.frozen, bt)
         return m
     return _time(one, steps), batch * sharer_len
 

@@ -24,25 +24,25 @@ def _child(pair: str, sharer_cache: str, devices: int, steps: int, batch: int, s
     import numpy as np
 
     from lcf_jax.train import config as config_lib, run_setup, sharding
-    from lcf_jax.train.feed import SyntheticBatches, device_arrays
+    from lcf_jax.data.batches import SharerKV
+    from lcf_jax.train.feed import SyntheticBatches
     from lcf_jax.train.step import init_state, jit_train_step
 
     s, r = PAIRS[pair]
     cfg = config_lib.pair_config(s, r, "lcfx", data={"task": "synthetic", "batch_size": batch},
                                  mesh={"data": devices, "model": 1, "num_devices": devices})
     b = run_setup.build(cfg)
-    setup, mesh = b["setup"], b["mesh"]
+    setup, mesh = b.setup, b.mesh
     feed = SyntheticBatches(False, setup.sharer, setup.receiver, batch, 0, sharer_len=sharer_len, prompt_len=16,
                             target_len=16)
-    batches = [device_arrays(next(feed)) for _ in range(steps + 1)]
+    batches = [next(feed) for _ in range(steps + 1)]
     if sharer_cache == "precomputed":
-        compute = run_setup.sharer_cache_fn(setup, b["frozen"][0])
-        for bt in batches:
-            bt["sharer_keys"], bt["sharer_values"] = (np.asarray(x) for x in compute(bt))
+        compute = run_setup.sharer_cache_fn(setup, b.frozen[0])
+        batches = [bt._replace(sharer_kv=SharerKV(*(np.asarray(x) for x in compute(bt.sharer)))) for bt in batches]
     batch_sh = sharding.batch_sharding(batches[0], mesh)
-    step_fn = jit_train_step(setup, b["optimizer"], mesh, b["state_sh"], b["frozen_sh"], batch_sh)
-    state = sharding.put_global(init_state(b["params"], b["optimizer"], 0), b["state_sh"])
-    frozen = sharding.put_global(b["frozen"], b["frozen_sh"])
+    step_fn = jit_train_step(setup, b.optimizer, mesh, b.state_sh, b.frozen_sh, batch_sh)
+    state = sharding.put_global(init_state(b.params, b.optimizer, 0), b.state_sh)
+    frozen = sharding.put_global(b.frozen, b.frozen_sh)
     state, m = step_fn(state, frozen, sharding.put_global(batches[0], batch_sh))
     jax.block_until_ready(m)
     t = time.perf_counter()

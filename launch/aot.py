@@ -90,6 +90,8 @@ def _lower_compile(cfg, batch_size: int, devices) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
+    from lcf_jax.adapters import ADAPTER_KINDS
+    from lcf_jax.data.batches import leaves
     from lcf_jax.models import registry
     from lcf_jax.train import feed as feed_lib, run_setup, sharding
     from lcf_jax.train.step import TrainState, jit_train_step
@@ -99,21 +101,22 @@ def _lower_compile(cfg, batch_size: int, devices) -> dict:
     with _patched(registry, "load_any", _abstract_models()), \
             _patched(sharding, "make_mesh", lambda d=-1, m=1, devices_=None: make_mesh(d, m, devices)):
         b = run_setup.build(cfg)
-    setup, mesh = b["setup"], b["mesh"]
+    setup, mesh = b.setup, b.mesh
     sds = lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype)  # noqa: E731
-    params = jax.tree.map(sds, b["params"])
-    opt = jax.eval_shape(b["optimizer"].init, params)
+    params = jax.tree.map(sds, b.params)
+    opt = jax.eval_shape(b.optimizer.init, params)
     rng = jax.eval_shape(lambda: jax.random.PRNGKey(0))
     state = TrainState(jax.ShapeDtypeStruct((), jnp.int32), params, opt, rng)
-    frozen = b["frozen"]
+    frozen = b.frozen
     d = cfg.data
-    synth = feed_lib.SyntheticBatches(setup.kind, setup.sharer, setup.receiver, batch_size, d.seed,
+    synth = feed_lib.SyntheticBatches(ADAPTER_KINDS[setup.kind].shared_context, setup.sharer, setup.receiver,
+                                      batch_size, d.seed,
                                       sharer_len=d.max_sharer_len, prompt_len=d.max_prompt_len,
                                       target_len=d.max_target_len, context_len=d.max_sharer_len)
-    batch_np = feed_lib.device_arrays(next(synth))
+    batch_np = next(synth)
     batch = jax.tree.map(sds, batch_np)
     batch_sh = sharding.batch_sharding(batch_np, mesh)
-    step_fn = jit_train_step(setup, b["optimizer"], mesh, b["state_sh"], b["frozen_sh"], batch_sh)
+    step_fn = jit_train_step(setup, b.optimizer, mesh, b.state_sh, b.frozen_sh, batch_sh)
     t_build = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -135,7 +138,7 @@ def _lower_compile(cfg, batch_size: int, devices) -> dict:
         "platform": devices[0].platform,
         "mesh": {k: int(v) for k, v in mesh.shape.items()},
         "global_batch": batch_size,
-        "batch_shapes": {k: list(v.shape) for k, v in batch.items()},
+        "batch_shapes": {k: list(v.shape) for k, v in leaves(batch).items()},
         "adapter_params": n_params(params),
         "frozen_params": n_params(frozen),
         "seconds": {"build": round(t_build, 2), "lower": round(t_lower, 2), "compile": round(t_compile, 2)},

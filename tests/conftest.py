@@ -1,8 +1,9 @@
 """Test-wide settings: 8 virtual CPU devices for sharding tests, offline Hugging Face, local caches."""
 import os
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from lcf_jax.paths import repo_root
+
+ROOT = repo_root()
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -10,7 +11,6 @@ os.environ.setdefault("HF_HOME", str(ROOT / ".cache" / "hf_home"))
 os.environ.setdefault("TFDS_DATA_DIR", str(ROOT / ".cache" / "tfds"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import pytest  # noqa: E402
 
 
 def pytest_configure(config):

@@ -5,7 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from lcf_jax.paths import repo_root
+
+ROOT = repo_root()
 PACKAGE = ROOT / "lcf_jax"
 
 

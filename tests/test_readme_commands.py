@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from lcf_jax.paths import repo_root
+
+ROOT = repo_root()
 
 
 def readme_commands(path: Path = ROOT / "README.md") -> list[str]:

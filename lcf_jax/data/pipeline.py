@@ -1,27 +1,29 @@
 """Tokenisation of QA examples for a (sharer, receiver) model pair, length buckets and batching.
 
-Layout of one example (`QAFeatures.pad`, mode "train"):
+Layout of one example (`QAFeatures.pad`, mode "train": a `batches.QABatch` without the batch axis):
 
-    sharer_ids     [Ls]  left-padded:  pad pad pad BOS? passage...        (sharer_mask marks tokens)
+    sharer.ids     [Ls]  left-padded:  pad pad pad BOS? passage...        (sharer.mask marks tokens)
     receiver_ids   [Lr]  right-padded: BOS? prompt... target... EOS pad   (receiver_mask marks tokens)
     loss_mask      [Lr]  True exactly at the target tokens (answer tokens and EOS)
 
 `loss_mask[t]` marks the *token* at position t: a next-token loss uses the logits of position
 t - 1 for it (i.e. `loss_mask[1:]` against `logits[:-1]`). Ls and Lr are length buckets (the
 smallest configured bucket that fits) so that jit sees few shapes. In mode "generate" the
-receiver part is only the prompt, left-padded (`prompt_ids`, `prompt_mask`), so every row of a
-batch ends at the same position and decoding appends at the right.
+receiver part is only the prompt, left-padded (`batches.PromptBatch`), so every row of a batch ends
+at the same position and decoding appends at the right.
 
 `BucketedBatches` yields index batches whose examples share a bucket, in an order that is a
 function of (seed, epoch) only; `state()` / `restore()` resume exactly. `QABatchIterator` puts
-the two together and yields dicts of stacked numpy arrays.
+the two together and yields batches of stacked numpy arrays.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Hashable, Iterator, Optional, Sequence
+from typing import Hashable, Iterator, Optional, Sequence, Union
 
 import numpy as np
+
+from lcf_jax.data.batches import PromptBatch, QABatch, SharerRows, TeacherRows, stack
 
 DEFAULT_PROMPT_TEMPLATE = "Question: {question}\nAnswer:"
 DEFAULT_TARGET_TEMPLATE = " {answer}"
@@ -203,9 +205,10 @@ class QAFeatures:
         return (bucket_for(len(tok.sharer), self.sharer_buckets),
                 bucket_for(r_len, self.receiver_buckets))
 
-    def pad(self, tok: TokenizedQA, mode: str = "train",
-            key: Optional[tuple[int, int]] = None) -> dict[str, np.ndarray]:
-        """Padded arrays of one example at its bucket (or at `key`, which must fit)."""
+    def pad(self, tok: TokenizedQA, mode: str = "train", key: Optional[tuple[int, int]] = None
+            ) -> Union[QABatch, PromptBatch]:
+        """The padded arrays of one example at its bucket (or at `key`, which must fit): a `QABatch` (mode
+        "train") or `PromptBatch` (mode "generate") without the batch axis."""
         if mode not in ("train", "generate"):
             raise ValueError("mode must be 'train' or 'generate'")
         ls, lr = key if key is not None else self.bucket_key(tok, mode)
@@ -216,40 +219,30 @@ class QAFeatures:
         sharer_mask = np.zeros(ls, bool)
         sharer_ids[ls - ns:] = tok.sharer
         sharer_mask[ls - ns:] = True
-        sharer_positions = positions_from_mask(sharer_mask)
-        out = {"sharer_ids": sharer_ids, "sharer_mask": sharer_mask,
-               "sharer_positions": sharer_positions}
+        sharer = SharerRows(sharer_ids, sharer_mask, positions_from_mask(sharer_mask))
         n_p, n_t = len(tok.prompt), len(tok.target)
+        ids = np.full(lr, self.receiver_pad_id, np.int32)
+        mask = np.zeros(lr, bool)
         if mode == "train":
             if n_p + n_t > lr:
                 raise ValueError(f"{n_p + n_t} receiver tokens do not fit bucket {lr}")
-            ids = np.full(lr, self.receiver_pad_id, np.int32)
             ids[:n_p] = tok.prompt
             ids[n_p:n_p + n_t] = tok.target
-            mask = np.zeros(lr, bool)
             mask[:n_p + n_t] = True
             loss = np.zeros(lr, bool)
             loss[n_p:n_p + n_t] = True
-            out.update(receiver_ids=ids, receiver_mask=mask, loss_mask=loss,
-                       prompt_len=np.int32(n_p), target_len=np.int32(n_t))
-            if tok.teacher_context is not None:
-                out.update(self._teacher_row(tok))
-        else:
-            if n_p > lr:
-                raise ValueError(f"{n_p} prompt tokens do not fit bucket {lr}")
-            ids = np.full(lr, self.receiver_pad_id, np.int32)
-            ids[lr - n_p:] = tok.prompt
-            mask = np.zeros(lr, bool)
-            mask[lr - n_p:] = True
-            out.update(prompt_ids=ids, prompt_mask=mask,
-                       prompt_positions=positions_from_mask(mask),
-                       prompt_len=np.int32(n_p))
-        return out
+            teacher = self._teacher_row(tok) if tok.teacher_context is not None else None
+            return QABatch(sharer, ids, mask, loss, np.bool_(True), np.int32(-1), teacher)
+        if n_p > lr:
+            raise ValueError(f"{n_p} prompt tokens do not fit bucket {lr}")
+        ids[lr - n_p:] = tok.prompt
+        mask[lr - n_p:] = True
+        return PromptBatch(sharer, ids, mask, positions_from_mask(mask), np.bool_(True), np.int32(-1))
 
-    def _teacher_row(self, tok: TokenizedQA) -> dict[str, np.ndarray]:
+    def _teacher_row(self, tok: TokenizedQA) -> TeacherRows:
         """The teacher's row, right-padded: [prefix | passage | prompt after its prefix | target].
-        teacher_offset is the passage's length: student row position t (after the prefix) holds the
-        same token as teacher row position t + teacher_offset."""
+        The offset is the passage's length: student row position t (after the prefix) holds the
+        same token as teacher row position t + offset."""
         n = self.teacher_len
         pre = len(self._receiver_prefix)
         row = np.concatenate([tok.prompt[:pre], tok.teacher_context, tok.prompt[pre:], tok.target])
@@ -257,15 +250,15 @@ class QAFeatures:
         ids[:len(row)] = row
         mask = np.zeros(n, bool)
         mask[:len(row)] = True
-        return {"teacher_ids": ids, "teacher_mask": mask, "teacher_offset": np.int32(len(tok.teacher_context))}
+        return TeacherRows(ids, mask, np.int32(len(tok.teacher_context)))
 
-    def __call__(self, example: dict, mode: str = "train") -> dict[str, np.ndarray]:
+    def __call__(self, example: dict, mode: str = "train") -> Union[QABatch, PromptBatch]:
         return self.pad(self.tokenize(example), mode)
 
-    def collate(self, toks: Sequence[TokenizedQA], mode: str = "train",
-                batch_size: Optional[int] = None) -> dict[str, Any]:
-        """Stack examples of one bucket; rows beyond len(toks) (up to batch_size) are padding
-        copies of the first example with `example_mask` False."""
+    def collate(self, toks: Sequence[TokenizedQA], mode: str = "train", batch_size: Optional[int] = None,
+                rows: Optional[Sequence[int]] = None) -> Union[QABatch, PromptBatch]:
+        """Stack examples of one bucket; rows beyond len(toks) (up to batch_size) are padding copies of the
+        first example with `example_mask` False. `rows` (default 0, 1, ...) become `example_rows`."""
         if not toks:
             raise ValueError("empty batch")
         key = self.bucket_key(toks[0], mode)
@@ -275,13 +268,12 @@ class QAFeatures:
         batch_size = len(toks) if batch_size is None else batch_size
         if batch_size < len(toks):
             raise ValueError("more examples than batch_size")
-        rows = [self.pad(t, mode, key) for t in toks]
-        rows += [rows[0]] * (batch_size - len(toks))
-        batch: dict[str, Any] = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
-        batch["example_mask"] = np.arange(batch_size) < len(toks)
-        batch["ids"] = [t.id for t in toks]
-        batch["answers"] = [t.answers for t in toks]
-        return batch
+        padded = [self.pad(t, mode, key) for t in toks]
+        batch = stack(padded + [padded[0]] * (batch_size - len(toks)))
+        index = np.arange(len(toks)) if rows is None else np.asarray(rows)
+        return batch._replace(example_mask=np.arange(batch_size) < len(toks),
+                              example_rows=np.concatenate([index, np.full(batch_size - len(toks), index[0])]
+                                                          ).astype(np.int32))
 
 
 class BucketedBatches:
@@ -391,13 +383,12 @@ class QABatchIterator:
         self.batches = BucketedBatches(keys, batch_size, seed, shuffle=shuffle,
                                        drop_remainder=drop_remainder, num_epochs=num_epochs)
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[Union[QABatch, PromptBatch]]:
         return self
 
-    def __next__(self) -> dict:
+    def __next__(self) -> Union[QABatch, PromptBatch]:
         idx = next(self.batches)
-        return self.features.collate([self.tokenized[i] for i in idx], self.mode,
-                                     self.batch_size)
+        return self.features.collate([self.tokenized[i] for i in idx], self.mode, self.batch_size, rows=idx)
 
     def __len__(self) -> int:
         return len(self.batches)

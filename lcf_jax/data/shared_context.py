@@ -9,8 +9,8 @@ Each instruction example {prompt, completion} becomes
 
 The receiver's context cache holds all context tokens but the last; the continuation it runs on the
 fused cache is [last context token] + target, so every target token (the first one included) is
-predicted, and from a fused cache. Batch layout (what `train/objective.py` reads):
-  sharer_ids/sharer_mask/sharer_positions [B, Ts]   the context, sharer tokens, left-padded
+predicted, and from a fused cache. Batch layout (`batches.SharedContextBatch`, what `train/objective.py` reads):
+  sharer.ids/.mask/.positions [B, Ts]               the context, sharer tokens, left-padded
   receiver_ctx_ids/receiver_ctx_mask [B, Tc]        the context but its last token, receiver tokens, left-padded
   alignment [B, Tc]                                 sharer cache slot fused into each receiver slot, -1 on padding
   receiver_ids/receiver_mask/loss_mask [B, Tr]      [last context token] + target, right-padded; loss on the target
@@ -18,11 +18,12 @@ predicted, and from a fused cache. Batch layout (what `train/objective.py` reads
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from lcf_jax.adapters.align import tokenize_pair
+from lcf_jax.data.batches import SharedContextBatch, SharerRows
 from lcf_jax.data.pipeline import BucketedBatches, bucket_for, default_buckets, pad_id, positions_from_mask
 
 DEFAULT_CONTEXT_TEMPLATE = "{prompt}\n"
@@ -80,7 +81,7 @@ class SharedContextFeatures:
                 bucket_for(len(tok.target) + 1, self.target_buckets))
 
     def collate(self, toks: Sequence[TokenizedShared], key: Optional[tuple[int, int, int]] = None
-                ) -> dict[str, np.ndarray]:
+                ) -> SharedContextBatch:
         """Stack examples of one bucket, or of several into the padded shape `key` (e.g. the largest of
         their bucket keys, as the multiple-choice scorer does for the choices of one question)."""
         keys = {self.bucket_key(t) for t in toks}
@@ -88,23 +89,21 @@ class SharedContextFeatures:
             raise ValueError(f"a batch must hold examples of one bucket, got {sorted(keys)}")
         ls, lc, lr = key if key is not None else keys.pop()
         b = len(toks)
-        out = {
-            "sharer_ids": np.full((b, ls), self.sharer_pad, np.int32), "sharer_mask": np.zeros((b, ls), bool),
-            "receiver_ctx_ids": np.full((b, lc), self.receiver_pad, np.int32),
-            "receiver_ctx_mask": np.zeros((b, lc), bool), "alignment": np.full((b, lc), -1, np.int32),
-            "receiver_ids": np.full((b, lr), self.receiver_pad, np.int32), "receiver_mask": np.zeros((b, lr), bool),
-            "loss_mask": np.zeros((b, lr), bool),
-        }
+        s_ids, s_mask = np.full((b, ls), self.sharer_pad, np.int32), np.zeros((b, ls), bool)
+        c_ids, c_mask = np.full((b, lc), self.receiver_pad, np.int32), np.zeros((b, lc), bool)
+        alignment = np.full((b, lc), -1, np.int32)
+        r_ids, r_mask = np.full((b, lr), self.receiver_pad, np.int32), np.zeros((b, lr), bool)
+        loss = np.zeros((b, lr), bool)
         for i, t in enumerate(toks):
             ns, nc, nt = len(t.sharer), len(t.receiver_ctx) - 1, len(t.target)
-            out["sharer_ids"][i, ls - ns:], out["sharer_mask"][i, ls - ns:] = t.sharer, True
-            out["receiver_ctx_ids"][i, lc - nc:], out["receiver_ctx_mask"][i, lc - nc:] = t.receiver_ctx[:-1], True
-            out["alignment"][i, lc - nc:] = (ls - ns) + t.alignment[:-1]
-            out["receiver_ids"][i, : nt + 1] = np.concatenate([t.receiver_ctx[-1:], t.target])
-            out["receiver_mask"][i, : nt + 1] = True
-            out["loss_mask"][i, 1: nt + 1] = True
-        out["sharer_positions"] = positions_from_mask(out["sharer_mask"])
-        return out
+            s_ids[i, ls - ns:], s_mask[i, ls - ns:] = t.sharer, True
+            c_ids[i, lc - nc:], c_mask[i, lc - nc:] = t.receiver_ctx[:-1], True
+            alignment[i, lc - nc:] = (ls - ns) + t.alignment[:-1]
+            r_ids[i, : nt + 1] = np.concatenate([t.receiver_ctx[-1:], t.target])
+            r_mask[i, : nt + 1] = True
+            loss[i, 1: nt + 1] = True
+        return SharedContextBatch(SharerRows(s_ids, s_mask, positions_from_mask(s_mask)), c_ids, c_mask, alignment,
+                                  r_ids, r_mask, loss, np.ones(b, bool))
 
 
 class SharedContextBatches:
@@ -120,7 +119,7 @@ class SharedContextBatches:
     def __iter__(self):
         return self
 
-    def __next__(self) -> dict[str, Any]:
+    def __next__(self) -> SharedContextBatch:
         return self.features.collate([self.tokenized[i] for i in next(self.index)])
 
     def state(self) -> dict:

@@ -34,9 +34,9 @@ def _choice_logliks(adapter_params, sharer_params, receiver_params, batch, *, se
     hidden = objective.receiver_hidden(adapter_params, sharer_params, receiver_params, batch, setup, train=False)
     logits = transformer.lm_head(receiver_params, hidden[:, :-1], config=setup.receiver)
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    tgt = batch["receiver_ids"][:, 1:]
+    tgt = batch.receiver_ids[:, 1:]
     tok = jnp.take_along_axis(logp, tgt[..., None], axis=-1)[..., 0]
-    return jnp.sum(tok * batch["loss_mask"][:, 1:], axis=1)
+    return jnp.sum(tok * batch.loss_mask[:, 1:], axis=1)
 
 
 def mc_loglik_fused(setup: Setup, adapter_params, frozen: tuple, features: SharedContextFeatures, question: str,
@@ -50,6 +50,6 @@ def mc_loglik_fused(setup: Setup, adapter_params, frozen: tuple, features: Share
     ctx = max(max(k[0], k[1]) for k in keys)
     tgt = max(k[2] for k in keys)
     key = (ctx, ctx, 16 if tgt <= 16 else max(tgt, 64))
-    batch = {k: jnp.asarray(v) for k, v in features.collate(toks, key=key).items()}
+    batch = jax.tree.map(jnp.asarray, features.collate(toks, key=key))
     ll = _choice_logliks(adapter_params, frozen[0], frozen[1], batch, setup=setup)
     return [float(x) for x in np.asarray(ll)], [len(t.target) for t in toks]

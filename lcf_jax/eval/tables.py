@@ -201,9 +201,8 @@ def table_cross_context(session, sets: dict = T2_SETS, n: int = 50, budgets=(32,
 
     LCF-X rows come from `session.adapter` and from `adapters` (name -> (LCFXConfig, params)): each
     adapter gets its own row and its own unrelated-passage control row."""
-    from lcf_jax.comm.protocols import tasks_from_examples
+    from lcf_jax.comm.protocols import run_protocol, tasks_from_examples
     from lcf_jax.data import sources
-    from lcf_jax.eval.bootstrap import mean_interval, paired_difference
 
     results: list[dict] = []
     methods: list[tuple[str, Any, str, dict]] = [("receiver alone", session, "alone", {})]
@@ -219,9 +218,7 @@ def table_cross_context(session, sets: dict = T2_SETS, n: int = 50, budgets=(32,
         tasks = tasks_from_examples(sources.read(set_name, split, data_dir=data_dir, max_examples=n))
         for label, sess, proto, kw in methods:
             t0 = time.perf_counter()
-            fn = {"alone": sess.alone, "oracle": sess.oracle, "text": sess.text, "lcfx": sess.lcfx,
-                  "lcfx_control": sess.lcfx_control}[proto]
-            replies = fn(tasks, **kw)
+            replies = run_protocol(sess, proto, tasks, **kw)
             answers = [r.answer for r in replies]
             f1s = [100.0 * metrics.f1(a, t.answers) for a, t in zip(answers, tasks)]
             ems = [100.0 * metrics.exact_match(a, t.answers) for a, t in zip(answers, tasks)]

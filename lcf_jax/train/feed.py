@@ -1,16 +1,17 @@
 """Batches for the loop: resumable iterators with `state()`/`restore()`, one per data task.
 
-`synthetic`: random tokens in the exact batch layout `objective.py` expects (tests, benchmarks);
+`synthetic`: random tokens in the batch layouts `objective.py` reads (`data.batches`) (tests, benchmarks);
 deterministic in (seed, step) so its state is one integer.
 `qa`: the TFDS-built QA sets (different contexts), tokenised for the model pair by `QAFeatures`.
 `instruct`: the TFDS-built instruction sets read by both models (shared context, `data/shared_context.py`).
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional, Union
 
 import numpy as np
 
+from lcf_jax.data.batches import QABatch, SharedContextBatch, SharerKV, SharerRows, TeacherRows
 from lcf_jax.data.pipeline import positions_from_mask
 from lcf_jax.models.config import ModelConfig
 
@@ -38,46 +39,38 @@ class SyntheticBatches(PositionIterator):
         self.sharer_len, self.prompt_len, self.target_len, self.context_len = sharer_len, prompt_len, target_len, context_len
         self.position = 0
 
-    def __next__(self) -> dict[str, Any]:
+    def __next__(self) -> Union[QABatch, SharedContextBatch]:
         rng = np.random.RandomState([self.seed, self.position])
         self.position += 1
         b = self.batch_size
         s_len = rng.randint(self.sharer_len // 2, self.sharer_len + 1, b)
         s_mask = np.arange(self.sharer_len)[None] >= (self.sharer_len - s_len)[:, None]
-        batch = {
-            "sharer_ids": np.where(s_mask, rng.randint(3, self.sharer.vocab_size, (b, self.sharer_len)), 0).astype(np.int32),
-            "sharer_mask": s_mask,
-            "sharer_positions": positions_from_mask(s_mask),
-        }
+        s_ids = np.where(s_mask, rng.randint(3, self.sharer.vocab_size, (b, self.sharer_len)), 0).astype(np.int32)
+        sharer = SharerRows(s_ids, s_mask, positions_from_mask(s_mask))
         tr = self.prompt_len + self.target_len
         ids = rng.randint(3, self.receiver.vocab_size, (b, tr)).astype(np.int32)
         # The target copies the sharer's first tokens (mod vocab): learnable only through the adapter.
-        first = np.take_along_axis(batch["sharer_ids"], (self.sharer_len - s_len)[:, None] + np.arange(self.target_len), 1)
+        first = np.take_along_axis(s_ids, (self.sharer_len - s_len)[:, None] + np.arange(self.target_len), 1)
         ids[:, self.prompt_len:] = 3 + first % (self.receiver.vocab_size - 3)
-        batch.update(receiver_ids=ids, receiver_mask=np.ones((b, tr), bool),
-                     loss_mask=np.arange(tr)[None].repeat(b, 0) >= self.prompt_len)
-        if self.teacher:  # the teacher reads the passage (the sharer's tokens, in the receiver's vocabulary) first
-            passage = 3 + batch["sharer_ids"] % (self.receiver.vocab_size - 3)
-            batch.update(teacher_ids=np.concatenate([passage, ids], 1).astype(np.int32),
-                         teacher_mask=np.concatenate([np.ones_like(s_mask), np.ones((b, tr), bool)], 1),
-                         teacher_offset=np.full((b,), self.sharer_len, np.int32))
+        r_mask = np.ones((b, tr), bool)
+        loss_mask = np.arange(tr)[None].repeat(b, 0) >= self.prompt_len
         if self.shared_context:
             tc = self.context_len
             c_mask = np.arange(tc)[None] >= (tc - np.minimum(s_len, tc))[:, None]
-            batch["receiver_ctx_ids"] = np.where(c_mask, rng.randint(3, self.receiver.vocab_size, (b, tc)), 0).astype(np.int32)
-            batch["receiver_ctx_mask"] = c_mask
+            c_ids = np.where(c_mask, rng.randint(3, self.receiver.vocab_size, (b, tc)), 0).astype(np.int32)
             # receiver slot k holds real token j -> the sharer's j-th real token (monotone alignment)
             align = np.full((b, tc), -1, np.int32)
             for i in range(b):
                 r_slots, s_slots = np.nonzero(c_mask[i])[0], np.nonzero(s_mask[i])[0]
                 align[i, r_slots] = s_slots[np.minimum(np.arange(len(r_slots)), len(s_slots) - 1)]
-            batch["alignment"] = align
-        return batch
-
-
-def device_arrays(batch: dict) -> dict:
-    """The array part of a batch (drops ids/answers lists)."""
-    return {k: v for k, v in batch.items() if isinstance(v, np.ndarray)}
+            return SharedContextBatch(sharer, c_ids, c_mask, align, ids, r_mask, loss_mask, np.ones(b, bool))
+        teacher = None
+        if self.teacher:  # the teacher reads the passage (the sharer's tokens, in the receiver's vocabulary) first
+            passage = 3 + s_ids % (self.receiver.vocab_size - 3)
+            teacher = TeacherRows(np.concatenate([passage, ids], 1).astype(np.int32),
+                                  np.concatenate([np.ones_like(s_mask), r_mask], 1),
+                                  np.full((b,), self.sharer_len, np.int32))
+        return QABatch(sharer, ids, r_mask, loss_mask, np.ones(b, bool), np.arange(b, dtype=np.int32), teacher)
 
 
 def answer_in_context(example: dict) -> bool:
@@ -174,7 +167,7 @@ def make_feed(cfg, kind: str, sharer: ModelConfig, receiver: ModelConfig, tokeni
 
 
 class WithSharerCache:
-    """Attaches the sharer's cache to each batch, computed outside the differentiated step.
+    """Attaches the sharer's cache (`batches.SharerKV`) to each batch, computed outside the differentiated step.
 
     With `store=True` the caches are kept in host memory keyed by the iterator state that produced
     the batch, so a replayed batch (resume, repeated evaluation) reuses them. Storage is large
@@ -184,7 +177,7 @@ class WithSharerCache:
 
     def __init__(self, inner, compute, store: bool = False):
         self.inner, self.compute, self.store = inner, compute, store
-        self._cache: dict[str, tuple] = {}
+        self._cache: dict[str, SharerKV] = {}
 
     def state(self) -> dict:
         return self.inner.state()
@@ -195,15 +188,13 @@ class WithSharerCache:
     def __iter__(self):
         return self
 
-    def __next__(self) -> dict:
+    def __next__(self):
         import json
         key = json.dumps(self.inner.state(), sort_keys=True)
         batch = next(self.inner)
-        if key in self._cache:
-            keys, values = self._cache[key]
-        else:
-            keys, values = self.compute(batch)
-            keys, values = np.asarray(keys), np.asarray(values)
+        kv = self._cache.get(key)
+        if kv is None:
+            kv = SharerKV(*(np.asarray(x) for x in self.compute(batch.sharer)))
             if self.store:
-                self._cache[key] = (keys, values)
-        return {**batch, "sharer_keys": keys, "sharer_values": values}
+                self._cache[key] = kv
+        return batch._replace(sharer_kv=kv)

@@ -34,10 +34,12 @@ import numpy as np
 
 from lcf_jax.adapters import lcfx
 from lcf_jax.adapters.align import tokenize_pair
+from lcf_jax.data.batches import PassagePairBatch, SharerRows
 from lcf_jax.data.pipeline import pad_id, positions_from_mask
 from lcf_jax.models import transformer
 from lcf_jax.train import objective, stage
 from lcf_jax.train.objective import Setup
+from lcf_jax.train.phase import Phase
 
 TRAINED_KEYS = ("enc_w", "enc_b", "enc_norm", "pool_wv", "pool_wo", "out_norm",
                 "dec_norm", "dec_wk", "dec_bk", "dec_wv", "dec_bv", "v_gate")
@@ -59,43 +61,42 @@ class PassagePairs(stage.ShuffledRows):
         self.s_pad, self.r_pad = pad_id(sharer_tok), pad_id(receiver_tok)
         self.num_rows, self.position = len(passages), 0
 
-    def __next__(self) -> dict:
+    def __next__(self) -> PassagePairBatch:
         b, L = self.batch_size, self.max_len
         rows = self.next_rows()
-        out = {k: np.zeros((b, L), np.int32) for k in ("sharer_ids", "receiver_ids")}
-        out.update(sharer_mask=np.zeros((b, L), bool), receiver_mask=np.zeros((b, L), bool),
-                   alignment=np.full((b, L), -1, np.int32), align_weight=np.zeros((b, L), bool))
-        out["sharer_ids"][:] = self.s_pad
-        out["receiver_ids"][:] = self.r_pad
+        s_ids, r_ids = np.full((b, L), self.s_pad, np.int32), np.full((b, L), self.r_pad, np.int32)
+        s_mask, r_mask = np.zeros((b, L), bool), np.zeros((b, L), bool)
+        alignment, weight = np.full((b, L), -1, np.int32), np.zeros((b, L), bool)
         for i, row in enumerate(rows):
-            s_ids, r_ids, align, weight = tokenize_pair(self.passages[row], self.sharer_tok, self.receiver_tok, L)
-            ns, nr = len(s_ids), len(r_ids)
-            out["sharer_ids"][i, L - ns:], out["sharer_mask"][i, L - ns:] = s_ids, True
-            out["receiver_ids"][i, L - nr:], out["receiver_mask"][i, L - nr:] = r_ids, True
-            out["alignment"][i, L - nr:] = (L - ns) + align   # receiver slot -> sharer cache slot
-            out["align_weight"][i, L - nr:] = weight
-        out["sharer_positions"] = positions_from_mask(out["sharer_mask"])
-        return out
+            s, r, align, w = tokenize_pair(self.passages[row], self.sharer_tok, self.receiver_tok, L)
+            ns, nr = len(s), len(r)
+            s_ids[i, L - ns:], s_mask[i, L - ns:] = s, True
+            r_ids[i, L - nr:], r_mask[i, L - nr:] = r, True
+            alignment[i, L - nr:] = (L - ns) + align   # receiver slot -> sharer cache slot
+            weight[i, L - nr:] = w
+        return PassagePairBatch(SharerRows(s_ids, s_mask, positions_from_mask(s_mask)), r_ids, r_mask, alignment,
+                                weight)
 
 
-def alignment_loss(adapter_params: dict, sharer_params: dict, receiver_params: dict, batch: dict, setup: Setup):
+def alignment_loss(adapter_params: dict, sharer_params: dict, receiver_params: dict, batch: PassagePairBatch,
+                   setup: Setup):
     """Relative squared error of translated sharer tokens against the receiver's own K/V (see module doc)."""
     cfg, s_cfg, r_cfg = setup.adapter, setup.sharer, setup.receiver
     frozen_s, frozen_r = jax.lax.stop_gradient(sharer_params), jax.lax.stop_gradient(receiver_params)
-    s_cache = objective.sharer_cache(frozen_s, batch, setup)
-    r_mask = batch["receiver_mask"]
-    _, r_cache = transformer.forward(frozen_r, batch["receiver_ids"], transformer.positions_from_mask(r_mask), None,
+    s_cache = objective.sharer_cache(frozen_s, batch.sharer, setup)
+    r_mask = batch.receiver_mask
+    _, r_cache = transformer.forward(frozen_r, batch.receiver_ids, transformer.positions_from_mask(r_mask), None,
                                      config=r_cfg, token_mask=r_mask, last_logits_only=True)
     _, ru, _ = lcfx.used_layers(cfg, s_cfg, r_cfg)
     target = jax.lax.stop_gradient(lcfx.unrotated_kv(r_cache, r_cfg, ru).astype(jnp.float32))  # [n, B, T, 2F]
 
     z = lcfx.token_latents(adapter_params, s_cache, cfg=cfg, sharer_cfg=s_cfg, receiver_cfg=r_cfg)
     lat = lcfx.token_messages(adapter_params, z, cfg=cfg)                                    # [B, S, r]
-    picked = jnp.take_along_axis(lat, jnp.maximum(batch["alignment"], 0)[..., None], axis=1)  # [B, T, r]
+    picked = jnp.take_along_axis(lat, jnp.maximum(batch.alignment, 0)[..., None], axis=1)  # [B, T, r]
     k, v = lcfx.decode_layers(adapter_params, picked, cfg=cfg, receiver_cfg=r_cfg)          # [n, B, H, T, D]
     n, b, h, t, d = k.shape
     flat = lambda x: x.transpose(0, 1, 3, 2, 4).reshape(n, b, t, h * d)  # noqa: E731  (same layout as target)
-    w = (batch["align_weight"] & (batch["alignment"] >= 0) & r_mask).astype(jnp.float32)[None, :, :, None]
+    w = (batch.align_weight & (batch.alignment >= 0) & r_mask).astype(jnp.float32)[None, :, :, None]
     f = h * d
 
     def rel(pred, tgt):  # per layer, then averaged
@@ -114,19 +115,24 @@ def start_params(params: dict) -> dict:
     return {**params, "v_gate": jnp.ones_like(params["v_gate"])}
 
 
-def pretrain(params: dict, frozen: tuple, batches, setup: Setup, *, steps: int, lr: float, warmup_steps: int = 20,
-             log=None, log_every: int = 10) -> dict:
-    """Runs `steps` alignment steps from `params` (see `start_params`); returns the full adapter params.
-
-    `log(step, metrics)` receives float metrics every `log_every` steps. Raises FloatingPointError on a
-    non-finite loss, naming the step.
-    """
+def make_phase(frozen: tuple, batches, setup: Setup, *, steps: int, lr: float, warmup_steps: int = 20,
+               log_offset: int = 0) -> Phase:
+    """The alignment stage as a `Phase` (start it from `start_params`)."""
     if setup.kind != "lcfx":
         raise ValueError(f"latent-alignment pre-training is for LCF-X adapters, not {setup.kind!r}")
     loss = functools.partial(alignment_loss, setup=setup)
-    return stage.run(params, TRAINED_KEYS, lambda p, fr, batch: loss(p, fr[0], fr[1], batch), frozen, batches,
-                     steps=steps, lr=lr, warmup_steps=warmup_steps, log=log, log_every=log_every,
-                     name="latent-alignment pre-training", hint="lower pretrain.lr")
+    return stage.make_phase("latent_align", TRAINED_KEYS, lambda p, fr, batch: loss(p, fr[0], fr[1], batch), frozen,
+                            batches, steps=steps, lr=lr, warmup_steps=warmup_steps, hint="lower pretrain.lr",
+                            log_offset=log_offset)
+
+
+def pretrain(params: dict, frozen: tuple, batches, setup: Setup, *, steps: int, lr: float, warmup_steps: int = 20,
+             log=None, log_every: int = 10) -> dict:
+    """Runs `steps` alignment steps from `params` (see `start_params`) without checkpoints; returns the full
+    adapter params. `log(step, metrics)` receives float metrics every `log_every` steps. Raises
+    FloatingPointError on a non-finite loss, naming the step."""
+    return stage.run(make_phase(frozen, batches, setup, steps=steps, lr=lr, warmup_steps=warmup_steps), params,
+                     log=log, log_every=log_every)
 
 
 def passages_of(examples: Sequence[dict]) -> list[str]:
@@ -136,24 +142,25 @@ def passages_of(examples: Sequence[dict]) -> list[str]:
 def evaluate_alignment(params: dict, frozen: tuple, batches, setup: Setup, n_batches: int = 2) -> dict:
     """Mean alignment metrics of `params` over the next n_batches (no update)."""
     fn = jax.jit(functools.partial(alignment_loss, setup=setup))
-    rows = [jax.device_get(fn(params, frozen[0], frozen[1], {k: jnp.asarray(v) for k, v in next(batches).items()})[1])
+    rows = [jax.device_get(fn(params, frozen[0], frozen[1], next(batches))[1])
             for _ in range(n_batches)]
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
 
-def maybe_pretrain(cfg, params: dict, frozen: tuple, setup: Setup, tokenizers: Optional[tuple], train_examples,
-                   log=None) -> dict:
-    """Stage 1 as the loop runs it: cfg.pretrain.steps > 0 (or, for "tokens", a translation_from), an LCF-X run,
-    a fresh start (not a resume)."""
+def pretraining(cfg, params: dict, frozen: tuple, setup: Setup, tokenizers: Optional[tuple], train_examples,
+                log=None) -> tuple[dict, list[Phase]]:
+    """What a fresh LCF-X run does before its main stage: (the starting params, the pre-training phases to run
+    from them through the main loop). Fits without a loop (closed form, pretrain.translation_from) happen here;
+    `log(step, kind, values)` records them."""
     p = cfg.pretrain
     if p.steps <= 0 and not (p.method == "tokens" and p.translation_from):
-        return params
+        return params, []
     if tokenizers is None or train_examples is None:
         raise ValueError("pretrain.steps > 0 needs data.task='qa' (the passages of data.train_sets)")
     batches = PassagePairs(passages_of(train_examples), *tokenizers, max_len=p.max_len or cfg.data.max_sharer_len,
                            batch_size=p.batch_size, seed=cfg.data.seed)
     if p.method == "tokens":
-        return _token_stages(cfg, params, frozen, setup, tokenizers, train_examples, log)
+        return _token_stages(cfg, params, frozen, setup, tokenizers, train_examples)
     if p.method == "closed_form":
         t0 = time.perf_counter()
         x, y = collect_pairs(frozen, batches, setup, p.steps)
@@ -161,37 +168,36 @@ def maybe_pretrain(cfg, params: dict, frozen: tuple, setup: Setup, tokenizers: O
         if log is not None:
             k, v = report["heldout_rel_err_kv"]
             k0, v0 = report["heldout_rel_err_kv_of_the_mean"]
-            log(p.steps, {"rel_err_k": k, "rel_err_v": v, "rel_err_k_of_the_mean": k0, "rel_err_v_of_the_mean": v0,
-                          "tokens": float(report["tokens"]), "ridge": report["ridge"],
-                          "seconds": time.perf_counter() - t0})
-        return params
-    return pretrain(start_params(params), frozen, batches, setup, steps=p.steps, lr=p.lr, log=log,
-                    log_every=cfg.train.log_every)
+            log(p.steps, "pretrain", {"rel_err_k": k, "rel_err_v": v, "rel_err_k_of_the_mean": k0,
+                                      "rel_err_v_of_the_mean": v0, "tokens": float(report["tokens"]),
+                                      "ridge": report["ridge"], "seconds": time.perf_counter() - t0})
+        return params, []
+    return start_params(params), [make_phase(frozen, batches, setup, steps=p.steps, lr=p.lr)]
 
 
-def _token_stages(cfg, params: dict, frozen: tuple, setup: Setup, tokenizers: tuple, train_examples, log) -> dict:
-    """method "tokens": the token translation, then (window pooling) the locator; its steps are logged
-    after the translation's."""
+def _token_stages(cfg, params: dict, frozen: tuple, setup: Setup, tokenizers: tuple, train_examples
+                  ) -> tuple[dict, list[Phase]]:
+    """method "tokens": the token translation (or one loaded from pretrain.translation_from), then (window
+    pooling) the locator, whose steps are logged after the translation's."""
     from lcf_jax.train import locator, token_translation
     p, d = cfg.pretrain, cfg.data
     s_tok, r_tok = tokenizers
+    phases: list[Phase] = []
     if p.translation_from:
-        params, offset = token_translation.load_translation(params, p.translation_from, setup), 0
+        params = token_translation.load_translation(params, p.translation_from, setup)
     else:
         batches = token_translation.TokenBatches(passages_of(train_examples), s_tok, r_tok,
                                                  max_len=p.max_len or d.max_sharer_len, batch_size=p.batch_size,
                                                  seed=d.seed, pad_id=pad_id(s_tok))
-        params, offset = token_translation.pretrain(params, frozen, batches, setup, steps=p.steps, lr=p.lr, log=log,
-                                                    log_every=cfg.train.log_every), p.steps
-    if p.locator_steps <= 0:
-        return params
-    rows = locator.LocatorBatches(train_examples, s_tok, r_tok, max_len=d.max_sharer_len,
-                                  max_prompt_len=d.max_prompt_len, prompt_template=d.prompt_template,
-                                  batch_size=p.locator_batch_size, seed=d.seed, sharer_pad=pad_id(s_tok),
-                                  receiver_pad=pad_id(r_tok))
-    shifted = None if log is None else (lambda step, m: log(offset + step, {f"locator_{k}": v for k, v in m.items()}))
-    return locator.pretrain(params, frozen, rows, setup, steps=p.locator_steps, lr=p.locator_lr, log=shifted,
-                            log_every=cfg.train.log_every)
+        phases.append(token_translation.make_phase(frozen, batches, setup, steps=p.steps, lr=p.lr))
+    if p.locator_steps > 0:
+        rows = locator.LocatorBatches(train_examples, s_tok, r_tok, max_len=d.max_sharer_len,
+                                      max_prompt_len=d.max_prompt_len, prompt_template=d.prompt_template,
+                                      batch_size=p.locator_batch_size, seed=d.seed, sharer_pad=pad_id(s_tok),
+                                      receiver_pad=pad_id(r_tok))
+        phases.append(locator.make_phase(params, frozen, rows, setup, steps=p.locator_steps, lr=p.locator_lr,
+                                         log_offset=sum(ph.steps for ph in phases)))
+    return params, phases
 
 
 # ------------------------------------------------------------------------------------------------
@@ -206,12 +212,12 @@ def collect_pairs(frozen: tuple, batches, setup: Setup, n_batches: int) -> tuple
 
     @jax.jit
     def feats(batch):
-        s_cache = objective.sharer_cache(frozen[0], batch, setup)
-        r_mask = batch["receiver_mask"]
-        _, r_cache = transformer.forward(frozen[1], batch["receiver_ids"], transformer.positions_from_mask(r_mask),
+        s_cache = objective.sharer_cache(frozen[0], batch.sharer, setup)
+        r_mask = batch.receiver_mask
+        _, r_cache = transformer.forward(frozen[1], batch.receiver_ids, transformer.positions_from_mask(r_mask),
                                          None, config=r_cfg, token_mask=r_mask, last_logits_only=True)
         x = lcfx.unrotated_kv(s_cache, s_cfg, su)                                    # [n, B, S, F]
-        x = jnp.take_along_axis(x, jnp.maximum(batch["alignment"], 0)[None, :, :, None], axis=2)
+        x = jnp.take_along_axis(x, jnp.maximum(batch.alignment, 0)[None, :, :, None], axis=2)
         y = lcfx.unrotated_kv(r_cache, r_cfg, ru)
         flat = lambda a: a.transpose(1, 2, 0, 3).reshape(a.shape[1], a.shape[2], -1)  # noqa: E731
         return flat(x), flat(y)
@@ -219,8 +225,8 @@ def collect_pairs(frozen: tuple, batches, setup: Setup, n_batches: int) -> tuple
     xs, ys = [], []
     for _ in range(n_batches):
         b = next(batches)
-        x, y = feats({k: jnp.asarray(v) for k, v in b.items()})
-        w = b["align_weight"] & (b["alignment"] >= 0) & b["receiver_mask"]
+        x, y = feats(b)
+        w = b.align_weight & (b.alignment >= 0) & b.receiver_mask
         xs.append(np.asarray(x, np.float32)[w])
         ys.append(np.asarray(y, np.float32)[w])
     return np.concatenate(xs), np.concatenate(ys)

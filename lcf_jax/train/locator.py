@@ -21,10 +21,12 @@ import numpy as np
 
 from lcf_jax.adapters import lcfx
 from lcf_jax.adapters.align import tokenize_with_offsets
+from lcf_jax.data.batches import LocatorBatch, SharerRows
 from lcf_jax.data.pipeline import positions_from_mask
 from lcf_jax.models import transformer
 from lcf_jax.train import stage
 from lcf_jax.train.objective import Setup
+from lcf_jax.train.phase import Phase
 from lcf_jax.train.token_translation import sharer_prefix_model
 
 TRAINED_KEYS = ("cond_w", "cond_b", "cond_norm", "loc_wq", "loc_wk", "loc_wb")
@@ -73,12 +75,11 @@ class LocatorBatches(stage.ShuffledRows):
             self.prompt[i, :len(prompt)], self.prompt_mask[i, :len(prompt)] = prompt, True
         self.num_rows, self.batch_size, self.seed, self.position = n, int(batch_size), int(seed), 0
 
-    def __next__(self) -> dict:
+    def __next__(self) -> LocatorBatch:
         rows = self.next_rows()
         mask, prompt_mask = self.mask[rows], self.prompt_mask[rows]
-        return {"sharer_ids": self.ids[rows], "sharer_mask": mask, "sharer_positions": positions_from_mask(mask),
-                "answer_mask": self.span[rows], "prompt_ids": self.prompt[rows], "prompt_mask": prompt_mask,
-                "prompt_positions": positions_from_mask(prompt_mask)}
+        return LocatorBatch(SharerRows(self.ids[rows], mask, positions_from_mask(mask)), self.span[rows],
+                            self.prompt[rows], prompt_mask, positions_from_mask(prompt_mask))
 
 
 def receiver_prefix_model(receiver_params: dict, setup: Setup):
@@ -88,21 +89,21 @@ def receiver_prefix_model(receiver_params: dict, setup: Setup):
     return transformer.first_layers(receiver_params, setup.receiver, max(cu, default=0) + 1)
 
 
-def locator_loss(adapter_params: dict, cut: tuple, batch: dict, setup: Setup, *, cfgs: tuple):
+def locator_loss(adapter_params: dict, cut: tuple, batch: LocatorBatch, setup: Setup, *, cfgs: tuple):
     (s_params, r_params), (s_cfg, r_cfg) = cut, cfgs
     cfg = setup.adapter
-    _, s_cache = transformer.forward(s_params, batch["sharer_ids"], batch["sharer_positions"], None, config=s_cfg,
-                                     token_mask=batch["sharer_mask"], last_logits_only=True)
+    _, s_cache = transformer.forward(s_params, batch.sharer.ids, batch.sharer.positions, None, config=s_cfg,
+                                     token_mask=batch.sharer.mask, last_logits_only=True)
     s_cache = jax.lax.stop_gradient(s_cache)
     z = jax.lax.stop_gradient(lcfx.token_latents(adapter_params, s_cache, cfg=cfg, sharer_cfg=s_cfg, receiver_cfg=r_cfg))
     c = None
     if cfg.conditioned:
-        _, r_cache = transformer.forward(r_params, batch["prompt_ids"], batch["prompt_positions"], None, config=r_cfg,
-                                         token_mask=batch["prompt_mask"], last_logits_only=True)
+        _, r_cache = transformer.forward(r_params, batch.prompt_ids, batch.prompt_positions, None, config=r_cfg,
+                                         token_mask=batch.prompt_mask, last_logits_only=True)
         c = lcfx.receiver_summary(adapter_params, jax.lax.stop_gradient(r_cache), cfg=cfg, sharer_cfg=s_cfg,
                                   receiver_cfg=r_cfg)
     scores = lcfx.token_scores(adapter_params, z, c, cfg=cfg)
-    valid, span = batch["sharer_mask"], batch["answer_mask"] & batch["sharer_mask"]
+    valid, span = batch.sharer.mask, batch.answer_mask & batch.sharer.mask
     logp = jax.nn.log_softmax(jnp.where(valid, scores, -1e30), axis=-1)
     loss = -jnp.mean(jax.nn.logsumexp(jnp.where(span, logp, -1e30), axis=-1))
     index, ok = lcfx.window_slots(scores, valid, cfg.slots)
@@ -112,14 +113,23 @@ def locator_loss(adapter_params: dict, cut: tuple, batch: dict, setup: Setup, *,
     return loss, {"loss": loss, "window_recall": recall, "top1_in_answer": top1}
 
 
-def pretrain(params: dict, frozen: tuple, batches, setup: Setup, *, steps: int, lr: float, warmup_steps: int = 20,
-             log=None, log_every: int = 10) -> dict:
-    """`steps` Adam steps of the locator; returns the full adapter params (`stage.run`)."""
+def make_phase(params: dict, frozen: tuple, batches, setup: Setup, *, steps: int, lr: float, warmup_steps: int = 20,
+               log_offset: int = 0) -> Phase:
+    """The locator as a `Phase` (its metrics logged as locator_*): frozen = (sharer, receiver) params, each kept up
+    to the last layer it is read at. `params` say which locator weights exist (an unconditioned adapter has the
+    prior loc_wb alone)."""
     if setup.kind != "lcfx" or setup.adapter.pooling != "window":
         raise ValueError("the locator stage trains an LCF-X adapter with adapter.lcfx.pooling='window'")
     (s_params, s_cfg), (r_params, r_cfg) = sharer_prefix_model(frozen[0], setup), receiver_prefix_model(frozen[1], setup)
     loss = functools.partial(locator_loss, setup=setup, cfgs=(s_cfg, r_cfg))
-    trained = tuple(k for k in TRAINED_KEYS if k in params)   # unconditioned: the prior loc_wb alone
-    return stage.run(params, trained, lambda p, cut, batch: loss(p, cut, batch), (s_params, r_params), batches,
-                     steps=steps, lr=lr, warmup_steps=warmup_steps, log=log, log_every=log_every, name="locator",
-                     hint="lower pretrain.locator_lr")
+    trained = tuple(k for k in TRAINED_KEYS if k in params)
+    return stage.make_phase("locator", trained, lambda p, cut, batch: loss(p, cut, batch), (s_params, r_params), batches,
+                            steps=steps, lr=lr, warmup_steps=warmup_steps, hint="lower pretrain.locator_lr",
+                            log_prefix="locator_", log_offset=log_offset)
+
+
+def pretrain(params: dict, frozen: tuple, batches, setup: Setup, *, steps: int, lr: float, warmup_steps: int = 20,
+             log=None, log_every: int = 10) -> dict:
+    """`steps` Adam steps of the locator without checkpoints; returns the full adapter params."""
+    return stage.run(make_phase(params, frozen, batches, setup, steps=steps, lr=lr, warmup_steps=warmup_steps), params,
+                     log=log, log_every=log_every)

@@ -1,26 +1,22 @@
 """The training objective: the receiver's cross-entropy on target tokens given what the adapter injects.
 
 The frozen models are inputs (closed over as arrays, wrapped in stop_gradient); only the adapter's
-parameters are differentiated. Two batch layouts:
+parameters are differentiated. Two batch layouts (`data.batches`):
 
-different contexts (lcfx), from `data.pipeline.QAFeatures` (train mode):
-  sharer_ids/sharer_mask/sharer_positions [B, Ts] (left-padded passage),
-  receiver_ids/receiver_mask/loss_mask [B, Tr] (right-padded prompt + target; loss_mask marks targets)
-shared context (lcf, c2c), from `data.shared_context.SharedContextFeatures`:
-  sharer_* as above over the shared context, receiver_ctx_ids/receiver_ctx_mask [B, Tc] (left-padded,
-  the same context in the receiver's tokenizer), alignment [B, Tc] (sharer slot per receiver slot),
-  receiver_ids/receiver_mask/loss_mask [B, Tr] (the continuation, right-padded).
-Either layout may carry a precomputed sharer cache: sharer_keys/sharer_values [Ls, B, Hs, Ts, Ds].
+different contexts (lcfx): `QABatch`, from `data.pipeline.QAFeatures` (train mode) or the synthetic feed;
+shared context (lcf, c2c): `SharedContextBatch`, from `data.shared_context.SharedContextFeatures`.
+Either may carry a precomputed sharer cache (`sharer_kv`); a `QABatch` may carry the teacher's rows.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import jax
 import jax.numpy as jnp
 
 from lcf_jax.adapters import ADAPTER_KINDS
+from lcf_jax.data.batches import QABatch, SharedContextBatch, SharerKV, SharerRows
 from lcf_jax.models import transformer
 from lcf_jax.models.cache import ExtraKV, KVCache
 from lcf_jax.models.config import ModelConfig
@@ -40,7 +36,7 @@ class Setup:
     # The receiver's special prefix length (its BOS): a positioned LCF-X message sits right after it.
     receiver_prefix: int = 0
     # Loss weights (LCF-X): cross-entropy on the target; KL(teacher || student) on the target tokens,
-    # the teacher being the receiver that reads the passage (batch["teacher_*"]); and the mean squared
+    # the teacher being the receiver that reads the passage (batch.teacher); and the mean squared
     # distance of the student's final hidden states to the teacher's over the prompt and target,
     # relative to the teacher's mean square.
     ce_weight: float = 1.0
@@ -57,22 +53,15 @@ class Setup:
         return jnp.dtype(self.compute_dtype)
 
 
-def sharer_cache(sharer_params: dict, batch: dict, setup: Setup) -> KVCache:
-    """The sharer's cache over its context: precomputed in the batch, or computed now (no gradient)."""
-    ids, mask, pos = batch["sharer_ids"], batch["sharer_mask"], batch["sharer_positions"]
-    if "sharer_keys" in batch:
-        return KVCache(keys=batch["sharer_keys"].astype(setup.dtype), values=batch["sharer_values"].astype(setup.dtype),
-                       positions=pos.astype(jnp.int32), mask=mask.astype(bool),
-                       index=jnp.asarray(ids.shape[1], jnp.int32))
-    _, cache = transformer.forward(sharer_params, ids, pos, None, config=setup.sharer, token_mask=mask,
-                                   last_logits_only=True)
+def sharer_cache(sharer_params: dict, rows: SharerRows, setup: Setup, kv: Optional[SharerKV] = None) -> KVCache:
+    """The sharer's cache over its rows: precomputed (`kv`), or computed now (no gradient)."""
+    if kv is not None:
+        return KVCache(keys=kv.keys.astype(setup.dtype), values=kv.values.astype(setup.dtype),
+                       positions=rows.positions.astype(jnp.int32), mask=rows.mask.astype(bool),
+                       index=jnp.asarray(rows.ids.shape[1], jnp.int32))
+    _, cache = transformer.forward(sharer_params, rows.ids, rows.positions, None, config=setup.sharer,
+                                   token_mask=rows.mask, last_logits_only=True)
     return jax.tree.map(jax.lax.stop_gradient, cache)
-
-
-def precompute_sharer_cache(sharer_params: dict, batch: dict, setup: Setup) -> dict:
-    """Adds sharer_keys/sharer_values to a batch (stored once per data set when configured)."""
-    cache = sharer_cache(sharer_params, batch, setup)
-    return {**batch, "sharer_keys": cache.keys, "sharer_values": cache.values}
 
 
 def _cast(tree, dtype):
@@ -83,7 +72,8 @@ def _right_padded_positions(mask: jax.Array, offset=0) -> jax.Array:
     return jnp.broadcast_to(jnp.arange(mask.shape[1], dtype=jnp.int32), mask.shape) + offset
 
 
-def receiver_hidden(adapter_params: dict, sharer_params: dict, receiver_params: dict, batch: dict, setup: Setup, *,
+def receiver_hidden(adapter_params: dict, sharer_params: dict, receiver_params: dict,
+                    batch: Union[QABatch, SharedContextBatch], setup: Setup, *,
                     train: bool = True, rng: Optional[jax.Array] = None, step=0) -> jax.Array:
     """Receiver final hidden states [B, Tr, D] over `receiver_ids` with what the adapter's two halves give it
     (`adapters.interface`): a fused cache of the shared context, or a message prefix."""
@@ -91,14 +81,14 @@ def receiver_hidden(adapter_params: dict, sharer_params: dict, receiver_params: 
     kind = ADAPTER_KINDS[setup.kind]
     frozen_s, frozen_r = jax.lax.stop_gradient(_cast(sharer_params, dt)), jax.lax.stop_gradient(_cast(receiver_params, dt))
     ap = _cast(adapter_params, dt) if dt != jnp.float32 else adapter_params
-    s_cache = sharer_cache(frozen_s, batch, setup)
-    ids, mask = batch["receiver_ids"], batch["receiver_mask"]
+    s_cache = sharer_cache(frozen_s, batch.sharer, setup, batch.sharer_kv)
+    ids, mask = batch.receiver_ids, batch.receiver_mask
     halves = dict(cfg=setup.adapter, sharer_cfg=setup.sharer, receiver_cfg=setup.receiver)
     options = dict(train=train, rng=rng, step=step)
     if not kind.shared_context:
         r_cache = None
         if kind.reads_receiver_prompt(setup.adapter):
-            prompt_mask = mask & ~batch["loss_mask"].astype(bool)
+            prompt_mask = mask & ~batch.loss_mask.astype(bool)
             _, r_cache = transformer.forward(frozen_r, ids, _right_padded_positions(mask), None, config=setup.receiver,
                                              token_mask=prompt_mask, last_logits_only=True)
             r_cache = r_cache._replace(mask=prompt_mask)
@@ -113,12 +103,12 @@ def receiver_hidden(adapter_params: dict, sharer_params: dict, receiver_params: 
             return hidden
         return _after_prefix_hidden(received, frozen_r, ids, mask, setup)
     # Shared context: prefill the receiver's own context, fuse, then run the continuation on the fused cache.
-    ctx_ids, ctx_mask = batch["receiver_ctx_ids"], batch["receiver_ctx_mask"]
+    ctx_ids, ctx_mask = batch.receiver_ctx_ids, batch.receiver_ctx_mask
     tc, tr = ctx_ids.shape[1], ids.shape[1]
     r_cache = KVCache.empty(setup.receiver, ids.shape[0], tc + tr, dt)
     _, r_cache = transformer.forward(frozen_r, ctx_ids, transformer.positions_from_mask(ctx_mask), r_cache,
                                      config=setup.receiver, token_mask=ctx_mask, last_logits_only=True)
-    alignment = jnp.concatenate([batch["alignment"], jnp.full((ids.shape[0], tr), -1, jnp.int32)], axis=1)
+    alignment = jnp.concatenate([batch.alignment, jnp.full((ids.shape[0], tr), -1, jnp.int32)], axis=1)
     fused = kind.receive(ap, kind.send(ap, s_cache, None, **halves), (r_cache, alignment), **halves, **options)
     offset = jnp.sum(ctx_mask, axis=1, dtype=jnp.int32)[:, None]
     hidden, _ = transformer.forward(frozen_r, ids, _right_padded_positions(mask, offset), fused,
@@ -138,16 +128,16 @@ def _after_prefix_hidden(prefix: KVCache, frozen_r, ids, mask, setup: Setup) -> 
     return jnp.concatenate([jnp.zeros((b, p, hidden.shape[-1]), hidden.dtype), hidden], axis=1)
 
 
-def teacher_hidden(receiver_params: dict, batch: dict, setup: Setup) -> jax.Array:
+def teacher_hidden(receiver_params: dict, batch: QABatch, setup: Setup) -> jax.Array:
     """The teacher's final hidden states aligned to the student's rows: [B, Tr, D], where row position t
     holds the teacher's state at t + teacher_offset (the teacher read `Context: {passage}\n` after its
     prefix, then the same prompt and target tokens). No gradient."""
     frozen_r = jax.lax.stop_gradient(_cast(receiver_params, setup.dtype))
-    tid, tmask = batch["teacher_ids"], batch["teacher_mask"]
+    tid, tmask = batch.teacher.ids, batch.teacher.mask
     hidden, _ = transformer.forward(frozen_r, tid, _right_padded_positions(tmask), None, config=setup.receiver,
                                     token_mask=tmask, hidden_only=True)
-    tr = batch["receiver_ids"].shape[1]
-    idx = jnp.minimum(jnp.arange(tr)[None, :] + batch["teacher_offset"][:, None], tid.shape[1] - 1)
+    tr = batch.receiver_ids.shape[1]
+    idx = jnp.minimum(jnp.arange(tr)[None, :] + batch.teacher.offset[:, None], tid.shape[1] - 1)
     return jax.lax.stop_gradient(jnp.take_along_axis(hidden, idx[..., None], axis=1))
 
 
@@ -203,23 +193,21 @@ def target_cross_entropy(hidden: jax.Array, receiver_params: dict, ids: jax.Arra
     return jnp.sum(nll * w) / jnp.maximum(n, 1.0), n
 
 
-def loss_fn(adapter_params: dict, sharer_params: dict, receiver_params: dict, batch: dict, setup: Setup, *,
+def loss_fn(adapter_params: dict, sharer_params: dict, receiver_params: dict,
+            batch: Union[QABatch, SharedContextBatch], setup: Setup, *,
             train: bool = True, rng: Optional[jax.Array] = None, step=0):
     hidden = receiver_hidden(adapter_params, sharer_params, receiver_params, batch, setup, train=train, rng=rng,
                              step=step)
-    weights = batch["loss_mask"].astype(bool)
-    if "example_mask" in batch:
-        weights = weights & batch["example_mask"].astype(bool)[:, None]
+    examples = batch.example_mask.astype(bool)[:, None]
+    weights = batch.loss_mask.astype(bool) & examples
     if setup.distills:
-        if "teacher_ids" not in batch:
+        if getattr(batch, "teacher", None) is None:
             raise ValueError("distillation (kl_weight or hidden_weight > 0) needs teacher rows: set "
                              "data.teacher_context_len > 0")
         t_hidden = teacher_hidden(receiver_params, batch, setup)
         positions = jnp.arange(weights.shape[1])[None, :] >= setup.receiver_prefix
-        hidden_weights = batch["receiver_mask"].astype(bool) & positions
-        if "example_mask" in batch:
-            hidden_weights = hidden_weights & batch["example_mask"].astype(bool)[:, None]
-        out = distill_losses(hidden, t_hidden, receiver_params, batch["receiver_ids"], weights, hidden_weights, setup)
+        hidden_weights = batch.receiver_mask.astype(bool) & positions & examples
+        out = distill_losses(hidden, t_hidden, receiver_params, batch.receiver_ids, weights, hidden_weights, setup)
         return out["loss"], out
-    loss, n = target_cross_entropy(hidden, receiver_params, batch["receiver_ids"], weights, setup)
+    loss, n = target_cross_entropy(hidden, receiver_params, batch.receiver_ids, weights, setup)
     return loss, {"loss": loss, "target_tokens": n}

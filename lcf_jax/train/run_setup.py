@@ -1,12 +1,12 @@
 """Building a run: models, adapter init, mesh, optimizer and shardings; the adapter a fresh run starts from."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from lcf_jax.adapters import ADAPTER_KINDS
 from lcf_jax.models import registry
@@ -14,6 +14,7 @@ from lcf_jax.models.transformer import param_axes
 from lcf_jax.train import config as config_lib
 from lcf_jax.train import optim, sharding
 from lcf_jax.train.objective import Setup
+from lcf_jax.train.phase import Phase
 from lcf_jax.train.run_log import RunLog
 from lcf_jax.train.step import TrainState
 
@@ -24,7 +25,19 @@ def _frozen_shardings(params: dict, cfg, model_cfg, mesh):
     return sharding.tree_shardings(params, param_axes(model_cfg), mesh)
 
 
-def build(cfg):
+class BuiltRun(NamedTuple):
+    """What a run is made of before any data or checkpoint: the static setup, the mesh, the adapter's initial
+    params and optimizer, the frozen models, and where each lives on the mesh."""
+    setup: Setup
+    mesh: Mesh
+    params: dict
+    optimizer: optax.GradientTransformation
+    state_sh: TrainState
+    frozen: tuple
+    frozen_sh: tuple
+
+
+def build(cfg) -> BuiltRun:
     """Models, adapter, setup, mesh and shardings of a run (no data, no checkpoint)."""
     kind = cfg.adapter.kind
     acfg = config_lib.adapter_config(cfg)
@@ -55,20 +68,17 @@ def build(cfg):
     state_sh = TrainState(rep, p_sh, o_sh, rep)
     frozen = (s_params, r_params)
     frozen_sh = (_frozen_shardings(s_params, cfg, s_cfg, mesh), _frozen_shardings(r_params, cfg, r_cfg, mesh))
-    return dict(setup=setup, mesh=mesh, params=params, optimizer=optimizer, state_sh=state_sh, frozen=frozen,
-                frozen_sh=frozen_sh)
+    return BuiltRun(setup, mesh, params, optimizer, state_sh, frozen, frozen_sh)
 
 
 def sharer_cache_fn(setup: Setup, sharer_params):
-    """batch -> (keys, values) of the sharer's cache, jitted once (the precomputed path)."""
+    """`SharerRows` -> (keys, values) of the sharer's cache, jitted once (the precomputed path)."""
     from lcf_jax.train import objective
     params = jax.tree.map(jnp.asarray, sharer_params)
-    fn = jax.jit(lambda p, ids, mask, pos: objective.sharer_cache(
-        jax.tree.map(lambda x: x.astype(setup.dtype), p), {"sharer_ids": ids, "sharer_mask": mask, "sharer_positions": pos},
-        setup))
+    fn = jax.jit(lambda p, rows: objective.sharer_cache(jax.tree.map(lambda x: x.astype(setup.dtype), p), rows, setup))
 
-    def compute(batch):
-        c = fn(params, batch["sharer_ids"], batch["sharer_mask"], batch["sharer_positions"])
+    def compute(rows):
+        c = fn(params, rows)
         return c.keys, c.values
     return compute
 
@@ -82,10 +92,11 @@ def enable_compilation_cache() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
-def initial_params(cfg, b: dict, tokenizers, qa, log: Optional[RunLog] = None) -> dict:
-    """The adapter params a fresh run starts from: train.init_adapter (an exported adapter), else the
-    init followed by the LCF-X latent-alignment pre-training when pretrain.steps > 0, else the init."""
-    params = b["params"]
+def starting_point(cfg, run: BuiltRun, tokenizers, qa, log: Optional[RunLog] = None) -> tuple[dict, list[Phase]]:
+    """(the adapter params a fresh run starts from, the pre-training phases to run from them): train.init_adapter
+    (an exported adapter) with no phases; else the init, and for an LCF-X run with cfg.pretrain set, its
+    pre-training (`latent_align.pretraining`)."""
+    params = run.params
     if cfg.train.init_adapter:
         from lcf_jax.adapters.export_jax import import_adapter
         kind, acfg, loaded = import_adapter(cfg.train.init_adapter)
@@ -100,20 +111,14 @@ def initial_params(cfg, b: dict, tokenizers, qa, log: Optional[RunLog] = None) -
                 raise ValueError(f"train.init_adapter: weight {jax.tree_util.keystr(path)} has shape "
                                  f"{None if got is None else tuple(got.shape)}, this run needs {tuple(old.shape)} "
                                  "(was it exported for another model pair?)")
-        return jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), loaded, params)
+        return jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), loaded, params), []
     if cfg.pretrain.steps > 0 or cfg.pretrain.translation_from:
         if cfg.adapter.kind != "lcfx":
             raise ValueError("pretrain.steps > 0 is the LCF-X latent-alignment stage; set it to 0 for "
                              f"adapter.kind={cfg.adapter.kind!r}")
         from lcf_jax.train import latent_align
-
-        def write(step, m):
-            if log is not None:
-                log.write(step, "pretrain", m)
-            if jax.process_index() == 0:
-                print(f"pretrain step {step}/{cfg.pretrain.steps}: " + ", ".join(f"{k}={v:.4f}" for k, v in m.items()),
-                      flush=True)
-        frozen = jax.tree.map(jnp.asarray, b["frozen"])
-        return latent_align.maybe_pretrain(cfg, params, frozen, b["setup"], tokenizers,
-                                           qa.train_examples if qa is not None else None, log=write)
-    return params
+        frozen = jax.tree.map(jnp.asarray, run.frozen)
+        return latent_align.pretraining(cfg, params, frozen, run.setup, tokenizers,
+                                        qa.train_examples if qa is not None else None,
+                                        log=None if log is None else log.write)
+    return params, []

@@ -1,7 +1,7 @@
 """The mesh and the ONE table that maps logical axis names to mesh axes.
 
 Every weight and activation carries logical names (`models/transformer.PARAM_AXES`, the adapters'
-`*_param_axes`, `BATCH_AXES` below); only this file knows how they land on devices. A dimension
+`*_param_axes`; batches by `batch_sharding` below); only this file knows how they land on devices. A dimension
 whose size the mesh axis does not divide is replicated instead (e.g. Gemma3's single KV head).
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from lcf_jax.data.batches import SharerKV
 from lcf_jax.train.mesh_shape import check_batch, resolve_mesh
 
 MESH_AXES = ("data", "model")
@@ -79,13 +80,23 @@ def replicated(tree: Any, mesh: Mesh) -> Any:
     return jax.tree.map(lambda _: NamedSharding(mesh, P()), tree)
 
 
-def batch_sharding(batch: dict, mesh: Mesh) -> dict:
-    """Leading (batch) axis over "data" when divisible; everything else replicated."""
-    def one(x):
-        n = mesh.shape["data"]
-        lead = "data" if np.ndim(x) and x.shape[0] % n == 0 else None
-        return NamedSharding(mesh, P(lead, *([None] * (np.ndim(x) - 1))) if np.ndim(x) else P())
-    return jax.tree.map(one, batch)
+def batch_sharding(batch, mesh: Mesh):
+    """Shardings of a batch (`data.batches`): the batch axis over "data" when divisible, everything else
+    replicated. The batch axis is axis 0, but axis 1 in a precomputed sharer cache ([layers, batch, ...])."""
+    n = mesh.shape["data"]
+
+    def one(x, axis=0):
+        if np.ndim(x) <= axis or x.shape[axis] % n:
+            return NamedSharding(mesh, P())
+        spec = [None] * np.ndim(x)
+        spec[axis] = "data"
+        return NamedSharding(mesh, P(*spec))
+
+    def part(x):
+        if isinstance(x, SharerKV):
+            return SharerKV(one(x.keys, 1), one(x.values, 1))
+        return one(x)
+    return jax.tree.map(part, batch, is_leaf=lambda x: isinstance(x, SharerKV))
 
 
 def check_global_batch(global_batch: int, mesh: Mesh) -> None:

@@ -1,17 +1,16 @@
-"""What every pre-training stage shares: a deterministic row order, and Adam steps on a subset of the
-adapter's parameters with a non-finite guard (latent alignment, token translation, locator)."""
+"""What every pre-training stage shares: a deterministic row order, and its form as a `phase.Phase` (AdamW
+steps on a subset of the adapter's parameters) that runs through the main loop's step, NaN guard and
+checkpoints (latent alignment, token translation, locator)."""
 from __future__ import annotations
 
-import time
 from typing import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from lcf_jax.train import optim
+from lcf_jax.train import optim, phase
 from lcf_jax.train.feed import PositionIterator
-from lcf_jax.train.step import guarded_update
+from lcf_jax.train.phase import Phase
 
 
 def shuffled_rows(seed: int, position: int, batch_size: int, n: int) -> list[int]:
@@ -43,35 +42,23 @@ class ShuffledRows(PositionIterator):
         return rows
 
 
-def make_step(loss_fn: Callable, optimizer):
-    """(trained, opt_state, fixed, frozen, batch) -> (trained, opt_state, metrics): one Adam step on `trained`
-    of loss_fn({**fixed, **trained}, frozen, batch) -> (loss, aux); a non-finite loss or gradient keeps the
-    old state and reports finite=False."""
-    def step(trained, opt_state, fixed, frozen, batch):
-        (_, aux), grads = jax.value_and_grad(lambda tr: loss_fn({**fixed, **tr}, frozen, batch), has_aux=True)(trained)
-        trained, opt_state, finite = guarded_update(optimizer, grads, opt_state, trained, aux["loss"])
-        return trained, opt_state, {**aux, "finite": finite}
-    return step
-
-
-def run(params: dict, trained_keys: Sequence[str], loss_fn: Callable, frozen, batches, *, steps: int, lr: float,
-        warmup_steps: int = 20, log=None, log_every: int = 10, name: str = "stage", hint: str = "lower its lr") -> dict:
-    """`steps` Adam steps on params[trained_keys]; returns the full params. `log(step, metrics)` gets float
-    metrics every `log_every` steps; a non-finite loss raises FloatingPointError naming the stage and step."""
+def make_phase(name: str, trained_keys: Sequence[str], loss_fn: Callable, frozen, batches, *, steps: int, lr: float,
+               warmup_steps: int = 20, hint: str = "lower its lr", log_prefix: str = "", log_offset: int = 0) -> Phase:
+    """A pre-training stage as a `Phase`: AdamW steps on params[trained_keys] of
+    loss_fn(params, frozen, batch) -> (loss, aux), logged as kind "pretrain"."""
     optimizer = optim.make_optimizer(lr, min(warmup_steps, max(steps // 10, 1)), steps)
-    trained = {k: jnp.array(params[k]) for k in trained_keys}  # a copy: the step donates its buffers
-    fixed = {k: v for k, v in params.items() if k not in trained_keys}
-    opt_state = optimizer.init(trained)
-    step_fn = jax.jit(make_step(loss_fn, optimizer), donate_argnums=(0, 1))
-    t0 = time.perf_counter()
-    for step in range(1, steps + 1):
-        batch = {k: jnp.asarray(v) for k, v in next(batches).items()}
-        trained, opt_state, m = step_fn(trained, opt_state, fixed, frozen, batch)
-        if step % log_every == 0 or step == steps:
-            m = {k: float(v) for k, v in jax.device_get(m).items()}
-            if not m.pop("finite"):
-                raise FloatingPointError(f"{name}: non-finite loss at step {step} (loss={m['loss']}); {hint}")
-            m["seconds"] = time.perf_counter() - t0
-            if log is not None:
-                log(step, m)
-    return {**fixed, **jax.device_get(trained)}
+    return Phase(name, steps, lambda p, fr, batch, **_: loss_fn(p, fr, batch), optimizer, batches, frozen,
+                 tuple(trained_keys), log_kind="pretrain", log_prefix=log_prefix, log_offset=log_offset, hint=hint)
+
+
+def run(stage: Phase, params: dict, *, log=None, log_every: int = 10, seed: int = 0) -> dict:
+    """Runs a stage from `params` without checkpoints (tests, benchmarks, a caller that keeps only the result),
+    through the loop every phase takes (`phase.run`); returns the full params. `log(step, metrics)` gets float
+    metrics every `log_every` steps; a non-finite loss raises NonFiniteLossError naming the stage and step."""
+    def write(step, kind, values):   # the stage's own view: its steps from 1, its metric names unprefixed
+        log(step - stage.log_offset, {k.removeprefix(stage.log_prefix): v for k, v in values.items()})
+
+    state, _ = phase.run(stage, phase.init_state(stage, params, seed), phase.jit_step(stage),
+                         log=None if log is None else write,
+                         log_every=log_every)
+    return jax.device_get(state.params)

@@ -31,10 +31,12 @@ import numpy as np
 
 from lcf_jax.adapters import lcfx
 from lcf_jax.adapters.align import tokenize_with_offsets
+from lcf_jax.data.batches import SharerRows, TokenTargetBatch
 from lcf_jax.data.pipeline import positions_from_mask
 from lcf_jax.models import transformer
 from lcf_jax.train import stage
 from lcf_jax.train.objective import Setup
+from lcf_jax.train.phase import Phase
 
 TRAINED_KEYS = ("enc_w", "enc_b", "enc_norm", "pool_wv", "pool_wo", "out_norm",
                 "dec_e_norm", "dec_e_w1", "dec_e_b1", "dec_e_w2", "dec_e_b2", "dec_e_scale")
@@ -74,11 +76,11 @@ class TokenBatches(stage.ShuffledRows):
             self.ids[i, :k], self.targets[i, :k], self.mask[i, :k], self.weight[i, :k] = ids, tg, True, w
         self.num_rows, self.batch_size, self.seed, self.position = n, int(batch_size), int(seed), 0
 
-    def __next__(self) -> dict:
+    def __next__(self) -> TokenTargetBatch:
         rows = self.next_rows()
         mask = self.mask[rows]
-        return {"sharer_ids": self.ids[rows], "sharer_mask": mask, "sharer_positions": positions_from_mask(mask),
-                "targets": self.targets[rows], "weight": self.weight[rows] & mask}
+        return TokenTargetBatch(SharerRows(self.ids[rows], mask, positions_from_mask(mask)), self.targets[rows],
+                                self.weight[rows] & mask)
 
 
 def sharer_prefix_model(sharer_params: dict, setup: Setup):
@@ -87,25 +89,25 @@ def sharer_prefix_model(sharer_params: dict, setup: Setup):
     return transformer.first_layers(sharer_params, setup.sharer, max(su) + 1)
 
 
-def sharer_tokens(adapter_params: dict, cut_params: dict, cut_cfg, batch: dict, setup: Setup) -> jax.Array:
-    """Per-token message latents [B, S, r] of the batch's passages (a one-token slot each)."""
-    _, cache = transformer.forward(jax.lax.stop_gradient(cut_params), batch["sharer_ids"], batch["sharer_positions"],
-                                   None, config=cut_cfg, token_mask=batch["sharer_mask"], last_logits_only=True)
+def sharer_tokens(adapter_params: dict, cut_params: dict, cut_cfg, rows: SharerRows, setup: Setup) -> jax.Array:
+    """Per-token message latents [B, S, r] of the passages in `rows` (a one-token slot each)."""
+    _, cache = transformer.forward(jax.lax.stop_gradient(cut_params), rows.ids, rows.positions,
+                                   None, config=cut_cfg, token_mask=rows.mask, last_logits_only=True)
     z = lcfx.token_latents(adapter_params, cache, cfg=setup.adapter, sharer_cfg=cut_cfg, receiver_cfg=setup.receiver)
     return lcfx.token_messages(adapter_params, z, cfg=setup.adapter)
 
 
-def translation_loss(adapter_params: dict, cut_params: dict, receiver_embed: jax.Array, batch: dict, setup: Setup, *,
-                     cut_cfg, temperature: float = 0.05):
-    lat = sharer_tokens(adapter_params, cut_params, cut_cfg, batch, setup)
+def translation_loss(adapter_params: dict, cut_params: dict, receiver_embed: jax.Array, batch: TokenTargetBatch,
+                     setup: Setup, *, cut_cfg, temperature: float = 0.05):
+    lat = sharer_tokens(adapter_params, cut_params, cut_cfg, batch.sharer, setup)
     e = lcfx.decode_embeddings(adapter_params, lat, cfg=setup.adapter)                     # [B, S, D]
     table = jax.lax.stop_gradient(receiver_embed).astype(jnp.float32) * setup.receiver.embed_scale
-    t = jnp.take(table, batch["targets"], axis=0)                                          # [B, S, D]
-    w = batch["weight"].astype(jnp.float32)
+    t = jnp.take(table, batch.targets, axis=0)                                             # [B, S, D]
+    w = batch.weight.astype(jnp.float32)
     n = jnp.maximum(jnp.sum(w), 1.0)
     rel = jnp.sum(jnp.sum((e - t) ** 2, -1) * w) / jnp.maximum(jnp.sum(jnp.sum(t * t, -1) * w), 1e-9)
     d = e.shape[-1]
-    ef, tf, ids, wf = e.reshape(-1, d), t.reshape(-1, d), batch["targets"].reshape(-1), w.reshape(-1)
+    ef, tf, ids, wf = e.reshape(-1, d), t.reshape(-1, d), batch.targets.reshape(-1), w.reshape(-1)
     unit = lambda x: x * jax.lax.rsqrt(jnp.sum(x * x, -1, keepdims=True) + 1e-9)  # noqa: E731
     logits = (unit(ef) @ unit(tf).T) / temperature
     logits = jnp.where(wf[None, :] > 0, logits, -1e9)
@@ -142,18 +144,24 @@ def load_translation(params: dict, directory: str, setup: Setup) -> dict:
     return out
 
 
-def pretrain(params: dict, frozen: tuple, batches, setup: Setup, *, steps: int, lr: float, warmup_steps: int = 20,
-             log=None, log_every: int = 10) -> dict:
-    """`steps` Adam steps of the token translation; returns the full adapter params (`stage.run`)."""
+def make_phase(frozen: tuple, batches, setup: Setup, *, steps: int, lr: float, warmup_steps: int = 20) -> Phase:
+    """The token translation as a `Phase`: frozen = (sharer, receiver) params, of which it keeps the sharer up to
+    its last used layer and the receiver's embedding."""
     if setup.kind != "lcfx" or setup.adapter.decoder != "embed":
         raise ValueError("the token-translation stage trains an LCF-X adapter with adapter.lcfx.decoder='embed'")
     cut_params, cut_cfg = sharer_prefix_model(frozen[0], setup)
-    return stage.run(params, TRAINED_KEYS, functools.partial(stage_loss, setup=setup, cut_cfg=cut_cfg),
-                     (cut_params, jnp.asarray(frozen[1]["embed"])), batches, steps=steps, lr=lr,
-                     warmup_steps=warmup_steps, log=log, log_every=log_every, name="token translation",
-                     hint="lower pretrain.lr")
+    return stage.make_phase("translation", TRAINED_KEYS, functools.partial(stage_loss, setup=setup, cut_cfg=cut_cfg),
+                            (cut_params, jnp.asarray(frozen[1]["embed"])), batches, steps=steps, lr=lr,
+                            warmup_steps=warmup_steps, hint="lower pretrain.lr")
 
 
-def stage_loss(params: dict, frozen: tuple, batch: dict, *, setup: Setup, cut_cfg):
-    """`translation_loss` in `stage.run`'s form: frozen = (the cut sharer's params, the receiver's embedding)."""
+def pretrain(params: dict, frozen: tuple, batches, setup: Setup, *, steps: int, lr: float, warmup_steps: int = 20,
+             log=None, log_every: int = 10) -> dict:
+    """`steps` Adam steps of the token translation without checkpoints; returns the full adapter params."""
+    return stage.run(make_phase(frozen, batches, setup, steps=steps, lr=lr, warmup_steps=warmup_steps), params,
+                     log=log, log_every=log_every)
+
+
+def stage_loss(params: dict, frozen: tuple, batch: TokenTargetBatch, *, setup: Setup, cut_cfg):
+    """`translation_loss` in a stage's form: frozen = (the cut sharer's params, the receiver's embedding)."""
     return translation_loss(params, frozen[0], frozen[1], batch, setup, cut_cfg=cut_cfg)

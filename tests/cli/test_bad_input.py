@@ -18,9 +18,10 @@ import pytest
 from launch import tpu
 from lcf_jax import answer, demo, export, reproduce
 from lcf_jax.cli_errors import UserError, run_main
+from lcf_jax.paths import repo_root
 from lcf_jax.train import __main__ as train_cli
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = repo_root()
 TINY = str(ROOT / "configs" / "tiny.py")
 ROW = {"id": "a", "sharer_context": "The Eiffel Tower was completed in 1889.", "question": "When?", "answers": ["1889"]}
 

@@ -7,6 +7,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import PreTrainedTokenizerFast
 
 from lcf_jax.data import pipeline
+from lcf_jax.data.batches import PromptBatch, leaves
 
 CORPUS = [
     "Super Bowl 50 was an American football game to determine the champion of the NFL.",
@@ -73,27 +74,26 @@ def test_train_layout(toks):
     assert tok.sharer[0] == s_tok.bos_token_id
     ls, lr = feats.bucket_key(tok)
     assert ls == pipeline.bucket_for(len(tok.sharer), (16, 32, 64))
-    assert out["sharer_ids"].shape == (ls,) and out["sharer_ids"].dtype == np.int32
-    assert out["sharer_mask"].dtype == bool
+    assert out.sharer.ids.shape == (ls,) and out.sharer.ids.dtype == np.int32
+    assert out.sharer.mask.dtype == bool
     n_s = len(tok.sharer)
     # left padding
-    assert not out["sharer_mask"][: ls - n_s].any() and out["sharer_mask"][ls - n_s:].all()
-    assert (out["sharer_ids"][: ls - n_s] == s_tok.pad_token_id).all()
-    np.testing.assert_array_equal(out["sharer_ids"][ls - n_s:], tok.sharer)
-    assert out["sharer_positions"][ls - n_s] == 0 and out["sharer_positions"][-1] == n_s - 1
+    assert not out.sharer.mask[: ls - n_s].any() and out.sharer.mask[ls - n_s:].all()
+    assert (out.sharer.ids[: ls - n_s] == s_tok.pad_token_id).all()
+    np.testing.assert_array_equal(out.sharer.ids[ls - n_s:], tok.sharer)
+    assert out.sharer.positions[ls - n_s] == 0 and out.sharer.positions[-1] == n_s - 1
     # receiver: prompt + target, right padding, loss on target only
     n_p, n_t = len(tok.prompt), len(tok.target)
-    assert out["receiver_ids"].shape == (lr,) and lr == pipeline.bucket_for(n_p + n_t, (16, 32))
-    np.testing.assert_array_equal(out["receiver_ids"][:n_p], tok.prompt)
-    np.testing.assert_array_equal(out["receiver_ids"][n_p:n_p + n_t], tok.target)
-    assert (out["receiver_ids"][n_p + n_t:] == r_tok.pad_token_id).all()
-    assert out["receiver_mask"].sum() == n_p + n_t and out["receiver_mask"][: n_p + n_t].all()
-    assert out["loss_mask"].sum() == n_t and out["loss_mask"][n_p:n_p + n_t].all()
-    assert out["prompt_len"] == n_p and out["target_len"] == n_t
+    assert out.receiver_ids.shape == (lr,) and lr == pipeline.bucket_for(n_p + n_t, (16, 32))
+    np.testing.assert_array_equal(out.receiver_ids[:n_p], tok.prompt)
+    np.testing.assert_array_equal(out.receiver_ids[n_p:n_p + n_t], tok.target)
+    assert (out.receiver_ids[n_p + n_t:] == r_tok.pad_token_id).all()
+    assert out.receiver_mask.sum() == n_p + n_t and out.receiver_mask[: n_p + n_t].all()
+    assert out.loss_mask.sum() == n_t and out.loss_mask[n_p:n_p + n_t].all()
     assert tok.target[-1] == r_tok.eos_token_id
     assert r_tok.decode(tok.prompt) == "Question: Which team won?\nAnswer:"
     assert r_tok.decode(tok.target[:-1]) == " Denver Broncos"
-    assert r_tok.decode(out["receiver_ids"][out["loss_mask"]][:-1]) == " Denver Broncos"
+    assert r_tok.decode(out.receiver_ids[out.loss_mask][:-1]) == " Denver Broncos"
 
 
 def test_truncation(toks):
@@ -111,7 +111,7 @@ def test_truncation(toks):
     np.testing.assert_array_equal(tok.prompt, full_q[-6:])  # the question end is kept
     assert len(tok.target) == 3 and tok.target[-1] != r_tok.eos_token_id
     out = feats.pad(tok)
-    assert out["sharer_mask"].all() and out["sharer_ids"].shape == (10,)
+    assert out.sharer.mask.all() and out.sharer.ids.shape == (10,)
     left = pipeline.QAFeatures(s_tok, r_tok, max_sharer_len=10, sharer_truncation="left")
     np.testing.assert_array_equal(left.tokenize(ex).sharer[1:], full[-9:])
 
@@ -123,11 +123,11 @@ def test_generate_layout(toks):
     tok = feats.tokenize(_example(1))
     out = feats.pad(tok, mode="generate")
     n_p = len(tok.prompt)
-    lr = out["prompt_ids"].shape[0]
+    lr = out.prompt_ids.shape[0]
     assert lr == pipeline.bucket_for(n_p, (8, 16, 32))
-    np.testing.assert_array_equal(out["prompt_ids"][lr - n_p:], tok.prompt)
-    assert out["prompt_mask"].sum() == n_p and out["prompt_mask"][-1]
-    assert "loss_mask" not in out
+    np.testing.assert_array_equal(out.prompt_ids[lr - n_p:], tok.prompt)
+    assert out.prompt_mask.sum() == n_p and out.prompt_mask[-1]
+    assert isinstance(out, PromptBatch) and out.sharer.mask.sum() == len(tok.sharer)
 
 
 def test_bucket_validation(toks):
@@ -189,22 +189,24 @@ def test_qa_batch_iterator(toks):
     assert [t.id for t in tokd] == [e["id"] for e in exs]
     it = pipeline.QABatchIterator(feats, tokd, batch_size=4, seed=3)
     b = next(it)
-    assert b["sharer_ids"].shape[0] == 4 and b["receiver_ids"].shape == (4, 32)
-    assert b["sharer_ids"].dtype == np.int32 and b["loss_mask"].dtype == bool
-    assert b["example_mask"].all() and len(b["ids"]) == 4
+    assert b.sharer.ids.shape[0] == 4 and b.receiver_ids.shape == (4, 32)
+    assert b.sharer.ids.dtype == np.int32 and b.loss_mask.dtype == bool
+    assert b.example_mask.all() and b.example_rows.shape == (4,) and len(set(b.example_rows)) == 4
+    for r, row in zip(b.example_rows, b.receiver_ids):   # example_rows names each row's example
+        np.testing.assert_array_equal(row[:len(tokd[r].prompt)], tokd[r].prompt)
     state = it.state()
     nxt = next(it)
     it2 = pipeline.QABatchIterator(feats, tokd, batch_size=4, seed=3)
     it2.restore(state)
     nxt2 = next(it2)
-    assert nxt2["ids"] == nxt["ids"]
-    for k in ("sharer_ids", "sharer_mask", "receiver_ids", "loss_mask"):
-        np.testing.assert_array_equal(nxt[k], nxt2[k])
+    assert leaves(nxt).keys() == leaves(nxt2).keys()
+    for name, x in leaves(nxt).items():   # the restored iterator gives the same batch, every array
+        np.testing.assert_array_equal(x, leaves(nxt2)[name])
     # eval-style: no shuffling, nothing dropped, short batches padded with masked rows
     ev = pipeline.QABatchIterator(feats, tokd, batch_size=4, mode="generate", shuffle=False,
                                   drop_remainder=False, num_epochs=1)
     ids = []
     for b in ev:
-        assert b["prompt_ids"].shape[0] == 4
-        ids += [i for i, m in zip(b["ids"], b["example_mask"]) if m]
+        assert b.prompt_ids.shape[0] == 4
+        ids += [tokd[r].id for r, m in zip(b.example_rows, b.example_mask) if m]
     assert sorted(ids) == sorted(e["id"] for e in exs)

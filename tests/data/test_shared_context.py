@@ -7,6 +7,7 @@ import pytest
 from lcf_jax.adapters import ADAPTER_KINDS
 from lcf_jax.adapters.lcf import LCFConfig
 from lcf_jax.adapters.c2c import C2CConfig
+from lcf_jax.data.batches import leaves
 from lcf_jax.data.shared_context import SharedContextBatches, SharedContextFeatures
 from lcf_jax.eval import shared_mc
 from lcf_jax.models import registry, transformer
@@ -32,17 +33,17 @@ def test_batch_layout_context_alignment_and_continuation():
     text = "Name three colours.\n"
     r_ids = OffsetTok("chars")(text)["input_ids"]
     nc = len(r_ids) - 1
-    lc = b["receiver_ctx_ids"].shape[1]
+    lc = b.receiver_ctx_ids.shape[1]
     # the receiver context holds all context tokens but the last, left-padded
-    assert b["receiver_ctx_ids"][0, lc - nc:].tolist() == r_ids[:-1] and b["receiver_ctx_mask"][0].sum() == nc
+    assert b.receiver_ctx_ids[0, lc - nc:].tolist() == r_ids[:-1] and b.receiver_ctx_mask[0].sum() == nc
     # the continuation opens with the last context token; the loss covers exactly the target (+ EOS)
     n_t = len(t.target)
-    assert b["receiver_ids"][0, 0] == r_ids[-1] and t.target[-1] == 2
-    assert b["loss_mask"][0].tolist() == [False] + [True] * n_t + [False] * (b["loss_mask"].shape[1] - n_t - 1)
+    assert b.receiver_ids[0, 0] == r_ids[-1] and t.target[-1] == 2
+    assert b.loss_mask[0].tolist() == [False] + [True] * n_t + [False] * (b.loss_mask.shape[1] - n_t - 1)
     # each receiver context slot reads a real sharer slot; the receiver's BOS reads the sharer's first token
-    al, sm = b["alignment"][0], b["sharer_mask"][0]
-    assert (al[~b["receiver_ctx_mask"][0]] == -1).all()
-    real = al[b["receiver_ctx_mask"][0]]
+    al, sm = b.alignment[0], b.sharer.mask[0]
+    assert (al[~b.receiver_ctx_mask[0]] == -1).all()
+    real = al[b.receiver_ctx_mask[0]]
     assert sm[real].all() and real[0] == np.argmax(sm) and (np.diff(real) >= 0).all()
 
 
@@ -54,8 +55,9 @@ def test_iterator_is_resumable_and_batches_share_a_bucket():
     a = next(it)
     it.restore(state)
     b = next(it)
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k])
+    assert leaves(a).keys() == leaves(b).keys()
+    for name, x in leaves(a).items():
+        np.testing.assert_array_equal(x, leaves(b)[name])
 
 
 @pytest.mark.parametrize("kind", ["lcf", "c2c"])
@@ -67,10 +69,10 @@ def test_shared_context_loss_trains_the_adapter(kind):
     params = spec.init(jax.random.key(0), acfg, s[0], r[0])
     params = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.key(1), x.shape, x.dtype), params)
     f = _features()
-    batch = {k: jnp.asarray(v) for k, v in f.collate([t for t in f.tokenize_many(EXAMPLES)][:1]).items()}
+    batch = jax.tree.map(jnp.asarray, f.collate([t for t in f.tokenize_many(EXAMPLES)][:1]))
     (loss, aux), g = jax.value_and_grad(objective.loss_fn, has_aux=True)(params, s[1], r[1], batch, setup,
                                                                         train=False)
-    assert np.isfinite(float(loss)) and float(aux["target_tokens"]) == batch["loss_mask"].sum()
+    assert np.isfinite(float(loss)) and float(aux["target_tokens"]) == batch.loss_mask.sum()
     assert float(jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(g)))) > 0
 
 

@@ -12,8 +12,9 @@ import pytest
 from lcf_jax.adapters import lcfx
 from lcf_jax.adapters.export_jax import export_adapter
 from lcf_jax.models import convert, registry
+from lcf_jax.paths import repo_root
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = repo_root()
 DOC = ROOT / "docs" / "pytorch_usage.md"
 PAIR = ("smollm2-135m-instruct", "gemma3-270m")
 

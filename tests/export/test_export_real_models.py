@@ -6,7 +6,6 @@ The adapter is the trained SmolLM2 -> Gemma3 one when runs/lcfx_smollm2_to_gemma
 a random initialisation with a nonzero value gate (so the slots change the receiver's answers)."""
 import time
 import warnings
-from pathlib import Path
 
 import jax
 import pytest
@@ -15,6 +14,7 @@ from export_helpers import left_pad
 
 from lcf_jax.adapters import lcfx
 from lcf_jax.adapters.export_jax import export_adapter, import_adapter
+from lcf_jax.paths import repo_root
 from lcf_jax.train.export_run import export_checkpoint
 from lcf_jax.comm import lcfx_channel
 from lcf_jax.comm.agents import Agent, first_line
@@ -23,7 +23,7 @@ from lcf_jax.models import registry
 from lcf_jax.torch import answer_with_lcfx, lcfx_extra, load_adapter, prefix_cache
 
 pytestmark = pytest.mark.real_models
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = repo_root()
 N_QUESTIONS = 20
 MAX_NEW_TOKENS = 8
 DATA = dict(max_sharer_len=128, max_prompt_len=48, max_target_len=16)

@@ -16,10 +16,11 @@ from export_helpers import perturbed, tiny
 from lcf_jax.adapters import export_format as F
 from lcf_jax.adapters import lcfx
 from lcf_jax.adapters.export_jax import export_adapter
+from lcf_jax.paths import repo_root
 from lcf_jax.torch import (AdapterFormatError, ConfigHashMismatchError, FormatVersionError, TensorMismatchError,
                            check_model, load_adapter)
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = repo_root()
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,6 @@ def test_paper_pair_compiles_scaled_down():
     res = checks.aot_compile("configs/qwen25_to_qwen3_lcf.py", ["--config.data.batch_size=64"], 8, 1, 64)
     cpu = res["cpu"]
     assert res["cpu_error"] is None and cpu["mesh"] == {"data": 8, "model": 1}
-    assert cpu["frozen_params"] > 1_000_000_000 and cpu["batch_shapes"]["sharer_ids"] == [64, 1024]
+    assert cpu["frozen_params"] > 1_000_000_000 and cpu["batch_shapes"]["sharer.ids"] == [64, 1024]
     mem = cpu["memory_per_device"]
     assert mem["argument_size_in_bytes"] > 4 * 2**30  # both frozen models, replicated, float32

@@ -1,11 +1,11 @@
 """Run configs: every shipped config parses; unknown keys and wrong types fail naming the key."""
-from pathlib import Path
 
 import pytest
 
+from lcf_jax.paths import repo_root
 from lcf_jax.train import config as config_lib
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.py"))
+CONFIGS = sorted((repo_root() / "configs").glob("*.py"))
 
 
 def test_configs_exist():

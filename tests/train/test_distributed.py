@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from lcf_jax.paths import repo_root
 from lcf_jax.train import distributed
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = repo_root()
 WORKER = Path(__file__).with_name("dist_worker.py")
 TIMEOUT_S = 120
 

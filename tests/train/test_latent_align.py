@@ -41,16 +41,16 @@ def test_passage_batches_map_each_receiver_slot_to_the_sharer_slot_covering_it()
     b = next(feed)
     L = 24
     for i in range(2):
-        s_slots = np.nonzero(b["sharer_mask"][i])[0]
-        r_slots = np.nonzero(b["receiver_mask"][i])[0]
+        s_slots = np.nonzero(b.sharer.mask[i])[0]
+        r_slots = np.nonzero(b.receiver_mask[i])[0]
         assert s_slots[-1] == r_slots[-1] == L - 1           # left-padded
-        al = b["alignment"][i]
-        assert (al[b["receiver_mask"][i]] >= s_slots[0]).all() and (al[~b["receiver_mask"][i]] == -1).all()
-        assert b["sharer_positions"][i, s_slots[0]] == 0
+        al = b.alignment[i]
+        assert (al[b.receiver_mask[i]] >= s_slots[0]).all() and (al[~b.receiver_mask[i]] == -1).all()
+        assert b.sharer.positions[i, s_slots[0]] == 0
     state = feed.state()
     again = next(feed)
     feed.restore(state)
-    np.testing.assert_array_equal(next(feed)["receiver_ids"], again["receiver_ids"])
+    np.testing.assert_array_equal(next(feed).receiver_ids, again.receiver_ids)
 
 
 def test_token_messages_are_the_slot_latents_of_one_hot_pooling():
@@ -106,13 +106,15 @@ def test_a_run_starts_from_an_exported_adapter_and_rejects_another_shape(tmp_pat
     from lcf_jax.adapters.export_jax import export_adapter
     cfg = _cfg(tmp_path, "--config.train.steps=1")
     b = run_setup.build(cfg)
-    setup = b["setup"]
-    start = jax.tree.map(lambda x: x + 0.5, b["params"])
+    setup = b.setup
+    start = jax.tree.map(lambda x: x + 0.5, b.params)
     export_adapter(tmp_path / "start", start, setup.adapter, setup.sharer, setup.receiver)
-    got = run_setup.initial_params(_cfg(tmp_path, f"--config.train.init_adapter='{tmp_path / 'start'}'"), b, None, None)
+    got, phases = run_setup.starting_point(_cfg(tmp_path, f"--config.train.init_adapter='{tmp_path / 'start'}'"), b,
+                                           None, None)
+    assert phases == []   # an exported adapter is the starting point: no pre-training
     jax.tree.map(lambda a, e: np.testing.assert_array_equal(np.asarray(a), np.asarray(e)), got, start)
     with pytest.raises(ValueError, match="set config.adapter"):
-        run_setup.initial_params(_cfg(tmp_path, f"--config.train.init_adapter='{tmp_path / 'start'}'",
+        run_setup.starting_point(_cfg(tmp_path, f"--config.train.init_adapter='{tmp_path / 'start'}'",
                                  "--config.adapter.lcfx.rank=32"), b, None, None)
 
 
@@ -141,16 +143,16 @@ def test_closed_form_fit_is_what_the_adapter_computes_and_beats_the_mean():
     k0, v0 = report["heldout_rel_err_kv_of_the_mean"]
     assert k < k0 and v < v0, report
     # the adapter's own forward (per-token latents -> one-token slots -> decoder) gives the fitted map
-    batch = {kk: jnp.asarray(vv) for kk, vv in next(feed()).items()}
+    batch = jax.tree.map(jnp.asarray, next(feed()))
     kw = dict(cfg=setup.adapter, sharer_cfg=setup.sharer, receiver_cfg=setup.receiver)
     from lcf_jax.train import objective
-    z = lcfx.token_latents(p1, objective.sharer_cache(frozen[0], batch, setup), **kw)
-    lat = jnp.take_along_axis(lcfx.token_messages(p1, z, cfg=setup.adapter), jnp.maximum(batch["alignment"], 0)[..., None], 1)
+    z = lcfx.token_latents(p1, objective.sharer_cache(frozen[0], batch.sharer, setup), **kw)
+    lat = jnp.take_along_axis(lcfx.token_messages(p1, z, cfg=setup.adapter), jnp.maximum(batch.alignment, 0)[..., None], 1)
     kk, vv = lcfx.decode_layers(p1, lat, cfg=setup.adapter, receiver_cfg=setup.receiver)   # [n, B, H, T, D]
     n, b, h, t, d = kk.shape
     pred = jnp.concatenate([kk.transpose(1, 3, 0, 2, 4).reshape(b, t, n, h * d),
                             vv.transpose(1, 3, 0, 2, 4).reshape(b, t, n, h * d)], -1).reshape(b, t, -1)
-    w = np.asarray(batch["align_weight"] & (batch["alignment"] >= 0) & batch["receiver_mask"])
+    w = np.asarray(batch.align_weight & (batch.alignment >= 0) & batch.receiver_mask)
     a = np.asarray(p1["enc_w"]).reshape(-1, setup.adapter.rank)
     want = (x[: w.sum()] @ a + np.asarray(p1["enc_b"])) @ np.concatenate(
         [np.concatenate([np.asarray(p1["dec_wk"][i]), np.asarray(p1["dec_wv"][i])], -1) for i in range(n)], -1) + \

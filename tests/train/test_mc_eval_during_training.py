@@ -45,8 +45,8 @@ def test_a_no_op_adapter_scores_as_the_receiver_alone(tmp_path):
     """LCF starts as a no-op (zero up-projection): its accuracy is the receiver alone's, both scored as T1."""
     cfg = _cfg(tmp_path)
     b = run_setup.build(cfg)
-    evaluate = during_training.make_train_evaluator(cfg, b["setup"], b["frozen"], None, TOKENIZERS)
-    m = evaluate(b["params"], 0)
+    evaluate = during_training.make_train_evaluator(cfg, b.setup, b.frozen, None, TOKENIZERS)
+    m = evaluate(b.params, 0)
     assert m["n"] == 6 and m["mc_acc"] == m["mc_acc_alone"] == m["mc_acc/arc_easy"] and m["mc_acc_delta"] == 0
 
 

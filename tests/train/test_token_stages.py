@@ -15,7 +15,8 @@ PASSAGES = ["The 3 cats sat on 12 mats in Paris.", "Rivers run to the sea and th
             "a b c d e f g h i j k l m n o p", "Marie Curie won two Nobel prizes in 1903 and 1911."]
 
 
-def _setup(**kw):
+def window_setup(**kw):
+    """(setup, frozen models, calibrated params) of a tiny conditioned window-pooled LCF-X adapter."""
     s, r = registry.TINY_CONFIGS["tiny-llama"], registry.TINY_CONFIGS["tiny-gemma3"]
     cfg = lcfx.LCFXConfig(**{"rank": 16, "slots": 4, "pool_heads": 2, "conditioned": True, "pooling": "window",
                              "locator_rank": 8, "injection": "positioned", "decoder": "embed", "embed_hidden": 32,
@@ -53,7 +54,7 @@ def test_answer_tokens_mark_the_first_occurrence_case_insensitively():
 
 
 def test_token_translation_learns_and_touches_only_its_parameters():
-    setup, frozen, params = _setup()
+    setup, frozen, params = window_setup()
     feed = token_translation.TokenBatches(PASSAGES, OffsetTok("chars", bos=False), OffsetTok("words", vocab=64),
                                           max_len=24, batch_size=4, seed=0)
     logs = []
@@ -67,7 +68,7 @@ def test_token_translation_learns_and_touches_only_its_parameters():
 
 
 def test_locator_learns_where_answers_sit_and_touches_only_its_parameters():
-    setup, frozen, params = _setup()
+    setup, frozen, params = window_setup()
     s_tok, r_tok = OffsetTok("words", bos=False), OffsetTok("chars", vocab=64)
     rows = [{"sharer_context": p, "question": f"where is {w}?", "answers": [w]}
             for p in PASSAGES for w in p.split()[2:6]]
@@ -85,7 +86,7 @@ def test_locator_learns_where_answers_sit_and_touches_only_its_parameters():
 
 def test_an_unconditioned_locator_trains_its_prior_alone():
     """Unconditioned window pooling: the locator learns the prior z . w_b (no receiver summary to train)."""
-    setup, frozen, params = _setup(conditioned=False)
+    setup, frozen, params = window_setup(conditioned=False)
     s_tok, r_tok = OffsetTok("words", bos=False), OffsetTok("chars", vocab=64)
     rows = [{"sharer_context": p, "question": "q?", "answers": [p.split()[3]]} for p in PASSAGES]
     feed = locator.LocatorBatches(rows, s_tok, r_tok, max_len=16, max_prompt_len=12,
@@ -102,16 +103,16 @@ def test_a_translation_is_loaded_from_an_exported_adapter_and_nothing_else(tmp_p
     """pretrain.translation_from: the token translation of another (here conditioned) adapter replaces
     stage 1; the locator's parameters stay this run's own; a different translation is refused by name."""
     from lcf_jax.adapters.export_jax import export_adapter
-    setup, _, trained = _setup()
+    setup, _, trained = window_setup()
     trained = {k: v + 0.25 for k, v in trained.items()}
     export_adapter(tmp_path / "a", trained, setup.adapter, setup.sharer, setup.receiver)
-    fresh_setup, _, fresh = _setup(conditioned=False)
+    fresh_setup, _, fresh = window_setup(conditioned=False)
     out = token_translation.load_translation(fresh, str(tmp_path / "a"), fresh_setup)
     assert set(out) == set(fresh)
     for k in fresh:
         want = trained[k] if k in token_translation.TRAINED_KEYS else fresh[k]
         np.testing.assert_array_equal(np.asarray(out[k]), np.asarray(want), err_msg=k)
-    other_setup, _, other = _setup(sharer_layers=(1,))
+    other_setup, _, other = window_setup(sharer_layers=(1,))
     with pytest.raises(ValueError, match="sharer_layers=\\(0, 1\\)"):
         token_translation.load_translation(other, str(tmp_path / "a"), other_setup)
 

@@ -12,11 +12,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lcf_jax.data.batches import SharerKV
+from lcf_jax.paths import repo_root
 from lcf_jax.train import config as config_lib
 from lcf_jax.train import loop, objective, run_log, run_setup
-from lcf_jax.train.feed import SyntheticBatches, device_arrays
+from lcf_jax.train.feed import SyntheticBatches
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = repo_root()
 
 
 def _cfg(tmp_path, name, *extra):
@@ -97,13 +99,13 @@ def test_sigkills_at_random_steps_then_rerun_resume_bit_for_bit(tmp_path):
 def test_precomputed_and_on_the_fly_sharer_caches_give_the_same_loss(tmp_path):
     cfg = _cfg(tmp_path, "x")
     b = run_setup.build(cfg)
-    setup = b["setup"]
-    frozen = jax.tree.map(jnp.asarray, b["frozen"])
-    batch = device_arrays(next(SyntheticBatches(False, setup.sharer, setup.receiver, 4, 0)))
-    batch = jax.tree.map(jnp.asarray, batch)
-    live, _ = objective.loss_fn(b["params"], frozen[0], frozen[1], batch, setup)
-    pre_batch = objective.precompute_sharer_cache(frozen[0], batch, setup)
-    pre, _ = objective.loss_fn(b["params"], frozen[0], frozen[1], pre_batch, setup)
+    setup = b.setup
+    frozen = jax.tree.map(jnp.asarray, b.frozen)
+    batch = jax.tree.map(jnp.asarray, next(SyntheticBatches(False, setup.sharer, setup.receiver, 4, 0)))
+    live, _ = objective.loss_fn(b.params, frozen[0], frozen[1], batch, setup)
+    cache = objective.sharer_cache(frozen[0], batch.sharer, setup)
+    pre_batch = batch._replace(sharer_kv=SharerKV(cache.keys, cache.values))
+    pre, _ = objective.loss_fn(b.params, frozen[0], frozen[1], pre_batch, setup)
     assert float(live) == float(pre)
     # And through the loop's precomputed path.
     loop.train(_cfg(tmp_path, "pre", "--config.train.sharer_cache='precomputed'", "--config.train.steps=4"))
@@ -114,14 +116,14 @@ def test_precomputed_and_on_the_fly_sharer_caches_give_the_same_loss(tmp_path):
 def test_only_adapter_params_are_trained(tmp_path):
     cfg = _cfg(tmp_path, "x")
     b = run_setup.build(cfg)
-    frozen_before = jax.tree.map(np.array, b["frozen"])
+    frozen_before = jax.tree.map(np.array, b.frozen)
     loop.train(_cfg(tmp_path, "y", "--config.train.steps=2"))
     b2 = run_setup.build(cfg)
-    jax.tree.map(np.testing.assert_array_equal, frozen_before, jax.tree.map(np.asarray, b2["frozen"]))
-    g = jax.grad(lambda p: objective.loss_fn(p, *jax.tree.map(jnp.asarray, b["frozen"]),
-                                             jax.tree.map(jnp.asarray, device_arrays(next(SyntheticBatches(
-                                                 False, b["setup"].sharer, b["setup"].receiver, 2, 0)))),
-                                             b["setup"])[0])(b["params"])
+    jax.tree.map(np.testing.assert_array_equal, frozen_before, jax.tree.map(np.asarray, b2.frozen))
+    g = jax.grad(lambda p: objective.loss_fn(p, *jax.tree.map(jnp.asarray, b.frozen),
+                                             jax.tree.map(jnp.asarray, next(SyntheticBatches(
+                                                 False, b.setup.sharer, b.setup.receiver, 2, 0))),
+                                             b.setup)[0])(b.params)
     assert sum(float(jnp.abs(x).sum()) > 0 for x in jax.tree.leaves(g)) >= len(jax.tree.leaves(g)) // 2
 
 
@@ -149,9 +151,9 @@ def test_bfloat16_compute_keeps_float32_master_weights(tmp_path):
     cfg = _cfg(tmp_path, "bf16", "--config.train.compute_dtype='bfloat16'", "--config.train.steps=3")
     b = run_setup.build(cfg)
     with Checkpointer(str(tmp_path / "bf16" / "checkpoints"), keep_last=3) as ck:
-        opt = jax.eval_shape(b["optimizer"].init, b["params"])
+        opt = jax.eval_shape(b.optimizer.init, b.params)
         rng = jax.eval_shape(lambda: jax.random.PRNGKey(0))
-        restored = ck.restore_latest(jax.eval_shape(lambda: b["params"]), {"opt": opt, "rng": rng})
+        restored = ck.restore_latest(jax.eval_shape(lambda: b.params), {"opt": opt, "rng": rng})
     assert {x.dtype for x in jax.tree.leaves(restored.params)} == {jnp.dtype(jnp.float32)}
 
 
@@ -161,11 +163,11 @@ def test_frozen_adapter_parameters_stay_put_and_unknown_names_are_refused(tmp_pa
     loop.train(cfg)
     b = run_setup.build(cfg)
     with Checkpointer(str(tmp_path / "fr" / "checkpoints"), keep_last=3) as ck:
-        opt = jax.eval_shape(b["optimizer"].init, b["params"])
+        opt = jax.eval_shape(b.optimizer.init, b.params)
         rng = jax.eval_shape(lambda: jax.random.PRNGKey(0))
-        params = ck.restore_latest(jax.eval_shape(lambda: b["params"]), {"opt": opt, "rng": rng}).params
-    for k in b["params"]:
-        same = np.array_equal(np.asarray(params[k]), np.asarray(b["params"][k]))
+        params = ck.restore_latest(jax.eval_shape(lambda: b.params), {"opt": opt, "rng": rng}).params
+    for k in b.params:
+        same = np.array_equal(np.asarray(params[k]), np.asarray(b.params[k]))
         assert same == (k in ("enc_w", "dec_wv")), k
     with pytest.raises(ValueError, match="not parameters of this lcfx adapter"):
         run_setup.build(_cfg(tmp_path, "fr2", "--config.train.freeze=['nope']"))
