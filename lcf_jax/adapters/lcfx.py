@@ -302,8 +302,9 @@ def calibrate_embed_decoder(params: dict, receiver_params: dict, *, cfg: LCFXCon
 def _slot_positions(b: int, n: int, p: int, slot_mask):
     """(mask, positions) of n slots after a prefix of p: valid slots take positions p, p+1, ... in order
     (a row with fewer valid slots continues its prompt earlier, as a shorter passage would)."""
+    from lcf_jax.models import transformer
     mask = jnp.ones((b, n), bool) if slot_mask is None else slot_mask.astype(bool)
-    positions = p + jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1, 0)
+    positions = p + transformer.positions_from_mask(mask)
     return mask, positions.astype(jnp.int32)
 
 

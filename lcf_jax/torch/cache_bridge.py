@@ -195,7 +195,7 @@ def positioned_prefix(receiver_model: Any, adapter, latents: torch.Tensor, prefi
         slot_mask = (latents.ne(0).any(dim=-1) if adapter.config["pooling"] == "window"
                      else torch.ones(b, n, dtype=torch.bool, device=device))
     mask = slot_mask.to(torch.bool)
-    positions = p + torch.clamp(torch.cumsum(mask.to(torch.long), dim=1) - 1, min=0)
+    positions = p + positions_from_mask(mask)
     cache_mask = torch.cat([torch.ones(b, p, dtype=torch.bool, device=device), mask], dim=1)
     dtype = next(receiver_model.parameters()).dtype
     if adapter.config["decoder"] == "embed":

@@ -25,8 +25,7 @@ Passages come from the QA training sets' sharer contexts (qa_train/: a training 
 from __future__ import annotations
 
 import functools
-import time
-from typing import Optional, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -135,69 +134,12 @@ def pretrain(params: dict, frozen: tuple, batches, setup: Setup, *, steps: int, 
                      log=log, log_every=log_every)
 
 
-def passages_of(examples: Sequence[dict]) -> list[str]:
-    return [e["sharer_context"] for e in examples]
-
-
 def evaluate_alignment(params: dict, frozen: tuple, batches, setup: Setup, n_batches: int = 2) -> dict:
     """Mean alignment metrics of `params` over the next n_batches (no update)."""
     fn = jax.jit(functools.partial(alignment_loss, setup=setup))
     rows = [jax.device_get(fn(params, frozen[0], frozen[1], next(batches))[1])
             for _ in range(n_batches)]
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-
-
-def pretraining(cfg, params: dict, frozen: tuple, setup: Setup, tokenizers: Optional[tuple], train_examples,
-                log=None) -> tuple[dict, list[Phase]]:
-    """What a fresh LCF-X run does before its main stage: (the starting params, the pre-training phases to run
-    from them through the main loop). Fits without a loop (closed form, pretrain.translation_from) happen here;
-    `log(step, kind, values)` records them."""
-    p = cfg.pretrain
-    if p.steps <= 0 and not (p.method == "tokens" and p.translation_from):
-        return params, []
-    if tokenizers is None or train_examples is None:
-        raise ValueError("pretrain.steps > 0 needs data.task='qa' (the passages of data.train_sets)")
-    batches = PassagePairs(passages_of(train_examples), *tokenizers, max_len=p.max_len or cfg.data.max_sharer_len,
-                           batch_size=p.batch_size, seed=cfg.data.seed)
-    if p.method == "tokens":
-        return _token_stages(cfg, params, frozen, setup, tokenizers, train_examples)
-    if p.method == "closed_form":
-        t0 = time.perf_counter()
-        x, y = collect_pairs(frozen, batches, setup, p.steps)
-        params, report = fit_closed_form(params, x, y, setup)
-        if log is not None:
-            k, v = report["heldout_rel_err_kv"]
-            k0, v0 = report["heldout_rel_err_kv_of_the_mean"]
-            log(p.steps, "pretrain", {"rel_err_k": k, "rel_err_v": v, "rel_err_k_of_the_mean": k0,
-                                      "rel_err_v_of_the_mean": v0, "tokens": float(report["tokens"]),
-                                      "ridge": report["ridge"], "seconds": time.perf_counter() - t0})
-        return params, []
-    return start_params(params), [make_phase(frozen, batches, setup, steps=p.steps, lr=p.lr)]
-
-
-def _token_stages(cfg, params: dict, frozen: tuple, setup: Setup, tokenizers: tuple, train_examples
-                  ) -> tuple[dict, list[Phase]]:
-    """method "tokens": the token translation (or one loaded from pretrain.translation_from), then (window
-    pooling) the locator, whose steps are logged after the translation's."""
-    from lcf_jax.train import locator, token_translation
-    p, d = cfg.pretrain, cfg.data
-    s_tok, r_tok = tokenizers
-    phases: list[Phase] = []
-    if p.translation_from:
-        params = token_translation.load_translation(params, p.translation_from, setup)
-    else:
-        batches = token_translation.TokenBatches(passages_of(train_examples), s_tok, r_tok,
-                                                 max_len=p.max_len or d.max_sharer_len, batch_size=p.batch_size,
-                                                 seed=d.seed, pad_id=pad_id(s_tok))
-        phases.append(token_translation.make_phase(frozen, batches, setup, steps=p.steps, lr=p.lr))
-    if p.locator_steps > 0:
-        rows = locator.LocatorBatches(train_examples, s_tok, r_tok, max_len=d.max_sharer_len,
-                                      max_prompt_len=d.max_prompt_len, prompt_template=d.prompt_template,
-                                      batch_size=p.locator_batch_size, seed=d.seed, sharer_pad=pad_id(s_tok),
-                                      receiver_pad=pad_id(r_tok))
-        phases.append(locator.make_phase(params, frozen, rows, setup, steps=p.locator_steps, lr=p.locator_lr,
-                                         log_offset=sum(ph.steps for ph in phases)))
-    return params, phases
 
 
 # ------------------------------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def enable_compilation_cache() -> None:
 def starting_point(cfg, run: BuiltRun, tokenizers, qa, log: Optional[RunLog] = None) -> tuple[dict, list[Phase]]:
     """(the adapter params a fresh run starts from, the pre-training phases to run from them): train.init_adapter
     (an exported adapter) with no phases; else the init, and for an LCF-X run with cfg.pretrain set, its
-    pre-training (`latent_align.pretraining`)."""
+    pre-training (`pretrain.pretraining`)."""
     params = run.params
     if cfg.train.init_adapter:
         from lcf_jax.adapters.export_jax import import_adapter
@@ -116,9 +116,9 @@ def starting_point(cfg, run: BuiltRun, tokenizers, qa, log: Optional[RunLog] = N
         if cfg.adapter.kind != "lcfx":
             raise ValueError("pretrain.steps > 0 is the LCF-X latent-alignment stage; set it to 0 for "
                              f"adapter.kind={cfg.adapter.kind!r}")
-        from lcf_jax.train import latent_align
+        from lcf_jax.train import pretrain
         frozen = jax.tree.map(jnp.asarray, run.frozen)
-        return latent_align.pretraining(cfg, params, frozen, run.setup, tokenizers,
+        return pretrain.pretraining(cfg, params, frozen, run.setup, tokenizers,
                                         qa.train_examples if qa is not None else None,
                                         log=None if log is None else log.write)
     return params, []

@@ -90,3 +90,26 @@ def test_a_non_finite_stage_loss_names_the_stage_the_step_and_the_fix():
     ph = dataclasses.replace(ph, optimizer=optax.sgd(1e30))
     with pytest.raises(NonFiniteLossError, match=r"^translation: non-finite loss or gradient at step \d+.*pretrain.lr"):
         stage.run(ph, params, log_every=1)
+
+
+@pytest.mark.real_models
+def test_the_window_recipe_runs_its_stages_through_the_loop_and_a_rerun_redoes_nothing(tmp_path):
+    """The shipped recipe's two stages (token translation, locator), a few steps each on the bundled models:
+    each stage checkpoints in stages/<name>, the locator's rows follow the translation's in metrics.jsonl, step 0
+    of the main stage holds the result, and the same command again resumes there instead of pre-training again."""
+    args = ["--config=configs/smollm2_to_gemma3_lcfx_window.py", f"--config.train.workdir={tmp_path}",
+            "--config.train.async_checkpoint=False", "--config.train.log_every=1", "--config.train.ckpt_every=2",
+            "--config.data.max_train_examples=24", "--config.data.batch_size=8", "--config.pretrain.steps=3",
+            "--config.pretrain.batch_size=2", "--config.pretrain.max_len=32", "--config.pretrain.locator_steps=2",
+            "--config.pretrain.locator_batch_size=2"]
+    loop.train(config_lib.parse_argv(args))
+    for name, last in (("translation", 3), ("locator", 2)):
+        steps = sorted(int(p.name) for p in (tmp_path / "stages" / name).iterdir() if p.name.isdigit())
+        assert steps[-1] == last, (name, steps)
+    rows = [r for r in read_metrics(tmp_path) if r["kind"] == "pretrain"]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    assert "rel_err" in rows[2] and "locator_window_recall" in rows[4]
+    assert (tmp_path / "checkpoints" / "0").is_dir()
+    before = (tmp_path / "metrics.jsonl").read_text()
+    loop.train(config_lib.parse_argv(args))   # resumes at step 0 of the main stage: no stage runs again
+    assert (tmp_path / "metrics.jsonl").read_text() == before
