@@ -170,8 +170,13 @@ def _main(argv, agents: dict | None = None) -> None:
         agents = agents or {name: Agent.load(name) for name in dict(BUNDLED_PAIRS)}
     if "t1" in tables:
         t1_adapters = {name: shared_context_adapter(path, agents) for name, path in _named_paths(args.t1_adapters)}
-        t1 = R.table_shared_context({f"{n} alone": a for n, a in agents.items()}, n=args.n, adapters=t1_adapters)
+        t1, t1_results = R.table_shared_context({f"{n} alone": a for n, a in agents.items()}, n=args.n,
+                                                adapters=t1_adapters)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "t1_shared_context.json").write_text(json.dumps(t1_results, indent=1))  # per question
         t1.write(args.out, "t1_shared_context")
+        if t1_adapters:
+            R.plot_size_accuracy(t1_results, args.out / "t1_size_accuracy.png")
         print(t1.markdown())
     if "ablations" in tables:
         from lcf_jax.eval import ablations as A

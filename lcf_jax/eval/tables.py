@@ -126,42 +126,83 @@ def score_choices(examples: Sequence[dict], *, agent=None, adapter: Optional[dic
 
 
 def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_dir=None,
-                         adapters: Optional[dict] = None) -> Table:
-    """agents: row name -> Agent (each alone). adapters: row name -> dict(setup, params, frozen, features, mb),
-    each scored with the sharer's cache fused into the receiver's (`eval/shared_mc.py`)."""
+                         adapters: Optional[dict] = None) -> tuple[Table, list[dict]]:
+    """T1. agents: row name -> Agent (each alone). adapters: row name -> dict(setup, params, frozen, features, mb),
+    each scored with the sharer's cache fused into the receiver's (`eval/shared_mc.py`).
+
+    Each cell is the accuracy with its 95% bootstrap interval; an adapter row also gets the paired difference
+    against its receiver alone over every question of every set (the same questions, resampled together).
+    Returns (the table, one result per row and set with the per-question correctness)."""
     from lcf_jax.data import sources
+    from lcf_jax.eval.bootstrap import format_interval, mean_interval, paired_difference
 
     adapters = adapters or {}
-    rows, notes = [], []
-    per_set: dict[str, dict[str, float]] = {}
+    results: list[dict] = []
+    correct: dict[str, dict[str, list[float]]] = {}
     for name, split in sets.items():
         exs = sources.read(name, split, data_dir=data_dir, max_examples=n)
-        golds = [e["gold"] for e in exs]
-        for role, agent in agents.items():
-            ll, lens = score_choices(exs, agent=agent)
-            per_set.setdefault(role, {})[name] = metrics.mc_accuracy(ll, golds, normalize_by_length=True,
-                                                                     choice_lengths=lens)
-        for role, a in adapters.items():
-            ll, lens = score_choices(exs, adapter=a)
-            per_set.setdefault(role, {})[name] = metrics.mc_accuracy(ll, golds, normalize_by_length=True,
-                                                                     choice_lengths=lens)
-    for role in agents:
-        rows.append([role] + [per_set[role][s] for s in sets] + [None])
-    for role, a in adapters.items():
-        rows.append([role] + [per_set[role][s] for s in sets] + [a["mb"]])
+        golds = [int(e["gold"]) for e in exs]
+        scored = [(role, score_choices(exs, agent=agent), None) for role, agent in agents.items()]
+        scored += [(role, score_choices(exs, adapter=a), a["mb"]) for role, a in adapters.items()]
+        for role, (ll, lens), mb in scored:
+            preds = metrics.mc_predictions(ll, True, lens)
+            right = [100.0 * (p == g) for p, g in zip(preds, golds)]
+            correct.setdefault(role, {})[name] = right
+            results.append({"set": name, "split": split, "method": role, "n": len(right), "adapter_mb": mb,
+                            "accuracy": float(np.mean(right)), "correct_per_question": right})
+    receiver_alone = {agent.name: role for role, agent in agents.items()}
+    rows = []
+    for role in list(agents) + list(adapters):
+        cells = [format_interval(mean_interval(correct[role][s])) for s in sets]
+        mean = float(np.mean([np.mean(correct[role][s]) for s in sets]))
+        delta = None
+        if role in adapters:
+            alone = receiver_alone.get(adapters[role]["setup"].receiver.name)
+            if alone is not None:
+                pooled = lambda r: [x for s in sets for x in correct[r][s]]  # noqa: E731
+                delta = format_interval(paired_difference(pooled(role), pooled(alone)))
+        rows.append([role] + cells + [mean, delta, adapters[role]["mb"] if role in adapters else None])
     missing = [m for m in ("C2C", "LCF", "LCF pruned") if not any(r.startswith(m) for r in adapters)]
     for method in ["text-to-text"] + missing:
-        rows.append([method] + [None] * len(sets) + [None])
-    notes.append(f"accuracy (%) by length-normalised log-likelihood of each choice, first {n} rows of each test split "
-                 "(index % 2 == 1). Adapter rows: both models read the question prompt; the receiver scores each "
-                 "choice on its cache fused with the sharer's (the training forward, evaluation mode).")
-    notes.append("text-to-text is empty: in multiple choice with a shared context both models already read the "
-                 "whole question, so a text message adds no information the receiver lacks; not run."
-                 + (f" Rows without numbers ({', '.join(missing)}): no such adapter was given." if missing else ""))
-    return Table("T1: shared context, multiple choice (test splits)",
-                 ["method"] + [s.split("/")[-1] for s in sets] + ["adapter MB"], rows, notes,
-                 {"sets": sets, "n": n, "agents": {k: v.name for k, v in agents.items()},
-                  "adapters": {k: a.get("source", "") for k, a in adapters.items()}})
+        rows.append([method] + [None] * (len(sets) + 3))
+    notes = [f"accuracy (%) by length-normalised log-likelihood of each choice, with its 95% bootstrap interval, first "
+             f"{n} rows of each test split (index % 2 == 1); mean: of the sets. Δ vs receiver alone: the paired "
+             "bootstrap over every question of every set against the adapter's receiver alone. Adapter rows: both "
+             "models read the question prompt; the receiver scores each choice on its cache fused with the sharer's "
+             "(the training forward, evaluation mode).",
+             "text-to-text is empty: in multiple choice with a shared context both models already read the "
+             "whole question, so a text message adds no information the receiver lacks; not run."
+             + (f" Rows without numbers ({', '.join(missing)}): no such adapter was given." if missing else "")]
+    table = Table("T1: shared context, multiple choice (test splits)",
+                  ["method"] + [s.split("/")[-1] for s in sets] + ["mean", "Δ vs receiver alone", "adapter MB"],
+                  rows, notes, {"sets": sets, "n": n, "agents": {k: v.name for k, v in agents.items()},
+                                "adapters": {k: a.get("source", "") for k, a in adapters.items()}})
+    return table, results
+
+
+def plot_size_accuracy(results: list[dict], out: Path) -> None:
+    """T1's adapters: mean accuracy over the sets against adapter size (log scale), each receiver alone a line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    mean = {m: float(np.mean([r["accuracy"] for r in results if r["method"] == m])) for m in methods}
+    mb = {r["method"]: r["adapter_mb"] for r in results}
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m in methods:
+        if mb[m] is None:
+            ax.axhline(mean[m], linestyle="--", linewidth=0.8, color="gray")
+            ax.annotate(m, (0.01, mean[m]), xycoords=("axes fraction", "data"), fontsize=6)
+        else:
+            ax.scatter([mb[m]], [mean[m]])
+            ax.annotate(m, (mb[m], mean[m]), fontsize=6)
+    ax.set_xscale("log")
+    ax.set(xlabel="adapter size (MB, log scale)", ylabel="mean accuracy over the sets (%)",
+           title="Accuracy against adapter size (T1)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
 
 
 # -- T2: different contexts -----------------------------------------------------------------------

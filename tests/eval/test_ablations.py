@@ -1,4 +1,6 @@
 """Ablation tables: finished tiny training runs (joint/separate LCF, LCF-X) re-scored on real dev data."""
+import json
+
 import pytest
 
 from lcf_jax.train.export_run import export_checkpoint
@@ -49,6 +51,20 @@ def test_ablation_tables_score_each_run_against_the_receiver_alone(tmp_path):
     reproduce_main(["--table", "ablations", "--out", str(tmp_path / "out"), "--ablation-n", "2",
                     "--ablation-runs", f"joint={paths['joint']}"], agents=agents)
     assert "| joint | lcf | joint K/V, r=8 |" in (tmp_path / "out" / "ablations_shared_context.md").read_text()
+
+    # T1 through the same exported adapters: each adapter row paired against its receiver alone, and the plot
+    reproduce_main(["--table", "t1", "--n", "3", "--out", str(tmp_path / "t1"),
+                    "--t1-adapters", f"LCF={paths['joint']},LCF pruned=" + str(tmp_path / "pruned")], agents=agents)
+    saved = json.loads((tmp_path / "t1" / "t1_shared_context.json").read_text())
+    lcf = {r["set"]: r for r in saved if r["method"] == "LCF"}
+    alone = {r["set"]: r for r in saved if r["method"] == "tiny-gemma3 alone"}
+    assert set(lcf) == set(alone) and all(len(r["correct_per_question"]) == 3 for r in saved)
+    pooled = lambda rows: [x for s in sorted(rows) for x in rows[s]["correct_per_question"]]  # noqa: E731
+    want = sum(a - b for a, b in zip(pooled(lcf), pooled(alone))) / len(pooled(lcf))
+    row = next(line for line in (tmp_path / "t1" / "t1_shared_context.md").read_text().splitlines()
+               if line.startswith("| LCF |"))
+    assert f"| {want:.1f} [" in row     # the paired Δ against tiny-gemma3 alone, over every question
+    assert (tmp_path / "t1" / "t1_size_accuracy.png").stat().st_size > 1000
 
 
 def test_ablations_need_runs(capsys):

@@ -63,8 +63,9 @@ def test_t2_writes_markdown_csv_and_plot(session, tmp_path):
 
 
 def test_t1_and_t3(session, tmp_path):
-    t1 = R.table_shared_context({"tiny alone": session.receiver}, {"mc/arc_easy": "test"}, n=3)
-    assert 0 <= t1.rows[0][1] <= 100
+    t1, res = R.table_shared_context({"tiny alone": session.receiver}, {"mc/arc_easy": "test"}, n=3)
+    assert len(res) == 1 and res[0]["n"] == 3 and set(res[0]["correct_per_question"]) <= {0.0, 100.0}
+    assert t1.rows[0][1].startswith(f"{res[0]['accuracy']:.1f} [") and t1.rows[0][2] == res[0]["accuracy"]
     t3 = R.table_sizes([("smollm2-135m-instruct", "gemma3-270m")])
     c2c = [r for r in t3.rows if r[1] == "C2C"][0]
     assert c2c[4] == 100.0 and all(r[4] < 5 for r in t3.rows if r[1] != "C2C")
