@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from lcf_jax.train import config as config_lib, loop, phase, stage, token_translation
+from lcf_jax.train import config as config_lib, loop, stage, token_translation
 from lcf_jax.train.run_log import RunLog, read_metrics
 from lcf_jax.train.step import NonFiniteLossError
 from tests.offset_tok import OffsetTok
@@ -74,15 +74,10 @@ def test_a_stage_killed_mid_phase_resumes_from_its_checkpoint_bit_for_bit(tmp_pa
     a = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "whole") if r["kind"] == "pretrain"}
     b = {r["step"]: r["loss"] for r in read_metrics(tmp_path / "cut") if r["kind"] == "pretrain"}
     assert sorted(a) == list(range(2, STEPS + 1, 2)) and a == b
-
-
-def test_a_stage_takes_the_same_step_as_the_checkpoint_free_run():
-    ph, params = _translation_phase()
-    a = stage.run(ph, params, log_every=STEPS)
-    ph2, params2 = _translation_phase()
-    state, last = phase.run(ph2, phase.init_state(ph2, params2, 0), phase.jit_step(ph2), log_every=STEPS)
-    jax.tree.map(np.testing.assert_array_equal, a, jax.device_get(state.params))
-    assert set(last) >= {"loss", "grad_norm", "rel_err", "seconds"}
+    assert {"loss", "grad_norm", "rel_err", "seconds"} <= set(read_metrics(tmp_path / "whole")[-1])
+    # the checkpoint-free run of a stage (tests, benchmarks) takes the same steps
+    ph4, params4 = _translation_phase()
+    jax.tree.map(np.testing.assert_array_equal, whole, stage.run(ph4, params4, log_every=STEPS))
 
 
 def test_a_non_finite_stage_loss_names_the_stage_the_step_and_the_fix():
