@@ -22,7 +22,7 @@ from lcf_jax.models import registry
 from lcf_jax.train import distributed, feed as feed_lib, optim, phase, run_setup, sharding
 from lcf_jax.train.ckpt import Checkpointer
 from lcf_jax.train.run_log import RunLog, is_local, plot_curve
-from lcf_jax.train.step import TrainState, init_state, main_loss, metric_names
+from lcf_jax.train.step import TrainState, init_state, jit_train_step, main_loss
 
 # The evaluation value a kept-best checkpoint is ranked by (higher is better), by whether the kind shares a context.
 BEST_METRIC = {False: "f1", True: "mc_acc"}
@@ -85,7 +85,8 @@ def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None, make_eva
             if lead:
                 print(f"resumed from checkpoint step {step0} in {workdir}/checkpoints", flush=True)
 
-        # 3. The main stage on the mesh: the same loop as the pre-training phases, sharded and donated.
+        # 3. The main stage on the mesh: the same loop and step (`step.update`) as the pre-training phases,
+        # jitted with the run's shardings and donation.
         state = sharding.put_global(state, run.state_sh)
         frozen = sharding.put_global(run.frozen, run.frozen_sh)
         before_peek = feed.state()
@@ -93,8 +94,7 @@ def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None, make_eva
         feed.restore(before_peek)
         main = phase.Phase("main", cfg.train.steps, functools.partial(main_loss, setup=setup), run.optimizer, feed,
                            frozen, schedule=optim.make_schedule(cfg.train.lr, cfg.train.warmup_steps, cfg.train.steps))
-        step_fn = phase.jit_step(main, run.state_sh, run.frozen_sh, batch_sh,
-                                 sharding.replicated(dict.fromkeys(metric_names(setup), 0), run.mesh))
+        step_fn = jit_train_step(setup, run.optimizer, run.mesh, run.state_sh, run.frozen_sh, batch_sh)
         if lead:
             from tqdm import tqdm
             bar = tqdm(total=cfg.train.steps, initial=int(state.step), desc=cfg.name, dynamic_ncols=True)

@@ -54,13 +54,11 @@ def init_state(phase: Phase, params: dict, seed: int) -> TrainState:
                       jax.random.PRNGKey(seed))
 
 
-def jit_step(phase: Phase, state_shardings=None, frozen_shardings=None, batch_shardings=None, metric_shardings=None):
-    """The phase's step, jitted with its state donated (and placed by the given shardings, when given)."""
-    fn = functools.partial(update, loss=phase.loss, optimizer=phase.optimizer, trained=phase.trained)
-    if state_shardings is None:
-        return jax.jit(fn, donate_argnums=(0,))
-    return jax.jit(fn, in_shardings=(state_shardings, frozen_shardings, batch_shardings),
-                   out_shardings=(state_shardings, metric_shardings), donate_argnums=(0,))
+def jit_step(phase: Phase):
+    """The phase's step (`step.update` on its loss), jitted with its state donated. The main stage jits the same
+    `update` with the run's shardings (`step.jit_train_step`)."""
+    return jax.jit(functools.partial(update, loss=phase.loss, optimizer=phase.optimizer, trained=phase.trained),
+                   donate_argnums=(0,))
 
 
 def run(phase: Phase, state: TrainState, step_fn, *, log=None, log_every: int = 10, put: Callable = lambda b: b,
