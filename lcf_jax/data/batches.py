@@ -35,6 +35,13 @@ class SharerKV(NamedTuple):
     values: Array
 
 
+class ReceiverKV(NamedTuple):
+    """The receiver's cache of its own left-padded context rows [B, Tc] (shared context), read from a store of
+    caches computed once (`train.context_store`): [Lr, B, Hr, Tc, Dr] each."""
+    keys: Array
+    values: Array
+
+
 class TeacherRows(NamedTuple):
     """The teacher's right-padded row [B, Tt] ([prefix | `Context: {passage}\\n` | prompt | target]); student
     row position t holds the same token as teacher position t + offset [B]."""
@@ -81,6 +88,7 @@ class SharedContextBatch(NamedTuple):
     loss_mask: Array
     example_mask: Array
     sharer_kv: Optional[SharerKV] = None
+    receiver_kv: Optional[ReceiverKV] = None
 
 
 class PassagePairBatch(NamedTuple):

@@ -120,7 +120,11 @@ class SharedContextBatches:
         return self
 
     def __next__(self) -> SharedContextBatch:
-        return self.features.collate([self.tokenized[i] for i in next(self.index)])
+        return self.collate_rows(next(self.index))
+
+    def collate_rows(self, rows) -> SharedContextBatch:
+        """The batch of these example indices (a subclass may attach more to it)."""
+        return self.features.collate([self.tokenized[i] for i in rows])
 
     def state(self) -> dict:
         return self.index.state()

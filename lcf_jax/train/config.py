@@ -66,6 +66,10 @@ def base_config() -> ml_collections.ConfigDict:
         # in all, evenly spaced through each of mc_eval_sets; the best checkpoint by it is kept. 0: no evaluation.
         mc_eval_sets=["mc/mmlu_redux", "mc/arc_challenge", "mc/arc_easy", "mc/openbook_qa"],
         mc_eval_examples=0,
+        # train.sharer_cache="stored": where the context caches are kept ("" = <repo>/.cache/lcf_jax/context_store;
+        # one subdirectory per data set and model pair) and in which dtype.
+        context_store="",
+        context_store_dtype="bfloat16",
         seed=0,
     ))
     # LCF-X loss weights (train/objective.Setup): kl and hidden distil from the teacher that reads the passage.
@@ -77,7 +81,9 @@ def base_config() -> ml_collections.ConfigDict:
         weight_decay=0.01,
         clip_norm=1.0,
         compute_dtype="float32",  # or "bfloat16" (fp32 master weights)
-        sharer_cache="on_the_fly",  # or "precomputed"
+        # "precomputed": the sharer's cache computed outside the differentiated step; "stored" (shared context):
+        # both models' caches of every context computed once into data.context_store and read by every step.
+        sharer_cache="on_the_fly",
         seed=0,
         log_every=10,
         eval_every=200,
@@ -164,8 +170,15 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ValueError(f"adapter.kind {c.adapter.kind!r} is not one of {KINDS}")
     if c.train.compute_dtype not in ("float32", "bfloat16"):
         raise ValueError(f"train.compute_dtype must be float32 or bfloat16, got {c.train.compute_dtype!r}")
-    if c.train.sharer_cache not in ("on_the_fly", "precomputed"):
-        raise ValueError(f"train.sharer_cache must be on_the_fly or precomputed, got {c.train.sharer_cache!r}")
+    if c.train.sharer_cache not in ("on_the_fly", "precomputed", "stored"):
+        raise ValueError(f"train.sharer_cache must be on_the_fly, precomputed or stored, got {c.train.sharer_cache!r}")
+    if c.train.sharer_cache == "stored" and (c.data.task != "instruct"
+                                             or not ADAPTER_KINDS[c.adapter.kind].shared_context):
+        raise ValueError("train.sharer_cache='stored' stores shared contexts: it needs a shared-context adapter "
+                         f"(lcf, c2c) on data.task='instruct', got adapter.kind={c.adapter.kind!r}, "
+                         f"data.task={c.data.task!r}")
+    if c.data.context_store_dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"data.context_store_dtype must be float32 or bfloat16, got {c.data.context_store_dtype!r}")
     if c.pretrain.method not in ("sgd", "closed_form", "tokens"):
         raise ValueError(f"pretrain.method must be sgd, closed_form or tokens, got {c.pretrain.method!r}")
     if c.pretrain.steps > 0 and c.pretrain.method == "tokens" and c.adapter.lcfx.decoder != "embed":

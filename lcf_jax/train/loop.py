@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from lcf_jax.adapters import ADAPTER_KINDS
 from lcf_jax.models import registry
-from lcf_jax.train import distributed, feed as feed_lib, optim, phase, run_setup, sharding
+from lcf_jax.train import context_store, distributed, feed as feed_lib, optim, phase, run_setup, sharding
 from lcf_jax.train.ckpt import Checkpointer
 from lcf_jax.train.run_log import RunLog, is_local, plot_curve
 from lcf_jax.train.step import TrainState, init_state, jit_train_step, main_loss
@@ -51,6 +51,12 @@ def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None, make_eva
     setup = run.setup
     if cfg.train.sharer_cache == "precomputed":
         feed = feed_lib.WithSharerCache(feed, run_setup.sharer_cache_fn(setup, run.frozen[0]))
+    elif cfg.train.sharer_cache == "stored":
+        if jax.process_count() > 1:
+            raise ValueError("train.sharer_cache='stored' is single-process for now: build the store once "
+                             "(python -m lcf_jax.train.context_store --config=...) and train with one process")
+        feed = context_store.attach(feed, setup, run.frozen, root=cfg.data.context_store,
+                                    dtype=cfg.data.context_store_dtype, log=lambda m: print(m, flush=True))
     if evaluate is None and make_evaluate is not None:
         evaluate = make_evaluate(cfg, setup, run.frozen, qa, tokenizers)
 

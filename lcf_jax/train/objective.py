@@ -5,7 +5,8 @@ parameters are differentiated. Two batch layouts (`data.batches`):
 
 different contexts (lcfx): `QABatch`, from `data.pipeline.QAFeatures` (train mode) or the synthetic feed;
 shared context (lcf, c2c): `SharedContextBatch`, from `data.shared_context.SharedContextFeatures`.
-Either may carry a precomputed sharer cache (`sharer_kv`); a `QABatch` may carry the teacher's rows.
+Either may carry a precomputed sharer cache (`sharer_kv`); a `SharedContextBatch` may also carry the receiver's
+cache of the context (`receiver_kv`, from `train.context_store`), a `QABatch` the teacher's rows.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from lcf_jax.adapters import ADAPTER_KINDS
-from lcf_jax.data.batches import QABatch, SharedContextBatch, SharerKV, SharerRows
+from lcf_jax.data.batches import QABatch, ReceiverKV, SharedContextBatch, SharerKV, SharerRows
 from lcf_jax.models import transformer
 from lcf_jax.models.cache import ExtraKV, KVCache
 from lcf_jax.models.config import ModelConfig
@@ -64,6 +65,28 @@ def sharer_cache(sharer_params: dict, rows: SharerRows, setup: Setup, kv: Option
     return jax.tree.map(jax.lax.stop_gradient, cache)
 
 
+def receiver_context_cache(receiver_params: dict, ctx_ids: jax.Array, ctx_mask: jax.Array, room: int, setup: Setup
+                           ) -> KVCache:
+    """The receiver's cache of its left-padded context rows [B, Tc], with `room` empty slots after them for the
+    continuation (no gradient: the receiver is frozen)."""
+    tc = ctx_ids.shape[1]
+    empty = KVCache.empty(setup.receiver, ctx_ids.shape[0], tc + room, setup.dtype)
+    _, cache = transformer.forward(receiver_params, ctx_ids, transformer.positions_from_mask(ctx_mask), empty,
+                                   config=setup.receiver, token_mask=ctx_mask, last_logits_only=True)
+    return jax.tree.map(jax.lax.stop_gradient, cache)
+
+
+def stored_context_cache(kv: ReceiverKV, ctx_mask: jax.Array, room: int, setup: Setup) -> KVCache:
+    """`receiver_context_cache` from K/V computed once and stored (`train.context_store`): the same slots,
+    positions and mask; padding slots hold zeros instead of what the receiver made of pad tokens, which no
+    query attends to and no adapter fuses."""
+    pad = ((0, 0), (0, 0), (0, 0), (0, room), (0, 0))
+    mask = jnp.pad(ctx_mask.astype(bool), ((0, 0), (0, room)))
+    positions = jnp.pad(transformer.positions_from_mask(ctx_mask), ((0, 0), (0, room)))
+    return KVCache(keys=jnp.pad(kv.keys.astype(setup.dtype), pad), values=jnp.pad(kv.values.astype(setup.dtype), pad),
+                   positions=positions, mask=mask, index=jnp.asarray(ctx_mask.shape[1], jnp.int32))
+
+
 def _cast(tree, dtype):
     return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
@@ -102,12 +125,13 @@ def receiver_hidden(adapter_params: dict, sharer_params: dict, receiver_params: 
                                             token_mask=mask, extra_kv=extra, hidden_only=True)
             return hidden
         return _after_prefix_hidden(received, frozen_r, ids, mask, setup)
-    # Shared context: prefill the receiver's own context, fuse, then run the continuation on the fused cache.
-    ctx_ids, ctx_mask = batch.receiver_ctx_ids, batch.receiver_ctx_mask
-    tc, tr = ctx_ids.shape[1], ids.shape[1]
-    r_cache = KVCache.empty(setup.receiver, ids.shape[0], tc + tr, dt)
-    _, r_cache = transformer.forward(frozen_r, ctx_ids, transformer.positions_from_mask(ctx_mask), r_cache,
-                                     config=setup.receiver, token_mask=ctx_mask, last_logits_only=True)
+    # Shared context: the receiver's own cache of the context (stored, or prefilled now), fused, then the
+    # continuation on the fused cache.
+    ctx_mask, tr = batch.receiver_ctx_mask, ids.shape[1]
+    if batch.receiver_kv is not None:
+        r_cache = stored_context_cache(batch.receiver_kv, ctx_mask, tr, setup)
+    else:
+        r_cache = receiver_context_cache(frozen_r, batch.receiver_ctx_ids, ctx_mask, tr, setup)
     alignment = jnp.concatenate([batch.alignment, jnp.full((ids.shape[0], tr), -1, jnp.int32)], axis=1)
     fused = kind.receive(ap, kind.send(ap, s_cache, None, **halves), (r_cache, alignment), **halves, **options)
     offset = jnp.sum(ctx_mask, axis=1, dtype=jnp.int32)[:, None]

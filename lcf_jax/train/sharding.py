@@ -12,7 +12,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-from lcf_jax.data.batches import SharerKV
+from lcf_jax.data.batches import ReceiverKV, SharerKV
 from lcf_jax.train.mesh_shape import check_batch, resolve_mesh
 
 MESH_AXES = ("data", "model")
@@ -82,7 +82,7 @@ def replicated(tree: Any, mesh: Mesh) -> Any:
 
 def batch_sharding(batch, mesh: Mesh):
     """Shardings of a batch (`data.batches`): the batch axis over "data" when divisible, everything else
-    replicated. The batch axis is axis 0, but axis 1 in a precomputed sharer cache ([layers, batch, ...])."""
+    replicated. The batch axis is axis 0, but axis 1 in a precomputed or stored cache ([layers, batch, ...])."""
     n = mesh.shape["data"]
 
     def one(x, axis=0):
@@ -92,11 +92,13 @@ def batch_sharding(batch, mesh: Mesh):
         spec[axis] = "data"
         return NamedSharding(mesh, P(*spec))
 
+    caches = (SharerKV, ReceiverKV)
+
     def part(x):
-        if isinstance(x, SharerKV):
-            return SharerKV(one(x.keys, 1), one(x.values, 1))
+        if isinstance(x, caches):
+            return type(x)(one(x.keys, 1), one(x.values, 1))
         return one(x)
-    return jax.tree.map(part, batch, is_leaf=lambda x: isinstance(x, SharerKV))
+    return jax.tree.map(part, batch, is_leaf=lambda x: isinstance(x, caches))
 
 
 def check_global_batch(global_batch: int, mesh: Mesh) -> None:

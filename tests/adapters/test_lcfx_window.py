@@ -8,7 +8,6 @@ from adapter_tiny_models import model_params, tiny
 
 from lcf_jax.adapters import lcfx
 from lcf_jax.models import transformer as T
-from lcf_jax.models.cache import KVCache
 
 
 def _brute_force(scores, mask, m):

@@ -19,7 +19,7 @@ from launch import tpu
 from lcf_jax import answer, demo, export, reproduce
 from lcf_jax.cli_errors import UserError, run_main
 from lcf_jax.paths import repo_root
-from lcf_jax.train import __main__ as train_cli
+from lcf_jax.train import __main__ as train_cli, context_store
 
 ROOT = repo_root()
 TINY = str(ROOT / "configs" / "tiny.py")
@@ -115,6 +115,11 @@ CASES = [
        "rank and slots must be positive"),
     _c("train-unknown-model", train_cli.main, [f"--config={TINY}", "--config.model.sharer=gpt-17"],
        "model.sharer='gpt-17' is unknown"),
+    _c("train-stored-needs-shared-context", train_cli.main, [f"--config={TINY}", "--config.train.sharer_cache=stored"],
+       "sharer_cache='stored' stores shared contexts", "adapter.kind='lcfx'"),
+    _c("context-store-needs-shared-context", context_store.main, [f"--config={TINY}",
+                                                                  "--config.train.sharer_cache=stored"],
+       "sharer_cache='stored' stores shared contexts"),
     _c("train-unknown-flag", train_cli.main, [f"--config={TINY}", "--steps=3"], "unknown argument '--steps=3'"),
     _c("train-freeze-unknown", train_cli.main, [f"--config={TINY}", "--config.train.freeze=['nope']"],
        "train.freeze names ['nope']"),

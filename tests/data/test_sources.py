@@ -1,6 +1,5 @@
 """Readers against every real file in the shared data dir (skipped when it is absent)."""
 import json
-import pathlib
 
 import pytest
 

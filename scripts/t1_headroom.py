@@ -1,0 +1,69 @@
+"""How much a shared-context adapter could gain on T1 at most, before training one: each bundled model alone on the
+multiple-choice sets, their ensemble, and the questions either gets right.
+
+    .venv/bin/python scripts/t1_headroom.py --split dev --n 200 --out results/t1_headroom_dev
+
+Both models read the question as T1 scores it (`eval.tables.mc_loglik`, length-normalised log-likelihood per
+choice). The ensemble averages the two models' choice distributions (each a softmax over its normalised scores): a
+receiver given the sharer's reading could at best do what reading both gives, and this is the simplest reader of
+both. "Either right" is the ceiling of any combination. Every row is paired against each model alone over the same
+questions (95% bootstrap). Writes `<out>.json` (per-question correctness) and `<out>.md`.
+"""
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from lcf_jax.comm.agents import Agent
+from lcf_jax.data import sources
+from lcf_jax.eval.bootstrap import format_interval, mean_interval, paired_difference
+from lcf_jax.eval.tables import T1_SETS, score_choices
+
+MODELS = ("smollm2-135m-instruct", "gemma3-270m")
+
+
+def normalised(ll, lens) -> np.ndarray:
+    s = np.asarray(ll, np.float64) / np.asarray(lens, np.float64)
+    return s - np.logaddexp.reduce(s)   # log of a distribution over the choices
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--split", choices=["dev", "test"], default="dev")
+    ap.add_argument("--n", type=int, default=200, help="first n rows of each set's split")
+    ap.add_argument("--out", default="results/t1_headroom_dev")
+    args = ap.parse_args()
+    agents = {m: Agent.load(m) for m in MODELS}
+    rows: dict[str, list[float]] = {}
+    per_set: dict[str, dict[str, float]] = {}
+    for name in T1_SETS:
+        exs = sources.read(name, args.split, max_examples=args.n)
+        gold = np.array([int(e["gold"]) for e in exs])
+        dists = {m: [normalised(*x) for x in zip(*score_choices(exs, agent=a))] for m, a in agents.items()}
+        right = {m: [100.0 * (int(np.argmax(d)) == g) for d, g in zip(dists[m], gold)] for m in MODELS}
+        ens = [np.logaddexp(a, b) for a, b in zip(dists[MODELS[0]], dists[MODELS[1]])]
+        right["ensemble"] = [100.0 * (int(np.argmax(d)) == g) for d, g in zip(ens, gold)]
+        right["either right"] = [max(a, b) for a, b in zip(right[MODELS[0]], right[MODELS[1]])]
+        for k, v in right.items():
+            rows.setdefault(k, []).extend(v)
+            per_set.setdefault(k, {})[name.split("/")[-1]] = float(np.mean(v))
+        print(name, {k: round(float(np.mean(v)), 1) for k, v in right.items()}, flush=True)
+    sets = [n.split("/")[-1] for n in T1_SETS]
+    lines = [f"T1 headroom, {args.split} split, first {args.n} rows per set (n = {len(rows[MODELS[0]])} questions); "
+             f"`python scripts/t1_headroom.py --split {args.split} --n {args.n} --out {args.out}`", "",
+             "| row | " + " | ".join(sets) + " | all [95% CI] | Δ vs SmolLM2 alone | Δ vs Gemma3 alone |",
+             "|---|" + "---|" * (len(sets) + 3)]
+    for k, v in rows.items():
+        d = [format_interval(paired_difference(v, rows[m])) if k != m else "—" for m in MODELS]
+        lines.append(f"| {k} | " + " | ".join(f"{per_set[k][s]:.1f}" for s in sets)
+                     + f" | {format_interval(mean_interval(v))} | {d[0]} | {d[1]} |")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"split": args.split, "n": args.n, "correct": rows}))
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
