@@ -180,7 +180,7 @@ def build(root: Path, features: SharedContextFeatures, tokenized: Sequence[Token
         if c < len(manifest["chunks"]):
             continue
         hi = min(lo + chunk_examples, len(tokenized))
-        sharer_part, receiver_part = _compute_chunk(features, tokenized[lo:hi], compute, batch_size)
+        sharer_part, receiver_part = compute_chunk(features, tokenized[lo:hi], compute, batch_size)
         _save_atomic(path / f"chunk_{c:05d}.sharer.npy", _encode(sharer_part, dtype))
         _save_atomic(path / f"chunk_{c:05d}.receiver.npy", _encode(receiver_part, dtype))
         manifest["chunks"].append([lo, hi])
@@ -214,7 +214,7 @@ def _cache_fns(setup, frozen: tuple):
     return sharer, receiver
 
 
-def _compute_chunk(features: SharedContextFeatures, toks: Sequence[TokenizedShared], compute, batch_size: int):
+def compute_chunk(features: SharedContextFeatures, toks: Sequence[TokenizedShared], compute, batch_size: int):
     """[tokens, layers, 2, heads, dim] for the sharer and the receiver, examples in order, valid tokens only."""
     sharer_fn, receiver_fn = compute
     order = sorted(range(len(toks)), key=lambda i: (features.bucket_key(toks[i])[:2], i))

@@ -75,7 +75,7 @@ def test_a_killed_build_resumes_at_its_first_missing_chunk(tmp_path):
     whole = context_store.build(tmp_path / "whole", features, toks, setup, frozen, dtype="float32", chunk_examples=4,
                                 log=lambda m: None)
     calls, kill = [], True
-    real = context_store._compute_chunk
+    real = context_store.compute_chunk
 
     class Killed(Exception):
         pass
@@ -86,7 +86,7 @@ def test_a_killed_build_resumes_at_its_first_missing_chunk(tmp_path):
             raise Killed
         return real(*args, **kw)
 
-    context_store._compute_chunk = dies_on_third
+    context_store.compute_chunk = dies_on_third
     try:
         with pytest.raises(Killed):
             context_store.build(tmp_path / "part", features, toks, setup, frozen, dtype="float32", chunk_examples=4,
@@ -101,7 +101,7 @@ def test_a_killed_build_resumes_at_its_first_missing_chunk(tmp_path):
         resumed = context_store.build(tmp_path / "part", features, toks, setup, frozen, dtype="float32",
                                       chunk_examples=4, log=lambda m: None)
     finally:
-        context_store._compute_chunk = real
+        context_store.compute_chunk = real
     assert len(calls) == -(-len(toks) // 4) - 2   # only the missing chunks were computed
     for i in range(len(toks)):
         for side in ("sharer", "receiver"):
