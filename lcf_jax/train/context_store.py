@@ -143,7 +143,7 @@ def _manifest_base(key: str, tokenized, sharer_cfg, receiver_cfg, dtype: str) ->
 
 
 def build(root: Path, features: SharedContextFeatures, tokenized: Sequence[TokenizedShared], setup, frozen: tuple, *,
-          dtype: str = "bfloat16", batch_size: int = 16, chunk_examples: int = 1024,
+          dtype: str = "bfloat16", batch_size: int = 16, chunk_examples: int = 128,
           log: Callable[[str], None] = print) -> ContextStore:
     """The store of `tokenized` under `root` (built now, or resumed, or found finished). `setup` and `frozen`
     = (sharer params, receiver params) are the run's: the caches are computed in its compute dtype, exactly as
@@ -180,9 +180,9 @@ def build(root: Path, features: SharedContextFeatures, tokenized: Sequence[Token
         if c < len(manifest["chunks"]):
             continue
         hi = min(lo + chunk_examples, len(tokenized))
-        sharer_part, receiver_part = compute_chunk(features, tokenized[lo:hi], compute, batch_size)
-        _save_atomic(path / f"chunk_{c:05d}.sharer.npy", _encode(sharer_part, dtype))
-        _save_atomic(path / f"chunk_{c:05d}.receiver.npy", _encode(receiver_part, dtype))
+        sharer_part, receiver_part = compute_chunk(features, tokenized[lo:hi], compute, batch_size, dtype)
+        _save_atomic(path / f"chunk_{c:05d}.sharer.npy", sharer_part)
+        _save_atomic(path / f"chunk_{c:05d}.receiver.npy", receiver_part)
         manifest["chunks"].append([lo, hi])
         _write_json_atomic(manifest_path, manifest)
         rate = (hi - starts[done_before]) / max(time.perf_counter() - t0, 1e-9)
@@ -193,7 +193,10 @@ def build(root: Path, features: SharedContextFeatures, tokenized: Sequence[Token
 
 
 def _cache_fns(setup, frozen: tuple):
-    """Jitted (sharer rows -> sharer K/V) and (receiver context rows -> receiver K/V), the step's own functions."""
+    """(sharer rows -> sharer K/V) and (receiver context rows -> receiver K/V), the step's own functions, jitted
+    with the weights as arguments (closed over, XLA would fold them into the program as constants)."""
+    import functools
+
     import jax
 
     from lcf_jax.train import objective
@@ -202,36 +205,45 @@ def _cache_fns(setup, frozen: tuple):
     s_params, r_params = cast(frozen[0]), cast(frozen[1])
 
     @jax.jit
-    def sharer(rows):
-        cache = objective.sharer_cache(s_params, rows, setup)
+    def sharer(params, rows):
+        cache = objective.sharer_cache(params, rows, setup)
         return cache.keys, cache.values
 
     @jax.jit
-    def receiver(ids, mask):
-        cache = objective.receiver_context_cache(r_params, ids, mask, 0, setup)
+    def receiver(params, ids, mask):
+        cache = objective.receiver_context_cache(params, ids, mask, 0, setup)
         return cache.keys, cache.values
 
-    return sharer, receiver
+    return functools.partial(sharer, s_params), functools.partial(receiver, r_params)
 
 
-def compute_chunk(features: SharedContextFeatures, toks: Sequence[TokenizedShared], compute, batch_size: int):
-    """[tokens, layers, 2, heads, dim] for the sharer and the receiver, examples in order, valid tokens only."""
+def compute_chunk(features: SharedContextFeatures, toks: Sequence[TokenizedShared], compute, batch_size: int,
+                  dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
+    """[tokens, layers, 2, heads, dim] for the sharer and the receiver, examples in order, valid tokens only, in the
+    store's encoding (each batch is converted as soon as it is computed: a chunk never sits in memory as float32)."""
     sharer_fn, receiver_fn = compute
     order = sorted(range(len(toks)), key=lambda i: (features.bucket_key(toks[i])[:2], i))
-    s_parts: list[Optional[np.ndarray]] = [None] * len(toks)
-    r_parts: list[Optional[np.ndarray]] = [None] * len(toks)
+    lengths = {"sharer": [len(t.sharer) for t in toks], "receiver": [len(t.receiver_ctx) - 1 for t in toks]}
+    out, starts = {}, {}
+    for side, n in lengths.items():
+        starts[side] = np.concatenate([[0], np.cumsum(n)]).astype(np.int64)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         keys = [features.bucket_key(toks[i]) for i in idx]
         shape = (max(k[0] for k in keys), max(k[1] for k in keys), max(k[2] for k in keys))
         batch = features.collate([toks[i] for i in idx], key=shape)
-        sk, sv = (np.asarray(x, np.float32) for x in sharer_fn(batch.sharer))
-        rk, rv = (np.asarray(x, np.float32) for x in receiver_fn(batch.receiver_ctx_ids, batch.receiver_ctx_mask))
-        for b, i in enumerate(idx):
-            ns, nc = len(toks[i].sharer), len(toks[i].receiver_ctx) - 1
-            s_parts[i] = np.stack([sk[:, b, :, shape[0] - ns:], sv[:, b, :, shape[0] - ns:]], 1).transpose(3, 0, 1, 2, 4)
-            r_parts[i] = np.stack([rk[:, b, :, shape[1] - nc:], rv[:, b, :, shape[1] - nc:]], 1).transpose(3, 0, 1, 2, 4)
-    return np.concatenate(s_parts, 0), np.concatenate(r_parts, 0)
+        computed = {"sharer": sharer_fn(batch.sharer),
+                    "receiver": receiver_fn(batch.receiver_ctx_ids, batch.receiver_ctx_mask)}
+        for side, (k, v) in computed.items():
+            kv = _encode(np.stack([np.asarray(k), np.asarray(v)], 1), dtype)      # [L, 2, B, H, T, D]
+            if side not in out:
+                total, (layers, _, _, heads, _, dim) = int(starts[side][-1]), kv.shape
+                out[side] = np.empty((total, layers, 2, heads, dim), kv.dtype)
+            width = kv.shape[4]
+            for b, i in enumerate(idx):
+                n = lengths[side][i]
+                out[side][starts[side][i]:starts[side][i] + n] = kv[:, :, b, :, width - n:].transpose(3, 0, 1, 2, 4)
+    return out["sharer"], out["receiver"]
 
 
 class StoredContextBatches(SharedContextBatches):
