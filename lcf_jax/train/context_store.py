@@ -199,22 +199,16 @@ def _cache_fns(setup, frozen: tuple):
 
     import jax
 
-    from lcf_jax.train import objective
-
-    cast = lambda p: jax.tree.map(lambda x: jax.numpy.asarray(x).astype(setup.dtype), p)  # noqa: E731
-    s_params, r_params = cast(frozen[0]), cast(frozen[1])
-
-    @jax.jit
-    def sharer(params, rows):
-        cache = objective.sharer_cache(params, rows, setup)
-        return cache.keys, cache.values
+    from lcf_jax.train import objective, run_setup
 
     @jax.jit
     def receiver(params, ids, mask):
+        params = jax.tree.map(lambda x: x.astype(setup.dtype), params)
         cache = objective.receiver_context_cache(params, ids, mask, 0, setup)
         return cache.keys, cache.values
 
-    return functools.partial(sharer, s_params), functools.partial(receiver, r_params)
+    r_params = jax.tree.map(jax.numpy.asarray, frozen[1])
+    return run_setup.sharer_cache_fn(setup, frozen[0]), functools.partial(receiver, r_params)
 
 
 def compute_chunk(features: SharedContextFeatures, toks: Sequence[TokenizedShared], compute, batch_size: int,

@@ -53,8 +53,9 @@ def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None, make_eva
         feed = feed_lib.WithSharerCache(feed, run_setup.sharer_cache_fn(setup, run.frozen[0]))
     elif cfg.train.sharer_cache == "stored":
         if jax.process_count() > 1:
-            raise context_store.ContextStoreError("train.sharer_cache='stored' is single-process for now: build the store once "
-                             "(python -m lcf_jax.train.context_store --config=...) and train with one process")
+            raise context_store.ContextStoreError(
+                "train.sharer_cache='stored' is single-process for now: build the store once "
+                "(python -m lcf_jax.train.context_store --config=...) and train with one process")
         feed = context_store.attach(feed, setup, run.frozen, root=cfg.data.context_store,
                                     dtype=cfg.data.context_store_dtype, log=lambda m: print(m, flush=True))
     if evaluate is None and make_evaluate is not None:

@@ -72,7 +72,8 @@ def build(cfg) -> BuiltRun:
 
 
 def sharer_cache_fn(setup: Setup, sharer_params):
-    """`SharerRows` -> (keys, values) of the sharer's cache, jitted once (the precomputed path)."""
+    """`SharerRows` -> (keys, values) of the sharer's cache, jitted once with the weights as an argument (the
+    precomputed path and the context store)."""
     from lcf_jax.train import objective
     params = jax.tree.map(jnp.asarray, sharer_params)
     fn = jax.jit(lambda p, rows: objective.sharer_cache(jax.tree.map(lambda x: x.astype(setup.dtype), p), rows, setup))
