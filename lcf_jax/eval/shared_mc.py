@@ -4,7 +4,8 @@ each choice on its cache fused with the sharer's by an LCF or C2C adapter.
 The context is the question prompt (the same `Question: ...\\nAnswer:` that the receiver-alone row
 of T1 scores with, `reproduce.mc_loglik`); each choice " {choice}" is a continuation. The scoring
 runs exactly the training forward (`train.objective.receiver_hidden`, evaluation mode: C2C's gate
-is hard), on one batch whose rows are the choices of one question.
+is hard), on one batch whose rows are the choices of one question. The rows share their context, so both models
+read it once and every choice continues from those caches (as a step on the context store does).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lcf_jax.data.batches import ReceiverKV, SharedContextBatch, SharerKV
 from lcf_jax.data.shared_context import SharedContextFeatures
 from lcf_jax.models import transformer
 from lcf_jax.train import objective
@@ -29,8 +31,23 @@ def mc_features(sharer_tok, receiver_tok, max_context_len: int = 512, max_choice
                                  target_template=" {completion}", append_eos=False)
 
 
+def context_read_once(sharer_params, receiver_params, batch: SharedContextBatch, setup: Setup) -> SharedContextBatch:
+    """`batch` with both models' caches of its context computed from its first row and given to every row: exact
+    when the rows share one context (the choices of one question), a quarter of the context work for four."""
+    cast = lambda p: jax.tree.map(lambda x: x.astype(setup.dtype), p)  # noqa: E731
+    first = jax.tree.map(lambda x: x[:1], batch.sharer)
+    s = objective.sharer_cache(cast(sharer_params), first, setup)
+    r = objective.receiver_context_cache(cast(receiver_params), batch.receiver_ctx_ids[:1],
+                                         batch.receiver_ctx_mask[:1], 0, setup)
+    rows = batch.receiver_ids.shape[0]
+    spread = lambda x: jnp.repeat(x, rows, axis=1)  # noqa: E731  (the batch axis of a cache is axis 1)
+    return batch._replace(sharer_kv=SharerKV(spread(s.keys), spread(s.values)),
+                          receiver_kv=ReceiverKV(spread(r.keys), spread(r.values)))
+
+
 @functools.partial(jax.jit, static_argnames=("setup",))
 def _choice_logliks(adapter_params, sharer_params, receiver_params, batch, *, setup: Setup):
+    batch = context_read_once(sharer_params, receiver_params, batch, setup)
     hidden = objective.receiver_hidden(adapter_params, sharer_params, receiver_params, batch, setup, train=False)
     logits = transformer.lm_head(receiver_params, hidden[:, :-1], config=setup.receiver)
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
@@ -39,9 +56,10 @@ def _choice_logliks(adapter_params, sharer_params, receiver_params, batch, *, se
     return jnp.sum(tok * batch.loss_mask[:, 1:], axis=1)
 
 
-def mc_loglik_fused(setup: Setup, adapter_params, frozen: tuple, features: SharedContextFeatures, question: str,
-                    choices: Sequence[str]) -> tuple[list[float], list[int]]:
-    """(sum of log-probabilities of each choice's tokens, each choice's token count)."""
+def choice_batch(features: SharedContextFeatures, question: str, choices: Sequence[str]
+                 ) -> tuple[SharedContextBatch, list[int]]:
+    """(one row per choice: the question prompt as the shared context, " {choice}" as the continuation; each
+    choice's token count)."""
     toks = [features.tokenize({"prompt": MC_PROMPT.format(question=question), "completion": c}) for c in choices]
     if any(t is None for t in toks):
         raise ValueError(f"question {question[:60]!r} or one of its choices tokenizes to nothing")
@@ -50,6 +68,12 @@ def mc_loglik_fused(setup: Setup, adapter_params, frozen: tuple, features: Share
     ctx = max(max(k[0], k[1]) for k in keys)
     tgt = max(k[2] for k in keys)
     key = (ctx, ctx, 16 if tgt <= 16 else max(tgt, 64))
-    batch = jax.tree.map(jnp.asarray, features.collate(toks, key=key))
+    return jax.tree.map(jnp.asarray, features.collate(toks, key=key)), [len(t.target) for t in toks]
+
+
+def mc_loglik_fused(setup: Setup, adapter_params, frozen: tuple, features: SharedContextFeatures, question: str,
+                    choices: Sequence[str]) -> tuple[list[float], list[int]]:
+    """(sum of log-probabilities of each choice's tokens, each choice's token count)."""
+    batch, counts = choice_batch(features, question, choices)
     ll = _choice_logliks(adapter_params, frozen[0], frozen[1], batch, setup=setup)
-    return [float(x) for x in np.asarray(ll)], [len(t.target) for t in toks]
+    return [float(x) for x in np.asarray(ll)], counts

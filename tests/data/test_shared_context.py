@@ -94,3 +94,35 @@ def test_mc_scoring_with_a_no_op_adapter_equals_the_receiver_reading_the_prompt_
         want = sum(float(logp[t - 1, ids[t]]) for t in range(p, len(ids)))
         assert n == len(ids) - p
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["lcf", "c2c"])
+def test_choices_read_their_shared_context_once_as_every_row_reading_it(kind):
+    # T1 scores a question's choices from one reading of its context; a trained (non-zero) adapter must give the
+    # same receiver states as when every row reads the context itself.
+    s, r = registry.load_any("tiny-llama"), registry.load_any("tiny-gemma3")
+    acfg = LCFConfig(rank=16) if kind == "lcf" else C2CConfig(hidden_dim=32, intermediate_dim=32)
+    setup = Setup(kind, acfg, s[0], r[0])
+    params = ADAPTER_KINDS[kind].init(jax.random.key(0), acfg, s[0], r[0])
+    params = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.key(1), x.shape, x.dtype), params)
+    f = shared_mc.mc_features(OffsetTok("words"), OffsetTok("chars"), max_context_len=64, max_choice_len=16)
+    prompt = shared_mc.MC_PROMPT.format(question="Which is a colour?")
+    choices = ["red", "a cat", "twelve mats", "ok"]
+    toks = [f.tokenize({"prompt": prompt, "completion": c}) for c in choices]
+    others = [f.tokenize({"prompt": shared_mc.MC_PROMPT.format(question="Is a mat a cat?"), "completion": c})
+              for c in choices]
+    keys = [f.bucket_key(t) for t in toks + others]
+    ctx = max(max(k[0], k[1]) for k in keys)
+    key = (ctx, ctx, 16)
+    batch = jax.tree.map(jnp.asarray, f.collate(toks, key=key))
+    once = shared_mc.context_read_once(s[1], r[1], batch, setup)
+    assert once.sharer_kv is not None and once.receiver_kv is not None
+    want = objective.receiver_hidden(params, s[1], r[1], batch, setup, train=False)
+    got = objective.receiver_hidden(params, s[1], r[1], once, setup, train=False)
+    m = np.asarray(batch.receiver_mask, bool)
+    np.testing.assert_allclose(np.asarray(got)[m], np.asarray(want)[m], rtol=1e-4, atol=1e-4)
+    # another question's context read once gives other states (the comparison can fail)
+    other = shared_mc.context_read_once(s[1], r[1], jax.tree.map(jnp.asarray, f.collate(others, key=key)), setup)
+    wrong = objective.receiver_hidden(params, s[1], r[1], once._replace(receiver_kv=other.receiver_kv,
+                                                                         sharer_kv=other.sharer_kv), setup, train=False)
+    assert not np.allclose(np.asarray(wrong)[m], np.asarray(want)[m], atol=1e-3)
