@@ -1,0 +1,43 @@
+"""Where a shared-context adapter's T1 gains and losses come from: its accuracy on the questions split by which model
+alone gets them right (from a T1 run's per-question answers, `reproduce --table t1`).
+
+    .venv/bin/python scripts/t1_transfer.py --results results/t1_n500/t1_shared_context.json \
+        --receiver "smollm2-135m-instruct alone" --sharer "gemma3-270m alone"
+
+An adapter that carries the sharer's reading should gain most where only the sharer is right and lose little where
+only the receiver is right; one that only perturbs the receiver moves both cells alike. Each cell: n and the
+adapter row's accuracy (%) with its 95% bootstrap interval.
+"""
+import argparse
+import json
+from collections import defaultdict
+
+from lcf_jax.eval.bootstrap import format_interval, mean_interval
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--receiver", required=True, help="the receiver-alone row's method name")
+    ap.add_argument("--sharer", required=True, help="the sharer-alone row's method name")
+    args = ap.parse_args()
+    rows = json.load(open(args.results))
+    per = defaultdict(list)   # method -> correctness over every question, sets in file order
+    for r in rows:
+        per[r["method"]].extend(r["correct_per_question"])
+    for name in (args.receiver, args.sharer):
+        if name not in per:
+            raise SystemExit(f"no row {name!r} in {args.results}; rows: {sorted(per)}")
+    cells = {"both right": (True, True), "only the sharer right": (False, True),
+             "only the receiver right": (True, False), "neither right": (False, False)}
+    adapters = [m for m in per if m not in (args.receiver, args.sharer)]
+    print("| questions | n | " + " | ".join(adapters) + " |")
+    print("|---|---|" + "---|" * len(adapters))
+    for label, (rec, sha) in cells.items():
+        idx = [i for i, (a, b) in enumerate(zip(per[args.receiver], per[args.sharer])) if (a > 0) == rec and (b > 0) == sha]
+        accs = [format_interval(mean_interval([per[m][i] for i in idx])) if idx else "—" for m in adapters]
+        print(f"| {label} | {len(idx)} | " + " | ".join(accs) + " |")
+
+
+if __name__ == "__main__":
+    main()
