@@ -25,10 +25,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=12, help="questions (spread over the four T1 sets)")
     args = ap.parse_args()
 
-    import functools
-
     import jax
-    import jax.numpy as jnp
     import numpy as np
 
     from lcf_jax.adapters import ADAPTER_KINDS
@@ -36,8 +33,6 @@ def main() -> None:
     from lcf_jax.data import sources
     from lcf_jax.eval import shared_mc
     from lcf_jax.eval.tables import T1_SETS
-    from lcf_jax.models import transformer
-    from lcf_jax.train import objective
     from lcf_jax.train.objective import Setup
 
     names = PAIR if args.direction == "forward" else PAIR[::-1]
@@ -52,17 +47,9 @@ def main() -> None:
     per_set = max(args.n // len(T1_SETS), 1)
     questions = [e for name in T1_SETS for e in sources.read(name, "dev", max_examples=per_set)]
 
-    @functools.partial(jax.jit, static_argnames=("setup",))
-    def every_row_reads(adapter_params, sharer_params, receiver_params, batch, *, setup):
-        hidden = objective.receiver_hidden(adapter_params, sharer_params, receiver_params, batch, setup, train=False)
-        logp = jax.nn.log_softmax(transformer.lm_head(receiver_params, hidden[:, :-1], config=setup.receiver)
-                                  .astype(jnp.float32), axis=-1)
-        tok = jnp.take_along_axis(logp, batch.receiver_ids[:, 1:, None], axis=-1)[..., 0]
-        return jnp.sum(tok * batch.loss_mask[:, 1:], axis=1)
-
     def baseline(e):
         batch, _ = shared_mc.choice_batch(features, e["question"], e["choices"])
-        return [float(x) for x in np.asarray(every_row_reads(params, *frozen, batch, setup=setup))]
+        return [float(x) for x in np.asarray(shared_mc.choice_logliks(params, *frozen, batch, setup=setup, read_once=False))]
 
     def read_once(e):
         return shared_mc.mc_loglik_fused(setup, params, frozen, features, e["question"], e["choices"])[0]

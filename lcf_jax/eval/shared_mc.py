@@ -45,9 +45,12 @@ def context_read_once(sharer_params, receiver_params, batch: SharedContextBatch,
                           receiver_kv=ReceiverKV(spread(r.keys), spread(r.values)))
 
 
-@functools.partial(jax.jit, static_argnames=("setup",))
-def _choice_logliks(adapter_params, sharer_params, receiver_params, batch, *, setup: Setup):
-    batch = context_read_once(sharer_params, receiver_params, batch, setup)
+@functools.partial(jax.jit, static_argnames=("setup", "read_once"))
+def choice_logliks(adapter_params, sharer_params, receiver_params, batch, *, setup: Setup, read_once: bool = True):
+    """[B] sum of log-probabilities of each row's continuation; read_once=False makes every row read the context
+    itself (the reference `benchmarks/bench_t1_scoring.py` times against)."""
+    if read_once:
+        batch = context_read_once(sharer_params, receiver_params, batch, setup)
     hidden = objective.receiver_hidden(adapter_params, sharer_params, receiver_params, batch, setup, train=False)
     logits = transformer.lm_head(receiver_params, hidden[:, :-1], config=setup.receiver)
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
@@ -75,5 +78,5 @@ def mc_loglik_fused(setup: Setup, adapter_params, frozen: tuple, features: Share
                     choices: Sequence[str]) -> tuple[list[float], list[int]]:
     """(sum of log-probabilities of each choice's tokens, each choice's token count)."""
     batch, counts = choice_batch(features, question, choices)
-    ll = _choice_logliks(adapter_params, frozen[0], frozen[1], batch, setup=setup)
+    ll = choice_logliks(adapter_params, frozen[0], frozen[1], batch, setup=setup)
     return [float(x) for x in np.asarray(ll)], counts
