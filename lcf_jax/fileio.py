@@ -1,4 +1,4 @@
-"""Atomic directory writes (no JAX import): readers never see a half-written checkpoint, export or cache."""
+"""Atomic writes (no JAX import): readers never see a half-written checkpoint, export, cache or result."""
 from __future__ import annotations
 
 import os
@@ -30,5 +30,22 @@ def atomic_write_dir(target: str | os.PathLike, write) -> Path:
             tmp.rename(target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def atomic_write_text(target: str | os.PathLike, text: str) -> Path:
+    """Writes a file under a temporary name next to `target` and renames it into place."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
         raise
     return target

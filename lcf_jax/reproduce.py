@@ -109,8 +109,10 @@ def build_parser() -> ArgumentParser:
                          "comma-separated, e.g. one per set) into --out/--t2-stem without running anything")
     ap.add_argument("--t2-stem", default="", help="file name of the table made from --t2-results")
     ap.add_argument("--t1-adapters", default="",
-                    help="T1 adapter rows, NAME=DIR,... (NAME without commas): exported shared-context adapters (lcf, c2c) of the "
-                         "smollm2 -> gemma3 pair, e.g. 'LCF=adapters/x_lcf,C2C=adapters/x_c2c'")
+                    help="T1 adapter rows, NAME=DIR,... (NAME without commas): exported shared-context adapters (lcf, c2c) of "
+                         "either bundled pair, e.g. 'LCF=adapters/x_lcf,C2C=adapters/x_c2c'. Each row's scores per "
+                         "set are kept in --out/t1_rows and reused by a later run with the same scorer and questions "
+                         "(an interrupted run resumes; a new row does not rescore the models alone)")
     ap.add_argument("--t2-adapters", default="",
                     help="more T2 LCF-X rows, NAME=DIR,... (NAME without commas): exported LCF-X adapters of either "
                          "direction, each with its own control row, e.g. 'm32=runs/exports/lcfx_m32'")
@@ -171,7 +173,7 @@ def _main(argv, agents: dict | None = None) -> None:
     if "t1" in tables:
         t1_adapters = {name: shared_context_adapter(path, agents) for name, path in _named_paths(args.t1_adapters)}
         t1, t1_results = R.table_shared_context({f"{n} alone": a for n, a in agents.items()}, n=args.n,
-                                                adapters=t1_adapters)
+                                                adapters=t1_adapters, rows_dir=args.out / "t1_rows")
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "t1_shared_context.json").write_text(json.dumps(t1_results, indent=1))  # per question
         t1.write(args.out, "t1_shared_context")

@@ -2,7 +2,7 @@
 each choice on its cache fused with the sharer's by an LCF or C2C adapter.
 
 The context is the question prompt (the same `Question: ...\\nAnswer:` that the receiver-alone row
-of T1 scores with, `reproduce.mc_loglik`); each choice " {choice}" is a continuation. The scoring
+of T1 scores with, `tables.mc_loglik`); each choice " {choice}" is a continuation. The scoring
 runs exactly the training forward (`train.objective.receiver_hidden`, evaluation mode: C2C's gate
 is hard), on one batch whose rows are the choices of one question. The rows share their context, so both models
 read it once and every choice continues from those caches (as a step on the context store does).
@@ -57,6 +57,17 @@ def choice_logliks(adapter_params, sharer_params, receiver_params, batch, *, set
     tgt = batch.receiver_ids[:, 1:]
     tok = jnp.take_along_axis(logp, tgt[..., None], axis=-1)[..., 0]
     return jnp.sum(tok * batch.loss_mask[:, 1:], axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "width"))
+def choice_token_logprobs(params, toks, pos, mask, start, *, config, width: int):
+    """A model alone: [B, width] log-probability of toks[:, start + j] given what precedes it (start + width <= T).
+    The LM head runs on those positions only (Gemma3's 262k-word softmax over the whole prompt is most of the work)."""
+    hidden, _ = transformer.forward(params, toks, pos, config=config, token_mask=mask, hidden_only=True)
+    h = jax.lax.dynamic_slice_in_dim(hidden, start - 1, width, axis=1)
+    target = jax.lax.dynamic_slice_in_dim(toks, start, width, axis=1)
+    logp = jax.nn.log_softmax(transformer.lm_head(params, h, config=config), axis=-1)
+    return jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
 
 
 def choice_batch(features: SharedContextFeatures, question: str, choices: Sequence[str]

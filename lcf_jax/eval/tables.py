@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import json
 import statistics
@@ -79,32 +80,25 @@ def table_sizes(pairs: Sequence[tuple[str, str]], dtype: str = "bfloat16", prune
 
 # -- T1: shared context, multiple choice ---------------------------------------------------------
 def mc_loglik(agent, question: str, choices: Sequence[str]) -> list[float]:
-    """Sum of log-probabilities of each choice's tokens after the question (one batched forward)."""
+    """Sum of log-probabilities of each choice's tokens after the question (one batched forward).
+
+    The LM head runs only on the positions that predict a choice token: Gemma3's 262k-word softmax over the
+    whole prompt was most of the cost, and the scored log-probabilities are the same."""
     import jax.numpy as jnp
 
-    from lcf_jax.models import transformer
-    prompt = agent.encode(f"Question: {question}\nAnswer:")
+    from lcf_jax.eval import shared_mc
+    prompt = agent.encode(shared_mc.MC_PROMPT.format(question=question))
     rows = [prompt + agent.encode(" " + c, special=False) for c in choices]
-    n = max(len(r) for r in rows)
-    n = -(-n // 32) * 32
+    width = -(-max(len(r) - len(prompt) for r in rows) // 16) * 16   # scored positions, bucketed (few compiles)
+    n = -(-max(max(len(r) for r in rows), len(prompt) + width) // 32) * 32
     toks = np.full((len(rows), n), agent.config.pad_token_id, np.int32)
     for i, r in enumerate(rows):
         toks[i, :len(r)] = r
     pos = np.broadcast_to(np.arange(n), toks.shape)
     mask = np.arange(n)[None] < np.array([len(r) for r in rows])[:, None]
-    logits, _ = transformer.forward_jit(agent.params, jnp.asarray(toks), jnp.asarray(pos), config=agent.config,
-                                        token_mask=jnp.asarray(mask))
-    logp = np.asarray(jax_log_softmax(logits))
-    out = []
-    for i, r in enumerate(rows):
-        idx = np.arange(len(prompt), len(r))
-        out.append(float(logp[i, idx - 1, np.asarray(r)[idx]].sum()))
-    return out
-
-
-def jax_log_softmax(x):
-    import jax
-    return jax.nn.log_softmax(x, axis=-1)
+    logp = np.asarray(shared_mc.choice_token_logprobs(agent.params, jnp.asarray(toks), jnp.asarray(pos), jnp.asarray(mask),
+                                                      len(prompt), config=agent.config, width=width))
+    return [float(logp[i, :len(r) - len(prompt)].sum()) for i, r in enumerate(rows)]
 
 
 def score_choices(examples: Sequence[dict], *, agent=None, adapter: Optional[dict] = None):
@@ -125,11 +119,56 @@ def score_choices(examples: Sequence[dict], *, agent=None, adapter: Optional[dic
     return lls, lens
 
 
+def scorer_fingerprint(agent=None, adapter: Optional[dict] = None) -> str:
+    """What a row's scores depend on besides the questions: the model's name alone, or the adapter's pair and a
+    hash of its parameters (a re-exported adapter at the same path gets a new fingerprint)."""
+    if adapter is None:
+        return agent.name
+    h = hashlib.sha256()
+    for leaf in _leaves(adapter["params"]):
+        h.update(np.ascontiguousarray(np.asarray(leaf, np.float32)).tobytes())
+    setup = adapter["setup"]
+    return f"{setup.kind}:{setup.sharer.name}->{setup.receiver.name}:{h.hexdigest()[:16]}"
+
+
+def _leaves(tree) -> list:
+    import jax
+    return jax.tree.leaves(tree)
+
+
+def scored_rows(role: str, fingerprint: str, name: str, split: str, examples: Sequence[dict], score,
+                rows_dir: Optional[Path] = None):
+    """score(examples) -> (log-likelihoods, lengths), kept in rows_dir/<role>__<set>.json and reused when the
+    scorer, the set, its split and its questions are the same: a long T1 run resumes where it stopped, and a
+    new adapter row does not rescore the receiver alone."""
+    key = {"scorer": fingerprint, "set": name, "split": split, "n": len(examples),
+           "questions": hashlib.sha256(json.dumps([e["question"] for e in examples]).encode()).hexdigest()[:16]}
+    path = None
+    if rows_dir is not None:
+        slug = "".join(c if c.isalnum() or c in "-._" else "_" for c in f"{role}__{name}")
+        path = Path(rows_dir) / f"{slug}.json"
+        if path.exists():
+            kept = json.loads(path.read_text())
+            if kept["key"] == key:
+                print(f"T1 {role} {name}: reused {path}", flush=True)
+                return kept["logliks"], kept["lengths"]
+    t0 = time.time()
+    ll, lens = score(examples)
+    print(f"T1 {role} {name}: {len(examples)} questions in {time.time() - t0:.0f} s", flush=True)
+    if path is not None:
+        from lcf_jax.fileio import atomic_write_text
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({"key": key, "logliks": ll, "lengths": lens}))
+    return ll, lens
+
+
 def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_dir=None,
-                         adapters: Optional[dict] = None) -> tuple[Table, list[dict]]:
+                         adapters: Optional[dict] = None, rows_dir: Optional[Path] = None
+                         ) -> tuple[Table, list[dict]]:
     """T1. agents: row name -> Agent (each alone). adapters: row name -> dict(setup, params, frozen, features, mb),
     each scored with the sharer's cache fused into the receiver's (`eval/shared_mc.py`).
 
+    rows_dir: where each row's scores per set are kept and reused (`scored_rows`); None keeps nothing.
     Each cell is the accuracy with its 95% bootstrap interval; an adapter row also gets the paired difference
     against its receiver alone over every question of every set (the same questions, resampled together).
     Returns (the table, one result per row and set with the per-question correctness)."""
@@ -142,8 +181,12 @@ def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_
     for name, split in sets.items():
         exs = sources.read(name, split, data_dir=data_dir, max_examples=n)
         golds = [int(e["gold"]) for e in exs]
-        scored = [(role, score_choices(exs, agent=agent), None) for role, agent in agents.items()]
-        scored += [(role, score_choices(exs, adapter=a), a["mb"]) for role, a in adapters.items()]
+        scored = [(role, scored_rows(role, scorer_fingerprint(agent=agent), name, split, exs,
+                                     functools.partial(score_choices, agent=agent), rows_dir), None)
+                  for role, agent in agents.items()]
+        scored += [(role, scored_rows(role, scorer_fingerprint(adapter=a), name, split, exs,
+                                      functools.partial(score_choices, adapter=a), rows_dir), a["mb"])
+                   for role, a in adapters.items()]
         for role, (ll, lens), mb in scored:
             preds = metrics.mc_predictions(ll, True, lens)
             right = [100.0 * (p == g) for p, g in zip(preds, golds)]

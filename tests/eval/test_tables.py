@@ -74,6 +74,38 @@ def test_t1_and_t3(session, tmp_path):
     assert (tmp_path / "sizes.png").exists()
 
 
+def test_mc_loglik_equals_the_full_softmax_over_every_position(session):
+    """The LM head on the choice positions only gives the log-likelihoods the whole-sequence softmax gives."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from lcf_jax.models import transformer
+    agent = session.receiver
+    question, choices = "Which is a fruit?", ["apple", "a long answer about stones and rocks", "x"]
+    got = R.mc_loglik(agent, question, choices)
+    prompt = agent.encode(f"Question: {question}\nAnswer:")
+    for c, ll in zip(choices, got):
+        row = prompt + agent.encode(" " + c, special=False)
+        logits, _ = transformer.forward(agent.params, jnp.asarray([row]), jnp.arange(len(row))[None], config=agent.config)
+        logp = np.asarray(jax.nn.log_softmax(logits[0], axis=-1))
+        want = sum(logp[i - 1, row[i]] for i in range(len(prompt), len(row)))
+        assert abs(ll - want) < 1e-3 * max(1.0, abs(want)), (c, ll, want)
+
+
+def test_t1_rows_are_kept_and_reused_only_for_the_same_scorer(session, tmp_path, capsys):
+    agents = {"tiny alone": session.receiver}
+    first, res = R.table_shared_context(agents, {"mc/arc_easy": "test"}, n=3, rows_dir=tmp_path)
+    kept = list(tmp_path.glob("*.json"))
+    assert len(kept) == 1 and "reused" not in capsys.readouterr().out
+    again, res2 = R.table_shared_context(agents, {"mc/arc_easy": "test"}, n=3, rows_dir=tmp_path)
+    assert "reused" in capsys.readouterr().out and res2 == res and again.rows == first.rows
+    R.table_shared_context(agents, {"mc/arc_easy": "test"}, n=2, rows_dir=tmp_path)     # other questions: rescored
+    assert "reused" not in capsys.readouterr().out
+    other = {"tiny alone": session.sharer}                                             # other model, same row name
+    R.table_shared_context(other, {"mc/arc_easy": "test"}, n=2, rows_dir=tmp_path)
+    assert "reused" not in capsys.readouterr().out
+
+
 def test_t2_one_direction_keeps_the_other_table_and_plots_both(tmp_path, monkeypatch):
     from lcf_jax import reproduce as cli
     forward, reverse = cli.BUNDLED_PAIRS
