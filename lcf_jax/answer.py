@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from lcf_jax.cli_errors import ArgumentParser, UserError, positive, run_main
+from lcf_jax.fileio import atomic_write_text
 
 PROTOCOLS = ("alone", "text", "lcfx", "oracle")
 MESSAGE_DTYPES = ("float32", "bfloat16", "float16", "int8")
@@ -251,12 +252,8 @@ def _required_fields(args) -> tuple[str, ...]:
 
 
 def _write_predictions(path: Path, replies, per_row: float) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w") as f:
-        for r in replies:
-            f.write(json.dumps({"id": r.id, "prediction": r.answer, "latency_s": per_row, "bytes_sent": r.bytes_sent}) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(json.dumps({"id": r.id, "prediction": r.answer, "latency_s": per_row,
+                                                "bytes_sent": r.bytes_sent}) + "\n" for r in replies))
 
 
 def _main(argv: list[str]) -> None:
