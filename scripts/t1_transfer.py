@@ -6,13 +6,14 @@ alone gets them right (from a T1 run's per-question answers, `reproduce --table 
 
 An adapter that carries the sharer's reading should gain most where only the sharer is right and lose little where
 only the receiver is right; one that only perturbs the receiver moves both cells alike. Each cell: n and the
-adapter row's accuracy (%) with its 95% bootstrap interval.
+adapter row's accuracy (%) with its 95% bootstrap interval. When the results hold each question's choice (T1 runs
+since 2026-12-03), a second table gives how often each row picks the sharer alone's choice, against the receiver alone.
 """
 import argparse
 import json
 from collections import defaultdict
 
-from lcf_jax.eval.bootstrap import format_interval, mean_interval
+from lcf_jax.eval.bootstrap import format_interval, mean_interval, paired_difference
 
 
 def main() -> None:
@@ -37,6 +38,18 @@ def main() -> None:
         idx = [i for i, (a, b) in enumerate(zip(per[args.receiver], per[args.sharer])) if (a > 0) == rec and (b > 0) == sha]
         accs = [format_interval(mean_interval([per[m][i] for i in idx])) if idx else "—" for m in adapters]
         print(f"| {label} | {len(idx)} | " + " | ".join(accs) + " |")
+    if all("choice_per_question" in r for r in rows):
+        # Does the adapter move the receiver's choice towards the sharer's? Agreement with the sharer alone's choice,
+        # paired against the receiver alone's agreement on the same questions.
+        choice = defaultdict(list)
+        for r in rows:
+            choice[r["method"]].extend(r["choice_per_question"])
+        agree = {m: [100.0 * (a == b) for a, b in zip(choice[m], choice[args.sharer])] for m in choice}
+        print("\n| row | same choice as the sharer alone (%) | Δ vs the receiver alone |")
+        print("|---|---|---|")
+        for m in [args.receiver] + adapters:
+            d = "—" if m == args.receiver else format_interval(paired_difference(agree[m], agree[args.receiver]))
+            print(f"| {m} | {format_interval(mean_interval(agree[m]))} | {d} |")
 
 
 if __name__ == "__main__":

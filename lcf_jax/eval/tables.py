@@ -192,7 +192,8 @@ def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_
             right = [100.0 * (p == g) for p, g in zip(preds, golds)]
             correct.setdefault(role, {})[name] = right
             results.append({"set": name, "split": split, "method": role, "n": len(right), "adapter_mb": mb,
-                            "accuracy": float(np.mean(right)), "correct_per_question": right})
+                            "accuracy": float(np.mean(right)), "correct_per_question": right,
+                            "choice_per_question": [int(p) for p in preds]})
     receiver_alone = {agent.name: role for role, agent in agents.items()}
     rows = []
     for role in list(agents) + list(adapters):
