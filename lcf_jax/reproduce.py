@@ -50,6 +50,11 @@ def check_args(args, tables: list[str]) -> None:
     """Numbers, names and paths, before any model loads (a bad one used to fail minutes later, or not at all)."""
     from lcf_jax.eval.tables import T2_SETS, TEXT_PROMPTS
     needs_two = {"t2", "ladder"} & set(tables)  # control rows swap passages between two questions
+    if args.t1_controls:
+        if "t1" not in tables or not args.t1_adapters:
+            raise UserError("--t1-controls follows T1 adapter rows with their controls: give --table t1 (or all) "
+                            "and --t1-adapters NAME=DIR,...")
+        needs_two |= {"t1"}
     low = 2 if needs_two else 1
     if args.n < low:
         why = f" for {'/'.join(sorted(needs_two))} (their control rows pair questions)" if needs_two else ""
@@ -113,6 +118,9 @@ def build_parser() -> ArgumentParser:
                          "either bundled pair, e.g. 'LCF=adapters/x_lcf,C2C=adapters/x_c2c'. Each row's scores per "
                          "set are kept in --out/t1_rows and reused by a later run with the same scorer and questions "
                          "(an interrupted run resumes; a new row does not rescore the models alone)")
+    ap.add_argument("--t1-controls", action="store_true",
+                    help="follow each T1 adapter row with its control: the same adapter with the sharer reading an "
+                         "unrelated question of the same set (a gain the control shares is format, not information)")
     ap.add_argument("--t2-adapters", default="",
                     help="more T2 LCF-X rows, NAME=DIR,... (NAME without commas): exported LCF-X adapters of either "
                          "direction, each with its own control row, e.g. 'm32=runs/exports/lcfx_m32'")
@@ -173,7 +181,8 @@ def _main(argv, agents: dict | None = None) -> None:
     if "t1" in tables:
         t1_adapters = {name: shared_context_adapter(path, agents) for name, path in _named_paths(args.t1_adapters)}
         t1, t1_results = R.table_shared_context({f"{n} alone": a for n, a in agents.items()}, n=args.n,
-                                                adapters=t1_adapters, rows_dir=args.out / "t1_rows")
+                                                adapters=t1_adapters, rows_dir=args.out / "t1_rows",
+                                                controls=args.t1_controls)
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "t1_shared_context.json").write_text(json.dumps(t1_results, indent=1))  # per question
         t1.write(args.out, "t1_shared_context")

@@ -9,6 +9,7 @@ read it once and every choice continues from those caches (as a step on the cont
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Sequence
 
@@ -70,13 +71,27 @@ def choice_token_logprobs(params, toks, pos, mask, start, *, config, width: int)
     return jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
 
 
-def choice_batch(features: SharedContextFeatures, question: str, choices: Sequence[str]
+def unrelated_sharer_tokens(other: np.ndarray, n: int) -> np.ndarray:
+    """n sharer tokens of another question: its first n, or its first token then the rest repeated (never a
+    second BOS) when it is shorter. The control keeps the length, so every alignment index stays in range."""
+    if len(other) >= n:
+        return other[:n]
+    return np.concatenate([other[:1], np.resize(other[1:] if len(other) > 1 else other, n - 1)]).astype(other.dtype)
+
+
+def choice_batch(features: SharedContextFeatures, question: str, choices: Sequence[str], sharer_question: str = ""
                  ) -> tuple[SharedContextBatch, list[int]]:
     """(one row per choice: the question prompt as the shared context, " {choice}" as the continuation; each
-    choice's token count)."""
+    choice's token count). sharer_question (the control): the sharer reads that question instead, cut or repeated
+    to the length of its own reading, while the receiver reads its own."""
     toks = [features.tokenize({"prompt": MC_PROMPT.format(question=question), "completion": c}) for c in choices]
     if any(t is None for t in toks):
         raise ValueError(f"question {question[:60]!r} or one of its choices tokenizes to nothing")
+    if sharer_question:
+        other = features.tokenize({"prompt": MC_PROMPT.format(question=sharer_question), "completion": choices[0]})
+        if other is None:
+            raise ValueError(f"control question {sharer_question[:60]!r} tokenizes to nothing")
+        toks = [dataclasses.replace(t, sharer=unrelated_sharer_tokens(other.sharer, len(t.sharer))) for t in toks]
     keys = [features.bucket_key(t) for t in toks]
     # Few distinct shapes, few compiles: both contexts share one length bucket, targets pad to 16 or 64.
     ctx = max(max(k[0], k[1]) for k in keys)
@@ -86,8 +101,9 @@ def choice_batch(features: SharedContextFeatures, question: str, choices: Sequen
 
 
 def mc_loglik_fused(setup: Setup, adapter_params, frozen: tuple, features: SharedContextFeatures, question: str,
-                    choices: Sequence[str]) -> tuple[list[float], list[int]]:
-    """(sum of log-probabilities of each choice's tokens, each choice's token count)."""
-    batch, counts = choice_batch(features, question, choices)
+                    choices: Sequence[str], sharer_question: str = "") -> tuple[list[float], list[int]]:
+    """(sum of log-probabilities of each choice's tokens, each choice's token count); sharer_question: the
+    control (`choice_batch`)."""
+    batch, counts = choice_batch(features, question, choices, sharer_question)
     ll = choice_logliks(adapter_params, frozen[0], frozen[1], batch, setup=setup)
     return [float(x) for x in np.asarray(ll)], counts

@@ -101,19 +101,28 @@ def mc_loglik(agent, question: str, choices: Sequence[str]) -> list[float]:
     return [float(logp[i, :len(r) - len(prompt)].sum()) for i, r in enumerate(rows)]
 
 
-def score_choices(examples: Sequence[dict], *, agent=None, adapter: Optional[dict] = None):
+def unrelated_question(examples: Sequence[dict], i: int) -> str:
+    """The control's question for example i: the one half-way around its set (another question, same format)."""
+    return examples[(i + max(len(examples) // 2, 1)) % len(examples)]["question"]
+
+
+def score_choices(examples: Sequence[dict], *, agent=None, adapter: Optional[dict] = None, control: bool = False):
     """(log-likelihood of each choice, each choice's token count >= 1) per example: by `agent` alone, or
-    with an adapter (dict(setup, params, frozen, features)) fusing the sharer's cache into the receiver's."""
+    with an adapter (dict(setup, params, frozen, features)) fusing the sharer's cache into the receiver's;
+    control: the sharer reads an unrelated question of the same set instead (`unrelated_question`)."""
     from lcf_jax.eval import shared_mc
 
+    if control and (adapter is None or len(examples) < 2):
+        raise ValueError("the control needs an adapter and at least two questions")
     lls, lens = [], []
-    for e in examples:
+    for i, e in enumerate(examples):
         if adapter is None:
             lls.append(mc_loglik(agent, e["question"], e["choices"]))
             lens.append([max(len(agent.encode(" " + c, special=False)), 1) for c in e["choices"]])
         else:
             ll, n = shared_mc.mc_loglik_fused(adapter["setup"], adapter["params"], adapter["frozen"],
-                                              adapter["features"], e["question"], e["choices"])
+                                              adapter["features"], e["question"], e["choices"],
+                                              unrelated_question(examples, i) if control else "")
             lls.append(ll)
             lens.append([max(x, 1) for x in n])
     return lls, lens
@@ -163,12 +172,14 @@ def scored_rows(role: str, fingerprint: str, name: str, split: str, examples: Se
 
 
 def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_dir=None,
-                         adapters: Optional[dict] = None, rows_dir: Optional[Path] = None
+                         adapters: Optional[dict] = None, rows_dir: Optional[Path] = None, controls: bool = False
                          ) -> tuple[Table, list[dict]]:
     """T1. agents: row name -> Agent (each alone). adapters: row name -> dict(setup, params, frozen, features, mb),
     each scored with the sharer's cache fused into the receiver's (`eval/shared_mc.py`).
 
     rows_dir: where each row's scores per set are kept and reused (`scored_rows`); None keeps nothing.
+    controls: each adapter row is followed by its control, "<row> control (unrelated question)": the same adapter
+    with the sharer reading another question of the set (`score_choices`); a gain the control shares is format.
     Each cell is the accuracy with its 95% bootstrap interval; an adapter row also gets the paired difference
     against its receiver alone over every question of every set (the same questions, resampled together).
     Returns (the table, one result per row and set with the per-question correctness)."""
@@ -176,52 +187,69 @@ def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_
     from lcf_jax.eval.bootstrap import format_interval, mean_interval, paired_difference
 
     adapters = adapters or {}
+    # Every row: (name, what its scores depend on, how to score a set, adapter MB, the adapter row it controls).
+    entries = [(role, scorer_fingerprint(agent=agent), functools.partial(score_choices, agent=agent), None, None)
+               for role, agent in agents.items()]
+    for role, a in adapters.items():
+        fp = scorer_fingerprint(adapter=a)
+        entries.append((role, fp, functools.partial(score_choices, adapter=a), a["mb"], None))
+        if controls:
+            entries.append((control_name(role), fp + ":control",
+                            functools.partial(score_choices, adapter=a, control=True), a["mb"], role))
     results: list[dict] = []
     correct: dict[str, dict[str, list[float]]] = {}
     for name, split in sets.items():
         exs = sources.read(name, split, data_dir=data_dir, max_examples=n)
         golds = [int(e["gold"]) for e in exs]
-        scored = [(role, scored_rows(role, scorer_fingerprint(agent=agent), name, split, exs,
-                                     functools.partial(score_choices, agent=agent), rows_dir), None)
-                  for role, agent in agents.items()]
-        scored += [(role, scored_rows(role, scorer_fingerprint(adapter=a), name, split, exs,
-                                      functools.partial(score_choices, adapter=a), rows_dir), a["mb"])
-                   for role, a in adapters.items()]
-        for role, (ll, lens), mb in scored:
+        for role, fp, score, mb, of in entries:
+            ll, lens = scored_rows(role, fp, name, split, exs, score, rows_dir)
             preds = metrics.mc_predictions(ll, True, lens)
             right = [100.0 * (p == g) for p, g in zip(preds, golds)]
             correct.setdefault(role, {})[name] = right
             results.append({"set": name, "split": split, "method": role, "n": len(right), "adapter_mb": mb,
-                            "accuracy": float(np.mean(right)), "correct_per_question": right,
+                            "control_of": of, "accuracy": float(np.mean(right)), "correct_per_question": right,
                             "choice_per_question": [int(p) for p in preds]})
     receiver_alone = {agent.name: role for role, agent in agents.items()}
+    pooled = lambda r: [x for s in sets for x in correct[r][s]]  # noqa: E731
     rows = []
-    for role in list(agents) + list(adapters):
+    for role, _, _, mb, of in entries:
         cells = [format_interval(mean_interval(correct[role][s])) for s in sets]
         mean = float(np.mean([np.mean(correct[role][s]) for s in sets]))
-        delta = None
-        if role in adapters:
-            alone = receiver_alone.get(adapters[role]["setup"].receiver.name)
+        delta = vs_control = None
+        adapter = adapters.get(of or role)
+        if adapter is not None:
+            alone = receiver_alone.get(adapter["setup"].receiver.name)
             if alone is not None:
-                pooled = lambda r: [x for s in sets for x in correct[r][s]]  # noqa: E731
                 delta = format_interval(paired_difference(pooled(role), pooled(alone)))
-        rows.append([role] + cells + [mean, delta, adapters[role]["mb"] if role in adapters else None])
+            if controls and of is None:
+                vs_control = format_interval(paired_difference(pooled(role), pooled(control_name(role))))
+        rows.append([role] + cells + [mean, delta] + ([vs_control] if controls else []) + [mb])
     missing = [m for m in ("C2C", "LCF", "LCF pruned") if not any(r.startswith(m) for r in adapters)]
     for method in ["text-to-text"] + missing:
-        rows.append([method] + [None] * (len(sets) + 3))
+        rows.append([method] + [None] * (len(sets) + 3 + controls))
     notes = [f"accuracy (%) by length-normalised log-likelihood of each choice, with its 95% bootstrap interval, first "
              f"{n} rows of each test split (index % 2 == 1); mean: of the sets. Δ vs receiver alone: the paired "
              "bootstrap over every question of every set against the adapter's receiver alone. Adapter rows: both "
              "models read the question prompt; the receiver scores each choice on its cache fused with the sharer's "
              "(the training forward, evaluation mode).",
+             *(["Each adapter row's control: the same adapter with the sharer reading another question of the same set "
+                "(the one half-way around it), cut or repeated to the length of its own reading, while the receiver "
+                "reads its own; Δ vs its control: paired over every question. A gain the control shares is format, "
+                "not information."] if controls else []),
              "text-to-text is empty: in multiple choice with a shared context both models already read the "
              "whole question, so a text message adds no information the receiver lacks; not run."
              + (f" Rows without numbers ({', '.join(missing)}): no such adapter was given." if missing else "")]
     table = Table("T1: shared context, multiple choice (test splits)",
-                  ["method"] + [s.split("/")[-1] for s in sets] + ["mean", "Δ vs receiver alone", "adapter MB"],
+                  ["method"] + [s.split("/")[-1] for s in sets] + ["mean", "Δ vs receiver alone"]
+                  + (["Δ vs its control"] if controls else []) + ["adapter MB"],
                   rows, notes, {"sets": sets, "n": n, "agents": {k: v.name for k, v in agents.items()},
-                                "adapters": {k: a.get("source", "") for k, a in adapters.items()}})
+                                "adapters": {k: a.get("source", "") for k, a in adapters.items()},
+                                "controls": controls})
     return table, results
+
+
+def control_name(role: str) -> str:
+    return f"{role} control (unrelated question)"
 
 
 def plot_size_accuracy(results: list[dict], out: Path) -> None:
@@ -230,7 +258,7 @@ def plot_size_accuracy(results: list[dict], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = list(dict.fromkeys(r["method"] for r in results))
+    methods = list(dict.fromkeys(r["method"] for r in results if not r.get("control_of")))
     mean = {m: float(np.mean([r["accuracy"] for r in results if r["method"] == m])) for m in methods}
     mb = {r["method"]: r["adapter_mb"] for r in results}
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -158,6 +158,8 @@ CASES = [
        "--latency-repeats must be at least 1"),
     _c("reproduce-entry-without-name", reproduce.main, ["--table", "t1", "--t1-adapters", "adapters/x", "--out", "{out}"],
        "--t1-adapters 'adapters/x' needs the form NAME=DIR"),
+    _c("reproduce-controls-without-adapters", reproduce.main, ["--table", "t1", "--t1-controls", "--out", "{out}"],
+       "--t1-controls", "--t1-adapters"),
     _c("reproduce-entry-missing-dir", reproduce.main, ["--table", "t2", "--t2-adapters", "m=/no/such/dir", "--out", "{out}"],
        "/no/such/dir is not a directory"),
     _c("reproduce-unknown-rung", reproduce.main, ["--table", "ladder", "--ladder-rungs", "R0,R9", "--out", "{out}"],

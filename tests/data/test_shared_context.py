@@ -126,3 +126,21 @@ def test_choices_read_their_shared_context_once_as_every_row_reading_it(kind):
     wrong = objective.receiver_hidden(params, s[1], r[1], once._replace(receiver_kv=other.receiver_kv,
                                                                          sharer_kv=other.sharer_kv), setup, train=False)
     assert not np.allclose(np.asarray(wrong)[m], np.asarray(want)[m], atol=1e-3)
+
+
+def test_the_control_changes_only_what_the_sharer_reads():
+    # T1's control: the sharer reads another question, cut or repeated to its own length; the receiver's rows,
+    # alignment and targets are the question's own, so only the fused part can move the scores.
+    f = shared_mc.mc_features(OffsetTok("words"), OffsetTok("chars"), max_context_len=64, max_choice_len=16)
+    question, choices = "Which is a colour of the sky at noon?", ["red", "a cat", "blue"]
+    own, _ = shared_mc.choice_batch(f, question, choices)
+    for other_q in ("Is a mat a cat?", "Which animal sits on twelve mats in the old house by the river today?"):
+        ctl, _ = shared_mc.choice_batch(f, question, choices, sharer_question=other_q)
+        for field in ("receiver_ctx_ids", "receiver_ctx_mask", "alignment", "receiver_ids", "loss_mask"):
+            np.testing.assert_array_equal(getattr(ctl, field), getattr(own, field))
+        np.testing.assert_array_equal(ctl.sharer.mask, own.sharer.mask)      # the same length
+        assert not np.array_equal(np.asarray(ctl.sharer.ids), np.asarray(own.sharer.ids))
+    same, _ = shared_mc.choice_batch(f, question, choices, sharer_question=question)
+    np.testing.assert_array_equal(same.sharer.ids, own.sharer.ids)
+    assert shared_mc.unrelated_sharer_tokens(np.array([1, 7, 8]), 6).tolist() == [1, 7, 8, 7, 8, 7]
+    assert shared_mc.unrelated_sharer_tokens(np.array([1, 7, 8, 9]), 2).tolist() == [1, 7]

@@ -154,3 +154,27 @@ def test_saved_t2_results_are_tabled_without_running_anything(tmp_path):
              agents={})
     md = (tmp_path / "both.md").read_text()
     assert "| squad | LCF-X (m=4, window) | 62.5 [" in md and "| nq_openbook | LCF-X (m=4, window) | 0.0 [" in md
+
+
+def test_t1_control_rows_follow_each_adapter(session, tmp_path):
+    from lcf_jax.adapters import ADAPTER_KINDS
+    from lcf_jax.adapters.lcf import LCFConfig
+    from lcf_jax.eval import shared_mc
+    from lcf_jax.train.objective import Setup
+
+    s, r = session.sharer, session.receiver
+    cfg = LCFConfig(rank=8)
+    params = ADAPTER_KINDS["lcf"].init(jax.random.PRNGKey(0), cfg, s.config, r.config)
+    params = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.PRNGKey(1), x.shape, x.dtype), params)
+    adapter = dict(setup=Setup("lcf", cfg, s.config, r.config), params=params, frozen=(s.params, r.params),
+                   features=shared_mc.mc_features(s.tokenizer, r.tokenizer), mb=0.1, source="tiny")
+    t1, res = R.table_shared_context({"tiny alone": r}, {"mc/arc_easy": "test"}, n=4, adapters={"lcf": adapter},
+                                     controls=True, rows_dir=tmp_path)
+    names = [row[0] for row in t1.rows]
+    assert names[:3] == ["tiny alone", "lcf", "lcf control (unrelated question)"]
+    assert "Δ vs its control" in t1.columns and t1.rows[1][t1.columns.index("Δ vs its control")] is not None
+    control = [x for x in res if x["control_of"] == "lcf"]
+    assert len(control) == 1 and len(control[0]["choice_per_question"]) == 4
+    assert len(list(tmp_path.glob("*.json"))) == 3     # alone, the adapter and its control kept apart
+    with pytest.raises(ValueError, match="two questions"):
+        R.score_choices([{"question": "q", "choices": ["a", "b"], "gold": 0}], adapter=adapter, control=True)
