@@ -54,6 +54,8 @@ def check_args(args, tables: list[str]) -> None:
         if "t1" not in tables or not args.t1_adapters:
             raise UserError("--t1-controls follows T1 adapter rows with their controls: give --table t1 (or all) "
                             "and --t1-adapters NAME=DIR,...")
+        if args.t1_controls != "all":
+            _names("--t1-controls", args.t1_controls.split(","), [n for n, _ in _named_paths(args.t1_adapters)])
         needs_two |= {"t1"}
     low = 2 if needs_two else 1
     if args.n < low:
@@ -118,9 +120,10 @@ def build_parser() -> ArgumentParser:
                          "either bundled pair, e.g. 'LCF=adapters/x_lcf,C2C=adapters/x_c2c'. Each row's scores per "
                          "set are kept in --out/t1_rows and reused by a later run with the same scorer and questions "
                          "(an interrupted run resumes; a new row does not rescore the models alone)")
-    ap.add_argument("--t1-controls", action="store_true",
-                    help="follow each T1 adapter row with its control: the same adapter with the sharer reading an "
-                         "unrelated question of the same set (a gain the control shares is format, not information)")
+    ap.add_argument("--t1-controls", default="",
+                    help="T1 adapter rows to follow with their control, NAME,... of --t1-adapters, or 'all': the same "
+                         "adapter with the sharer reading an unrelated question of the same set (a gain the control "
+                         "shares is format, not information)")
     ap.add_argument("--t2-adapters", default="",
                     help="more T2 LCF-X rows, NAME=DIR,... (NAME without commas): exported LCF-X adapters of either "
                          "direction, each with its own control row, e.g. 'm32=runs/exports/lcfx_m32'")
@@ -182,7 +185,8 @@ def _main(argv, agents: dict | None = None) -> None:
         t1_adapters = {name: shared_context_adapter(path, agents) for name, path in _named_paths(args.t1_adapters)}
         t1, t1_results = R.table_shared_context({f"{n} alone": a for n, a in agents.items()}, n=args.n,
                                                 adapters=t1_adapters, rows_dir=args.out / "t1_rows",
-                                                controls=args.t1_controls)
+                                                controls=(list(t1_adapters) if args.t1_controls == "all"
+                                                          else [c for c in args.t1_controls.split(",") if c]))
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "t1_shared_context.json").write_text(json.dumps(t1_results, indent=1))  # per question
         t1.write(args.out, "t1_shared_context")

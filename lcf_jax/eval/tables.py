@@ -172,14 +172,15 @@ def scored_rows(role: str, fingerprint: str, name: str, split: str, examples: Se
 
 
 def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_dir=None,
-                         adapters: Optional[dict] = None, rows_dir: Optional[Path] = None, controls: bool = False
+                         adapters: Optional[dict] = None, rows_dir: Optional[Path] = None, controls: Sequence[str] = ()
                          ) -> tuple[Table, list[dict]]:
     """T1. agents: row name -> Agent (each alone). adapters: row name -> dict(setup, params, frozen, features, mb),
     each scored with the sharer's cache fused into the receiver's (`eval/shared_mc.py`).
 
     rows_dir: where each row's scores per set are kept and reused (`scored_rows`); None keeps nothing.
-    controls: each adapter row is followed by its control, "<row> control (unrelated question)": the same adapter
-    with the sharer reading another question of the set (`score_choices`); a gain the control shares is format.
+    controls: names of adapter rows each followed by its control, "<row> control (unrelated question)": the same
+    adapter with the sharer reading another question of the set (`score_choices`); a gain the control shares is
+    format, not information.
     Each cell is the accuracy with its 95% bootstrap interval; an adapter row also gets the paired difference
     against its receiver alone over every question of every set (the same questions, resampled together).
     Returns (the table, one result per row and set with the per-question correctness)."""
@@ -187,13 +188,16 @@ def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_
     from lcf_jax.eval.bootstrap import format_interval, mean_interval, paired_difference
 
     adapters = adapters or {}
+    unknown = [c for c in controls if c not in adapters]
+    if unknown:
+        raise ValueError(f"controls {unknown} name no adapter row; rows: {list(adapters)}")
     # Every row: (name, what its scores depend on, how to score a set, adapter MB, the adapter row it controls).
     entries = [(role, scorer_fingerprint(agent=agent), functools.partial(score_choices, agent=agent), None, None)
                for role, agent in agents.items()]
     for role, a in adapters.items():
         fp = scorer_fingerprint(adapter=a)
         entries.append((role, fp, functools.partial(score_choices, adapter=a), a["mb"], None))
-        if controls:
+        if role in controls:
             entries.append((control_name(role), fp + ":control",
                             functools.partial(score_choices, adapter=a, control=True), a["mb"], role))
     results: list[dict] = []
@@ -221,12 +225,12 @@ def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_
             alone = receiver_alone.get(adapter["setup"].receiver.name)
             if alone is not None:
                 delta = format_interval(paired_difference(pooled(role), pooled(alone)))
-            if controls and of is None:
+            if role in controls:
                 vs_control = format_interval(paired_difference(pooled(role), pooled(control_name(role))))
         rows.append([role] + cells + [mean, delta] + ([vs_control] if controls else []) + [mb])
     missing = [m for m in ("C2C", "LCF", "LCF pruned") if not any(r.startswith(m) for r in adapters)]
     for method in ["text-to-text"] + missing:
-        rows.append([method] + [None] * (len(sets) + 3 + controls))
+        rows.append([method] + [None] * (len(sets) + 3 + bool(controls)))
     notes = [f"accuracy (%) by length-normalised log-likelihood of each choice, with its 95% bootstrap interval, first "
              f"{n} rows of each test split (index % 2 == 1); mean: of the sets. Δ vs receiver alone: the paired "
              "bootstrap over every question of every set against the adapter's receiver alone. Adapter rows: both "
@@ -244,7 +248,7 @@ def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_
                   + (["Δ vs its control"] if controls else []) + ["adapter MB"],
                   rows, notes, {"sets": sets, "n": n, "agents": {k: v.name for k, v in agents.items()},
                                 "adapters": {k: a.get("source", "") for k, a in adapters.items()},
-                                "controls": controls})
+                                "controls": list(controls)})
     return table, results
 
 

@@ -169,12 +169,15 @@ def test_t1_control_rows_follow_each_adapter(session, tmp_path):
     adapter = dict(setup=Setup("lcf", cfg, s.config, r.config), params=params, frozen=(s.params, r.params),
                    features=shared_mc.mc_features(s.tokenizer, r.tokenizer), mb=0.1, source="tiny")
     t1, res = R.table_shared_context({"tiny alone": r}, {"mc/arc_easy": "test"}, n=4, adapters={"lcf": adapter},
-                                     controls=True, rows_dir=tmp_path)
+                                     controls=["lcf"], rows_dir=tmp_path)
     names = [row[0] for row in t1.rows]
     assert names[:3] == ["tiny alone", "lcf", "lcf control (unrelated question)"]
     assert "Δ vs its control" in t1.columns and t1.rows[1][t1.columns.index("Δ vs its control")] is not None
     control = [x for x in res if x["control_of"] == "lcf"]
     assert len(control) == 1 and len(control[0]["choice_per_question"]) == 4
     assert len(list(tmp_path.glob("*.json"))) == 3     # alone, the adapter and its control kept apart
+    with pytest.raises(ValueError, match="name no adapter row"):
+        R.table_shared_context({"tiny alone": r}, {"mc/arc_easy": "test"}, n=2, adapters={"lcf": adapter},
+                               controls=["lfc"])
     with pytest.raises(ValueError, match="two questions"):
         R.score_choices([{"question": "q", "choices": ["a", "b"], "gold": 0}], adapter=adapter, control=True)
