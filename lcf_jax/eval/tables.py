@@ -96,8 +96,9 @@ def mc_loglik(agent, question: str, choices: Sequence[str]) -> list[float]:
         toks[i, :len(r)] = r
     pos = np.broadcast_to(np.arange(n), toks.shape)
     mask = np.arange(n)[None] < np.array([len(r) for r in rows])[:, None]
-    logp = np.asarray(shared_mc.choice_token_logprobs(agent.params, jnp.asarray(toks), jnp.asarray(pos), jnp.asarray(mask),
-                                                      len(prompt), config=agent.config, width=width))
+    logp = np.asarray(shared_mc.choice_token_logprobs(agent.params, jnp.asarray(toks), jnp.asarray(pos),
+                                                      jnp.asarray(mask), len(prompt), config=agent.config,
+                                                      width=width))
     return [float(logp[i, :len(r) - len(prompt)].sum()) for i, r in enumerate(rows)]
 
 
