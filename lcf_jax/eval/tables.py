@@ -132,18 +132,15 @@ def score_choices(examples: Sequence[dict], *, agent=None, adapter: Optional[dic
 def scorer_fingerprint(agent=None, adapter: Optional[dict] = None) -> str:
     """What a row's scores depend on besides the questions: the model's name alone, or the adapter's pair and a
     hash of its parameters (a re-exported adapter at the same path gets a new fingerprint)."""
+    import jax
+
     if adapter is None:
         return agent.name
     h = hashlib.sha256()
-    for leaf in _leaves(adapter["params"]):
+    for leaf in jax.tree.leaves(adapter["params"]):
         h.update(np.ascontiguousarray(np.asarray(leaf, np.float32)).tobytes())
     setup = adapter["setup"]
     return f"{setup.kind}:{setup.sharer.name}->{setup.receiver.name}:{h.hexdigest()[:16]}"
-
-
-def _leaves(tree) -> list:
-    import jax
-    return jax.tree.leaves(tree)
 
 
 def scored_rows(role: str, fingerprint: str, name: str, split: str, examples: Sequence[dict], score,
@@ -167,7 +164,6 @@ def scored_rows(role: str, fingerprint: str, name: str, split: str, examples: Se
     print(f"T1 {role} {name}: {len(examples)} questions in {time.time() - t0:.0f} s", flush=True)
     if path is not None:
         from lcf_jax.fileio import atomic_write_text
-        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps({"key": key, "logliks": ll, "lengths": lens}))
     return ll, lens
 
