@@ -1,6 +1,8 @@
 """Atomic writes (no JAX import): readers never see a half-written checkpoint, export, cache or result."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
@@ -49,3 +51,17 @@ def atomic_write_text(target: str | os.PathLike, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: str | os.PathLike):
+    """Holds an exclusive lock on `lock_path` (created if absent) across processes on this host: processes
+    that fill the same cache (two test groups, or a launch's local processes) build it once, one at a time."""
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

@@ -2,14 +2,19 @@
 multiple-choice sets, their ensemble, and the questions either gets right.
 
     .venv/bin/python scripts/t1_headroom.py --split dev --n 200 --out results/t1_headroom_dev
+    .venv/bin/python scripts/t1_headroom.py --split test --n 500 --rows results/t1_n500/t1_rows \
+        --out results/t1_n500/t1_headroom_test     # T1's own rows: the alone rows T1 kept are reused
 
 Both models read the question as T1 scores it (`eval.tables.mc_loglik`, length-normalised log-likelihood per
 choice). The ensemble averages the two models' choice distributions (each a softmax over its normalised scores): a
 receiver given the sharer's reading could at best do what reading both gives, and this is the simplest reader of
 both. "Either right" is the ceiling of any combination. Every row is paired against each model alone over the same
-questions (95% bootstrap). Writes `<out>.json` (per-question correctness) and `<out>.md`.
+questions (95% bootstrap). Writes `<out>.json` (per-question correctness) and `<out>.md`. `--rows` is a T1 run's
+`t1_rows/` folder: each model alone's scores are read from it when T1 kept them for the same questions (and kept there
+when not), so the headroom is measured on exactly the rows T1 reports.
 """
 import argparse
+import functools
 import json
 from pathlib import Path
 
@@ -18,7 +23,7 @@ import numpy as np
 from lcf_jax.comm.agents import Agent
 from lcf_jax.data import sources
 from lcf_jax.eval.bootstrap import format_interval, mean_interval, paired_difference
-from lcf_jax.eval.tables import T1_SETS, score_choices
+from lcf_jax.eval.tables import T1_SETS, score_choices, scored_rows, scorer_fingerprint
 
 MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 
@@ -33,6 +38,7 @@ def main() -> None:
     ap.add_argument("--split", choices=["dev", "test"], default="dev")
     ap.add_argument("--n", type=int, default=200, help="first n rows of each set's split")
     ap.add_argument("--out", default="results/t1_headroom_dev")
+    ap.add_argument("--rows", default=None, help="a T1 run's t1_rows/ folder: reuse (and keep) each model alone's scores")
     args = ap.parse_args()
     agents = {m: Agent.load(m) for m in MODELS}
     rows: dict[str, list[float]] = {}
@@ -40,7 +46,9 @@ def main() -> None:
     for name in T1_SETS:
         exs = sources.read(name, args.split, max_examples=args.n)
         gold = np.array([int(e["gold"]) for e in exs])
-        dists = {m: [normalised(*x) for x in zip(*score_choices(exs, agent=a))] for m, a in agents.items()}
+        dists = {m: [normalised(*x) for x in zip(*scored_rows(
+                     f"{m} alone", scorer_fingerprint(agent=a), name, args.split, exs,
+                     functools.partial(score_choices, agent=a), args.rows))] for m, a in agents.items()}
         right = {m: [100.0 * (int(np.argmax(d)) == g) for d, g in zip(dists[m], gold)] for m in MODELS}
         ens = [np.logaddexp(a, b) for a, b in zip(dists[MODELS[0]], dists[MODELS[1]])]
         right["ensemble"] = [100.0 * (int(np.argmax(d)) == g) for d, g in zip(ens, gold)]
@@ -50,8 +58,9 @@ def main() -> None:
             per_set.setdefault(k, {})[name.split("/")[-1]] = float(np.mean(v))
         print(name, {k: round(float(np.mean(v)), 1) for k, v in right.items()}, flush=True)
     sets = [n.split("/")[-1] for n in T1_SETS]
+    rows_arg = f" --rows {args.rows}" if args.rows else ""
     lines = [f"T1 headroom, {args.split} split, first {args.n} rows per set (n = {len(rows[MODELS[0]])} questions); "
-             f"`python scripts/t1_headroom.py --split {args.split} --n {args.n} --out {args.out}`", "",
+             f"`python scripts/t1_headroom.py --split {args.split} --n {args.n}{rows_arg} --out {args.out}`", "",
              "| row | " + " | ".join(sets) + " | all [95% CI] | Δ vs SmolLM2 alone | Δ vs Gemma3 alone |",
              "|---|" + "---|" * (len(sets) + 3)]
     for k, v in rows.items():

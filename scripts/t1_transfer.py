@@ -7,7 +7,9 @@ alone gets them right (from a T1 run's per-question answers, `reproduce --table 
 An adapter that carries the sharer's reading should gain most where only the sharer is right and lose little where
 only the receiver is right; one that only perturbs the receiver moves both cells alike. Each cell: n and the
 adapter row's accuracy (%) with its 95% bootstrap interval. When the results hold each question's choice (T1 runs
-since 2026-12-03), a second table gives how often each row picks the sharer alone's choice, against the receiver alone.
+since 2026-12-03), a second table gives how often each row picks the sharer alone's choice, against the receiver alone;
+when they hold each question's gold-choice log-probability, a third gives it paired against the receiver alone and
+against each adapter row's control.
 """
 import argparse
 import json
@@ -50,6 +52,22 @@ def main() -> None:
         for m in [args.receiver] + adapters:
             d = "—" if m == args.receiver else format_interval(paired_difference(agree[m], agree[args.receiver]))
             print(f"| {m} | {format_interval(mean_interval(agree[m]))} | {d} |")
+    if all("gold_logprob_per_question" in r for r in rows):
+        # A continuous score: the gold choice's log-probability among the choices, paired against the receiver
+        # alone and, for a control's adapter row, against its control (information, not format, if it is above it).
+        gold = defaultdict(list)
+        control_of = {}
+        for r in rows:
+            gold[r["method"]].extend(r["gold_logprob_per_question"])
+            if r.get("control_of"):
+                control_of[r["control_of"]] = r["method"]
+        three = lambda iv: f"{iv[0]:.3f} [{iv[1]:.3f}, {iv[2]:.3f}]"  # noqa: E731
+        print("\n| row | gold choice log-probability | Δ vs the receiver alone | Δ vs its control |")
+        print("|---|---|---|---|")
+        for m in [args.receiver, args.sharer] + adapters:
+            d = "—" if m == args.receiver else three(paired_difference(gold[m], gold[args.receiver]))
+            c = three(paired_difference(gold[m], gold[control_of[m]])) if m in control_of else "—"
+            print(f"| {m} | {three(mean_interval(gold[m]))} | {d} | {c} |")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Sets everything up and runs the whole test suite. Extra arguments go to pytest.
 #
-# With no test paths given, each folder of tests/ runs in its own pytest process: in one process for the
-# whole suite, XLA's CPU compiler segfaulted while compiling a small slice near the end (2026-12-02, after
-# ~500 tests had loaded models, torch and eight virtual devices into the same process); per folder it does not.
+# With no test paths given, each folder of tests/ (and each tests/test_*.py) runs in its own pytest process: in one
+# process for the whole suite, XLA's CPU compiler segfaulted while compiling a small slice near the end (2026-12-02,
+# after ~500 tests had loaded models, torch and eight virtual devices into the same process); per folder it does not.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
@@ -35,14 +35,47 @@ if [ "${#paths[@]}" -gt 0 ]; then
   exit $?
 fi
 
-failed=()
-groups=(tests/test_*.py tests/*/)
-for group in "${groups[@]}"; do
-  echo "== $group"
-  run_pytest "${options[@]}" "$group" || failed+=("$group")
+# Groups run LCF_TEST_JOBS at a time (default 2: the CI machine's cores; most of a group's time is XLA compiling
+# on one thread), longest first so the lanes end together; each group's output is printed whole when it ends.
+# Processes that fill the same cache (converted models, TFDS builds) take turns through a file lock.
+jobs="${LCF_TEST_JOBS:-2}"
+groups=(tests/train/ tests/eval/ tests/launch/ tests/comm/ tests/export/ tests/adapters/ tests/cli/ tests/models/
+        tests/data/ tests/kernels/)
+for group in tests/test_*.py tests/*/; do  # any group the list above does not name yet, after it
+  [[ "$group" == *__pycache__* || " ${groups[*]} " == *" $group "* ]] || groups+=("$group")
 done
+logs="$(mktemp -d)"
+trap 'rm -rf "$logs"' EXIT
+key() { echo "$1" | tr '/.' '__'; }
+failed=()
+running=0
+report_finished() {
+  local group f rc secs
+  for group in "${groups[@]}"; do
+    f="$logs/$(key "$group")"
+    if [ -f "$f.rc" ] && [ ! -f "$f.shown" ]; then
+      read -r rc secs <"$f.rc"
+      echo "== $group (${secs} s)"
+      cat "$f.out"
+      touch "$f.shown"
+      running=$((running - 1))
+      [ "$rc" -eq 0 ] || failed+=("$group")
+    fi
+  done
+}
+for group in "${groups[@]}"; do
+  [ -e "$group" ] || continue
+  while [ "$running" -ge "$jobs" ]; do sleep 1; report_finished; done
+  f="$logs/$(key "$group")"
+  ( start=$SECONDS
+    if run_pytest "${options[@]}" "$group" >"$f.out" 2>&1; then rc=0; else rc=$?; fi
+    echo "$rc $((SECONDS - start))" >"$f.rc" ) &
+  running=$((running + 1))
+done
+while [ "$running" -gt 0 ]; do sleep 1; report_finished; done
+wait
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "failed: ${failed[*]}" >&2
   exit 1
 fi
-echo "all ${#groups[@]} test groups passed"
+echo "all test groups passed (${SECONDS} s)"

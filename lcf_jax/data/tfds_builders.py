@@ -22,6 +22,7 @@ import tensorflow_datasets as tfds
 
 from lcf_jax.data import sources
 from lcf_jax.data import splits as splits_lib
+from lcf_jax.fileio import exclusive
 
 VERSION = "1.0.0"
 # Sets whose reader changed what it yields: a new version, so that a cache built by the old reader is not read.
@@ -154,10 +155,13 @@ def build(name: str, data_dir=None, cache_dir=None, max_examples: Optional[int] 
     if not is_built(builder):
         raw = sources.resolve_data_dir(data_dir)
         sources.path_of(name, raw)
-        builder.download_and_prepare(
-            file_format="array_record",
-            download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(raw)),
-        )
+        built = pathlib.Path(builder.data_dir)
+        with exclusive(built.with_name(f".{built.name}.lock")):  # another process may be building it
+            if not is_built(builder):
+                builder.download_and_prepare(
+                    file_format="array_record",
+                    download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(raw)),
+                )
     return builder
 
 

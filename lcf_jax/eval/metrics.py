@@ -140,3 +140,14 @@ def message_bytes(tree: Any) -> int:
         size = int(math.prod(leaf.shape))
         total += (size * _bits_per_element(leaf.dtype) + 7) // 8
     return total
+
+
+def mc_gold_logprob(loglik_per_choice: Sequence[Sequence[float]], choice_lengths: Sequence[Sequence[float]],
+                    golds: Sequence[int]) -> list[float]:
+    """Per question, the log-probability of the gold choice under the softmax over the length-normalised
+    log-likelihoods (the scores `mc_predictions` ranks): a continuous score that moves before accuracy does."""
+    out = []
+    for ll, lens, g in zip(loglik_per_choice, choice_lengths, golds, strict=True):
+        s = np.asarray(ll, np.float64) / np.asarray(lens, np.float64)
+        out.append(float(s[g] - np.logaddexp.reduce(s)))
+    return out

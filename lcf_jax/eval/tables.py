@@ -209,7 +209,8 @@ def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_
             correct.setdefault(role, {})[name] = right
             results.append({"set": name, "split": split, "method": role, "n": len(right), "adapter_mb": mb,
                             "control_of": of, "accuracy": float(np.mean(right)), "correct_per_question": right,
-                            "choice_per_question": [int(p) for p in preds]})
+                            "choice_per_question": [int(p) for p in preds],
+                            "gold_logprob_per_question": metrics.mc_gold_logprob(ll, lens, golds)})
     receiver_alone = {agent.name: role for role, agent in agents.items()}
     pooled = lambda r: [x for s in sets for x in correct[r][s]]  # noqa: E731
     rows = []

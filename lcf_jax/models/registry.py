@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from lcf_jax.fileio import exclusive
 from lcf_jax.models import convert
 from lcf_jax.models.config import ModelConfig
 from lcf_jax.paths import repo_root
@@ -109,17 +110,23 @@ def converted_dir(name: str) -> Path:
     return cache_dir() / "converted" / name
 
 
+def _lock(target: Path) -> Path:
+    return target.with_name(f".{target.name}.lock")
+
+
 def load_model(name: str) -> tuple[ModelConfig, dict]:
     """(config, params as numpy) of a bundled model, converting and caching on first use."""
     _bundled(name)
     target = converted_dir(name)
-    if (target / "params.safetensors").exists():
-        config, params = convert.load_converted(target)
-        return dataclasses.replace(config, name=name), params
-    model = load_hf_model(name)
-    config, params = convert.from_hf_model(model, name=name)
-    convert.save_converted(target, config, params)
-    return config, params
+    if not (target / "params.safetensors").exists():
+        with exclusive(_lock(target)):  # another process may be converting it: wait, then read its result
+            if not (target / "params.safetensors").exists():
+                model = load_hf_model(name)
+                config, params = convert.from_hf_model(model, name=name)
+                convert.save_converted(target, config, params)
+                return config, params
+    config, params = convert.load_converted(target)
+    return dataclasses.replace(config, name=name), params
 
 
 def load_hf_model(name: str):
@@ -127,17 +134,19 @@ def load_hf_model(name: str):
     from transformers import AutoModelForCausalLM
 
     hf_dir = cache_dir() / "hf" / name
-    if (hf_dir / "config.json").exists():
-        return AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype="float32").eval()
-    model = convert.load_gguf_model(_bundled(name).gguf())
-    # GGUF-loaded models refuse save_pretrained; rebuild a plain one from the same weights.
-    config = model.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    fresh = AutoModelForCausalLM.from_config(config)
-    fresh.load_state_dict(model.state_dict())
-    convert.atomic_write_dir(hf_dir, lambda tmp: fresh.save_pretrained(str(tmp)))
-    return fresh.eval()
+    if not (hf_dir / "config.json").exists():
+        with exclusive(_lock(hf_dir)):
+            if not (hf_dir / "config.json").exists():
+                model = convert.load_gguf_model(_bundled(name).gguf())
+                # GGUF-loaded models refuse save_pretrained; rebuild a plain one from the same weights.
+                config = model.config
+                if hasattr(config, "quantization_config"):
+                    del config.quantization_config
+                fresh = AutoModelForCausalLM.from_config(config)
+                fresh.load_state_dict(model.state_dict())
+                convert.atomic_write_dir(hf_dir, lambda tmp: fresh.save_pretrained(str(tmp)))
+                return fresh.eval()
+    return AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype="float32").eval()
 
 
 def load_tokenizer(name: str):
@@ -146,9 +155,11 @@ def load_tokenizer(name: str):
 
     tok_dir = cache_dir() / "tokenizers" / name
     if not (tok_dir / "tokenizer_config.json").exists():
-        gguf = _bundled(name).gguf()
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        convert.atomic_write_dir(tok_dir, lambda tmp: tok.save_pretrained(str(tmp)))
+        with exclusive(_lock(tok_dir)):
+            if not (tok_dir / "tokenizer_config.json").exists():
+                gguf = _bundled(name).gguf()
+                tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+                convert.atomic_write_dir(tok_dir, lambda tmp: tok.save_pretrained(str(tmp)))
     return AutoTokenizer.from_pretrained(str(tok_dir))
 
 

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.distill = ml_collections.ConfigDict(dict(ce_weight=1.0, kl_weight=0.0, hidden_weight=0.0, temperature=1.0))
     c.train = ml_collections.ConfigDict(dict(
         steps=1000,
+        # > 0: this run stops after the first step that ends this many seconds after the main stage began
+        # (compiles included, the context store's build not), checkpointed there; a rerun continues from it.
+        # Compares methods at equal wall time (C2C at LCF's), or keeps a run inside a session.
+        max_seconds=0.0,
         lr=1e-3,
         warmup_steps=50,
         weight_decay=0.01,
@@ -177,6 +182,9 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ValueError("train.sharer_cache='stored' stores shared contexts: it needs a shared-context adapter "
                          f"(lcf, c2c) on data.task='instruct', got adapter.kind={c.adapter.kind!r}, "
                          f"data.task={c.data.task!r}")
+    if not (math.isfinite(c.train.max_seconds) and c.train.max_seconds >= 0):
+        raise ValueError(f"train.max_seconds must be a finite number of seconds >= 0 (0: no limit), "
+                         f"got {c.train.max_seconds}")
     if c.data.context_store_dtype not in ("float32", "bfloat16"):
         raise ValueError(f"data.context_store_dtype must be float32 or bfloat16, got {c.data.context_store_dtype!r}")
     if c.pretrain.method not in ("sgd", "closed_form", "tokens"):

@@ -122,7 +122,11 @@ def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None, make_eva
         state, last = phase.run(main, state, step_fn, log=log.write, log_every=cfg.train.log_every,
                                 put=lambda b: sharding.put_global(b, batch_sh), evaluate=evaluate,
                                 eval_every=cfg.train.eval_every, checkpoint=save, ckpt_every=cfg.train.ckpt_every,
-                                end=end, progress=progress if bar is not None else None)
+                                end=end, progress=progress if bar is not None else None,
+                                max_seconds=cfg.train.max_seconds)
+        if lead and int(state.step) < (cfg.train.steps if end is None else min(end, cfg.train.steps)):
+            print(f"stopped at step {int(state.step)} of {cfg.train.steps}: train.max_seconds="
+                  f"{cfg.train.max_seconds:g} reached (checkpointed; the same command continues)", flush=True)
     finally:
         ckpt.wait()
         ckpt.close()

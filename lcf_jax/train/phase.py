@@ -63,19 +63,25 @@ def jit_step(phase: Phase):
 
 def run(phase: Phase, state: TrainState, step_fn, *, log=None, log_every: int = 10, put: Callable = lambda b: b,
         frozen=None, evaluate=None, eval_every: int = 0, checkpoint=None, ckpt_every: int = 0,
-        end: Optional[int] = None, progress=None) -> tuple[TrainState, dict]:
+        end: Optional[int] = None, progress=None, max_seconds: float = 0.0) -> tuple[TrainState, dict]:
     """Steps `state` to `end` (default phase.steps). Every `log_every` steps (and the last) the metrics go to
     `log(step, kind, values)` and a non-finite loss raises NonFiniteLossError naming the phase and the step.
     `evaluate(params, step) -> dict` runs every `eval_every` steps and at the phase's end;
     `checkpoint(step, state, metrics)` runs every `ckpt_every` steps, after an evaluation and at the phase's end.
-    Returns (state, the last logged metrics)."""
+    max_seconds > 0: the first step that ends that long after this call (compiles included) is the last; it is
+    logged, evaluated and checkpointed as an end is, so a rerun resumes after it. Returns (state, the last logged
+    metrics)."""
     frozen = phase.frozen if frozen is None else frozen
     end = phase.steps if end is None else min(end, phase.steps)
     last: dict = {}
     t0, tokens = time.perf_counter(), 0.0
     for i in range(int(state.step) + 1, end + 1):
         state, m = step_fn(state, frozen, put(next(phase.feed)))
-        if i % log_every == 0 or i == end:
+        out_of_time = False
+        if max_seconds > 0:
+            jax.block_until_ready(state.step)   # dispatch returns before the work is done: wait, then read the clock
+            out_of_time = time.perf_counter() - t0 >= max_seconds
+        if i % log_every == 0 or i == end or out_of_time:
             m = {k: float(v) for k, v in jax.device_get(m).items()}
             m = {"loss": m.pop("loss"), **m}   # the loss first, wherever the metrics are printed
             if not m.pop("finite"):
@@ -94,10 +100,12 @@ def run(phase: Phase, state: TrainState, step_fn, *, log=None, log_every: int = 
         if progress is not None:
             progress(i, last)
         metrics = None
-        if evaluate is not None and (i % eval_every == 0 or i == phase.steps):
+        if evaluate is not None and (i % eval_every == 0 or i == phase.steps or out_of_time):
             metrics = evaluate(state.params, i)
             if log is not None:
                 log(i, "eval", metrics)
-        if checkpoint is not None and (i % ckpt_every == 0 or i == phase.steps or metrics is not None):
+        if checkpoint is not None and (i % ckpt_every == 0 or i == phase.steps or metrics is not None or out_of_time):
             checkpoint(i, state, metrics)
+        if out_of_time:
+            break
     return state, last

@@ -105,3 +105,11 @@ def test_message_bytes():
     assert metrics.message_bytes(np.zeros((5,), ml_dtypes.int4)) == 3  # packed: ceil(20 bits / 8)
     tree = {"k": np.zeros((2, 4), np.float16), "v": [jax.ShapeDtypeStruct((2, 4), jnp.float16)]}
     assert metrics.message_bytes(tree) == 32
+
+
+def test_gold_logprob_is_the_log_softmax_of_the_length_normalised_scores_at_the_gold_choice():
+    ll, lengths = [[-2.0, -2.0, -2.0, -2.0], [-4.0, -1.0]], [[1, 1, 1, 1], [4, 1]]
+    got = metrics.mc_gold_logprob(ll, lengths, [3, 0])
+    assert got[0] == pytest.approx(np.log(0.25)) and got[1] == pytest.approx(np.log(0.5))   # -4/4 == -1/1
+    with pytest.raises(ValueError):
+        metrics.mc_gold_logprob(ll, lengths, [0])   # one gold per question

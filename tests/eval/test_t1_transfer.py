@@ -27,3 +27,18 @@ def test_an_adapter_that_copies_the_sharer_agrees_with_it_and_one_that_does_not_
     assert lines["only the receiver right"].startswith("| only the receiver right | 2 | 0.0")
     assert lines["copy"].startswith("| copy | 100.0") and lines["recv"].startswith("| recv | 37.5")
     assert "| keep | 37.5" in out and lines["keep"].endswith("| 0.0 [0.0, 0.0] |")
+
+
+def test_gold_logprob_table_pairs_each_adapter_row_with_the_receiver_and_its_control(tmp_path):
+    def row(method, logps, control_of=None):
+        return {"set": "mc/x", "method": method, "choice_per_question": [0] * 4, "correct_per_question": [0.0] * 4,
+                "gold_logprob_per_question": logps, "control_of": control_of}
+    rows = [row("recv", [-1.0, -2.0, -1.0, -2.0]), row("shar", [-1.0] * 4), row("lcf", [-0.5, -1.5, -0.5, -1.5]),
+            row("lcf control", [-0.25, -1.25, -0.25, -1.25], control_of="lcf")]
+    path = tmp_path / "t1.json"
+    path.write_text(json.dumps(rows))
+    out = subprocess.run([sys.executable, str(SCRIPT), "--results", str(path), "--receiver", "recv", "--sharer", "shar"],
+                         capture_output=True, text=True, check=True).stdout
+    gold_table = out.split("gold choice log-probability")[1]
+    assert "| lcf | -1.000 [-1.500, -0.500] | 0.500 [0.500, 0.500] | -0.250 [-0.250, -0.250] |" in gold_table
+    assert "| lcf control | -0.750 [-1.250, -0.250] | 0.750 [0.750, 0.750] | — |" in gold_table

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT_S = 120  # per run
+TIMEOUT_S = 300  # per run (test groups run two at a time on two cores)
 
 
 def launch(workdir: Path, steps: int) -> subprocess.CompletedProcess:

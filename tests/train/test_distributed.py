@@ -13,7 +13,7 @@ from lcf_jax.train import distributed
 
 ROOT = repo_root()
 WORKER = Path(__file__).with_name("dist_worker.py")
-TIMEOUT_S = 120
+TIMEOUT_S = 300  # test groups run two at a time on two cores
 
 
 def _free_port() -> int:

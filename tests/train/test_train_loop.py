@@ -171,3 +171,19 @@ def test_frozen_adapter_parameters_stay_put_and_unknown_names_are_refused(tmp_pa
         assert same == (k in ("enc_w", "dec_wv")), k
     with pytest.raises(ValueError, match="not parameters of this lcfx adapter"):
         run_setup.build(_cfg(tmp_path, "fr2", "--config.train.freeze=['nope']"))
+
+
+def test_max_seconds_stops_at_a_checkpointed_step_and_the_same_command_continues(tmp_path):
+    """A budget too small for one step stops each run after its first step, checkpointed and logged there; the
+    next run resumes after it; without the budget the run reaches cfg.train.steps with the straight run's losses."""
+    budget = ["--config.train.steps=6", "--config.train.ckpt_every=100", "--config.train.log_every=100",
+              "--config.mesh.num_devices=1", "--config.mesh.data=1"]
+    for stop_at in (1, 2):
+        loop.train(_cfg(tmp_path, "budget", *budget, "--config.train.max_seconds=1e-9"))
+        assert [r["step"] for r in run_log.read_metrics(tmp_path / "budget") if r["kind"] == "train"][-1] == stop_at
+        assert (tmp_path / "budget" / "checkpoints" / str(stop_at)).is_dir()
+    loop.train(_cfg(tmp_path, "budget", *budget))
+    loop.train(_cfg(tmp_path, "straight", *budget, "--config.train.log_every=1"))
+    assert _losses(tmp_path / "budget")[-1] == _losses(tmp_path / "straight")[-1]
+    with pytest.raises(ValueError, match="train.max_seconds must be a finite number"):
+        _cfg(tmp_path, "bad", "--config.train.max_seconds=-1")
