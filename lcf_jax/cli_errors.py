@@ -31,6 +31,7 @@ KNOWN_ERRORS = {
     "lcf_jax.train.ckpt": ("CheckpointMismatchError", "NoValidCheckpointError", "UnreadableCheckpointError"),
     "lcf_jax.train.step": ("NonFiniteLossError",),
     "lcf_jax.train.context_store": ("ContextStoreError",),
+    "lcf_jax.train.feed": ("TargetsFileError",),
     "lcf_jax.train.mesh_shape": ("MeshShapeError",),
     "lcf_jax.comm.wire": ("MessageError",),
     "lcf_jax.models.registry": ("ModelPackageMissingError",),

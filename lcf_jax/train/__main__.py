@@ -36,6 +36,9 @@ def preflight(cfg) -> None:
                         f"data.task='instruct' (got {cfg.data.task!r}); set data.mc_eval_examples=0")
     if cfg.train.init_adapter and not (Path(cfg.train.init_adapter) / "adapter.json").exists():
         raise UserError(f"config: train.init_adapter={cfg.train.init_adapter!r} holds no exported adapter (adapter.json)")
+    if cfg.data.targets_file and not Path(cfg.data.targets_file).is_file():
+        raise UserError(f"config: data.targets_file={cfg.data.targets_file!r} does not exist: write it with python -m "
+                        "lcf_jax.train.sharer_targets --config=<this config> --out <file>")
     source = cfg.pretrain.translation_from
     if source and not (Path(source) / "adapter.json").exists():
         raise UserError(f"config: pretrain.translation_from={source!r} holds no exported adapter (adapter.json)")

@@ -69,6 +69,10 @@ def base_config() -> ml_collections.ConfigDict:
         mc_eval_examples=0,
         # train.sharer_cache="stored": where the context caches are kept ("" = <repo>/.cache/lcf_jax/context_store;
         # one subdirectory per data set and model pair) and in which dtype.
+        # Shared context: a JSON-lines file of {"id", "completion"} replacing each training example's completion,
+        # e.g. the sharer's own continuation (python -m lcf_jax.train.sharer_targets): the receiver can predict it
+        # only through what the adapter carries. "": the data's completions.
+        targets_file="",
         context_store="",
         context_store_dtype="bfloat16",
         seed=0,

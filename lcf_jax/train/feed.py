@@ -117,23 +117,58 @@ class QAData:
         return pipeline.QABatchIterator(self.features, self.train_tokens, self.batch_size, self.seed, mode="train")
 
 
+def shared_context_examples(cfg) -> list[dict]:
+    """The instruction examples a shared-context run trains on ({"id", "prompt", "completion"}), in file order:
+    data.train_sets, then data.max_train_examples of them drawn with data.seed."""
+    from lcf_jax.data import tfds_builders
+
+    d = cfg.data
+    data_dir, cache_dir = d.data_dir or None, d.cache_dir or None
+    train: list[dict] = []
+    for name in d.train_sets:
+        tfds_builders.build(name, data_dir, cache_dir)
+        train.extend(tfds_builders.load(name, "train", data_dir, cache_dir))
+    if d.max_train_examples > 0:
+        order = np.random.RandomState(d.seed).permutation(len(train))[: d.max_train_examples]
+        train = [train[i] for i in sorted(order)]
+    return train
+
+
+class TargetsFileError(ValueError):
+    """data.targets_file does not give a target for every training example."""
+
+
+def with_targets(examples: list[dict], path: str) -> list[dict]:
+    """The examples with each completion replaced by the one `path` (JSON lines of {"id", "completion"}) gives for
+    its id: e.g. the sharer's own continuation (`train/sharer_targets.py`), which the receiver can predict only
+    through what the adapter carries."""
+    import json
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise TargetsFileError(f"data.targets_file={path!r} does not exist: write it with python -m "
+                               "lcf_jax.train.sharer_targets --config=<this config> --out <file>")
+    targets = {r["id"]: r["completion"] for r in map(json.loads, Path(path).read_text().splitlines()) if r}
+    missing = [e["id"] for e in examples if e["id"] not in targets]
+    if missing:
+        raise TargetsFileError(f"data.targets_file={path!r} has no target for {len(missing)} of the {len(examples)} "
+                               f"training examples (first: {missing[0]!r}): it was written for other data.* settings; "
+                               "write it again with python -m lcf_jax.train.sharer_targets and the same config")
+    return [dict(e, completion=targets[e["id"]]) for e in examples]
+
+
 class SharedContextData:
     """Tokenised shared-context training examples (instruction data) for one model pair."""
 
     def __init__(self, cfg, sharer_tok, receiver_tok):
-        from lcf_jax.data import shared_context, tfds_builders
+        from lcf_jax.data import shared_context
 
         d = cfg.data
-        data_dir, cache_dir = d.data_dir or None, d.cache_dir or None
         self.features = shared_context.SharedContextFeatures(sharer_tok, receiver_tok, max_context_len=d.max_sharer_len,
                                                              max_target_len=d.max_target_len)
-        train: list[dict] = []
-        for name in d.train_sets:
-            tfds_builders.build(name, data_dir, cache_dir)
-            train.extend(tfds_builders.load(name, "train", data_dir, cache_dir))
-        if d.max_train_examples > 0:
-            order = np.random.RandomState(d.seed).permutation(len(train))[: d.max_train_examples]
-            train = [train[i] for i in sorted(order)]
+        train = shared_context_examples(cfg)
+        if d.targets_file:
+            train = with_targets(train, d.targets_file)
         self.train_tokens = self.features.tokenize_many(train)
         if not self.train_tokens:
             raise ValueError(f"data.train_sets {list(d.train_sets)} gave no shared-context examples")

@@ -19,7 +19,7 @@ from launch import tpu
 from lcf_jax import answer, demo, export, reproduce
 from lcf_jax.cli_errors import UserError, run_main
 from lcf_jax.paths import repo_root
-from lcf_jax.train import __main__ as train_cli, context_store
+from lcf_jax.train import __main__ as train_cli, context_store, sharer_targets
 
 ROOT = repo_root()
 TINY = str(ROOT / "configs" / "tiny.py")
@@ -130,6 +130,10 @@ CASES = [
        "evaluates a shared-context adapter"),
     _c("train-missing-init-adapter", train_cli.main, [f"--config={TINY}", "--config.train.init_adapter='{dir}/nope'"],
        "holds no exported adapter"),
+    _c("train-missing-targets-file", train_cli.main, [f"--config={TINY}", "--config.data.targets_file='{dir}/nope.jsonl'"],
+       "data.targets_file=", "does not exist", "lcf_jax.train.sharer_targets"),
+    _c("sharer-targets-bad-batch", sharer_targets.main, [f"--config={TINY}", "--out", "{out}", "--batch-size", "0"],
+       "--batch-size"),
     _c("train-every-checkpoint-corrupt", train_cli.main, [f"--config={TINY}", "--config.train.workdir={dead_run}"],
        "None of the 2 checkpoints", "step 6: its 'params' item is missing", "no step is usable"),
     # export
