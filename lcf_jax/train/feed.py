@@ -148,7 +148,8 @@ def with_targets(examples: list[dict], path: str) -> list[dict]:
     if not Path(path).is_file():
         raise TargetsFileError(f"data.targets_file={path!r} does not exist: write it with python -m "
                                "lcf_jax.train.sharer_targets --config=<this config> --out <file>")
-    targets = {r["id"]: r["completion"] for r in map(json.loads, Path(path).read_text().splitlines()) if r}
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    targets = {r["id"]: r["completion"] for r in rows}
     missing = [e["id"] for e in examples if e["id"] not in targets]
     if missing:
         raise TargetsFileError(f"data.targets_file={path!r} has no target for {len(missing)} of the {len(examples)} "
