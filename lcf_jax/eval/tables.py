@@ -143,12 +143,17 @@ def scorer_fingerprint(agent=None, adapter: Optional[dict] = None) -> str:
     return f"{setup.kind}:{setup.sharer.name}->{setup.receiver.name}:{h.hexdigest()[:16]}"
 
 
+# The scoring code's version in every kept row's key: bump it when a change to how choices are scored (prompt,
+# normalisation, fusion at evaluation) would change a kept row, so no stale row is reused.
+SCORING_VERSION = 1
+
+
 def scored_rows(role: str, fingerprint: str, name: str, split: str, examples: Sequence[dict], score,
                 rows_dir: Optional[Path] = None):
     """score(examples) -> (log-likelihoods, lengths), kept in rows_dir/<role>__<set>.json and reused when the
     scorer, the set, its split and its questions are the same: a long T1 run resumes where it stopped, and a
     new adapter row does not rescore the receiver alone."""
-    key = {"scorer": fingerprint, "set": name, "split": split, "n": len(examples),
+    key = {"scoring": SCORING_VERSION, "scorer": fingerprint, "set": name, "split": split, "n": len(examples),
            "questions": hashlib.sha256(json.dumps([e["question"] for e in examples]).encode()).hexdigest()[:16]}
     path = None
     if rows_dir is not None:
@@ -156,7 +161,7 @@ def scored_rows(role: str, fingerprint: str, name: str, split: str, examples: Se
         path = Path(rows_dir) / f"{slug}.json"
         if path.exists():
             kept = json.loads(path.read_text())
-            if kept["key"] == key:
+            if {"scoring": 1, **kept["key"]} == key:   # rows kept before the field existed were version 1
                 print(f"T1 {role} {name}: reused {path}", flush=True)
                 return kept["logliks"], kept["lengths"]
     t0 = time.time()

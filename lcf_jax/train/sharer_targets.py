@@ -32,14 +32,13 @@ def first_line(text: str) -> str:
 
 
 def context_rows(examples: Sequence[dict], tokenizer, max_len: int) -> list[list[int]]:
-    """Each example's context in sharer tokens, as training tokenises it: its last `max_len` tokens after BOS."""
+    """Each example's context in sharer tokens, cut as training cuts it (`tokenize_pair(keep="end")`: BOS and the
+    last tokens, at a token boundary)."""
+    from lcf_jax.adapters.align import tokenize_pair
     from lcf_jax.data.shared_context import DEFAULT_CONTEXT_TEMPLATE
 
-    rows = []
-    for e in examples:
-        ids = list(tokenizer(DEFAULT_CONTEXT_TEMPLATE.format(prompt=e["prompt"]))["input_ids"])
-        rows.append(ids if len(ids) <= max_len else ids[:1] + ids[len(ids) - max_len + 1:])
-    return rows
+    return [list(tokenize_pair(DEFAULT_CONTEXT_TEMPLATE.format(prompt=e["prompt"]), tokenizer, tokenizer, max_len,
+                               keep="end")[0]) for e in examples]
 
 
 def continuations(params, config, tokenizer, rows: Sequence[Sequence[int]], *, max_new_tokens: int,

@@ -181,3 +181,25 @@ def test_t1_control_rows_follow_each_adapter(session, tmp_path):
                                controls=["lfc"])
     with pytest.raises(ValueError, match="two questions"):
         R.score_choices([{"question": "q", "choices": ["a", "b"], "gold": 0}], adapter=adapter, control=True)
+
+
+def test_kept_rows_are_reused_only_for_the_same_scoring_version(tmp_path, monkeypatch):
+    calls = []
+
+    def score(examples):
+        calls.append(len(examples))
+        return [[-1.0, -2.0]] * len(examples), [[1, 1]] * len(examples)
+
+    exs = [{"question": "q1"}, {"question": "q2"}]
+    args = ("SmolLM2 alone", "smollm2", "mc/arc_easy", "test", exs, score, tmp_path)
+    first = R.scored_rows(*args)
+    assert R.scored_rows(*args) == first and calls == [2]       # the same key: reused
+    path = next(tmp_path.glob("*.json"))
+    kept = json.loads(path.read_text())
+    del kept["key"]["scoring"]                                        # a row kept before the version field
+    path.write_text(json.dumps(kept))
+    R.scored_rows(*args)
+    assert calls == [2]                                               # reads as version 1
+    monkeypatch.setattr(R, "SCORING_VERSION", 2)
+    R.scored_rows(*args)
+    assert calls == [2, 2]                                            # new scoring code: scored again

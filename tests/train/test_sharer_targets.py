@@ -14,10 +14,13 @@ def test_a_continuation_keeps_its_first_line_of_text():
 
 
 class CharTokenizer:
-    """One token per character after a BOS (id 1)."""
+    """One token per character after a BOS (id 1, no characters), with offsets as a fast tokenizer gives them."""
 
-    def __call__(self, text):
-        return {"input_ids": [1] + [ord(c) for c in text]}
+    def __call__(self, text, add_special_tokens=True, return_offsets_mapping=False):
+        enc = {"input_ids": [1] + [ord(c) for c in text]}
+        if return_offsets_mapping:
+            enc["offset_mapping"] = [(0, 0)] + [(i, i + 1) for i in range(len(text))]
+        return enc
 
 
 def test_contexts_keep_bos_and_their_last_tokens_as_training_does():
