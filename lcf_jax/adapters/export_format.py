@@ -437,6 +437,7 @@ def write_adapter_dir(out_dir: str | os.PathLike, meta: dict, tensors: Mapping[s
 
 def read_tensors_numpy(directory: str | os.PathLike, meta: AdapterMeta) -> dict[str, np.ndarray]:
     """Checked read of adapter.safetensors as numpy arrays (bfloat16 via ml_dtypes)."""
+    import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy: without it a bfloat16 file fails unless jax was imported)
     from safetensors import safe_open
 
     check_file(directory, meta)

@@ -209,3 +209,19 @@ def test_export_rejects_params_that_do_not_fit_the_config(tmp_path):
     with pytest.raises(F.TensorMismatchError, match="r8/w_up"):
         export_adapter(tmp_path / "a", p, dataclasses.replace(cfg, rank=4), s, r)
     assert not (tmp_path / "a").exists()
+
+
+def test_a_bfloat16_export_reads_as_numpy_without_jax_imported():
+    """read_tensors_numpy is what a script without JAX calls (scripts/c2c_gates.py): numpy alone does not know
+    bfloat16 until ml_dtypes registers it, which importing jax used to do by accident."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    adapter = Path(__file__).resolve().parents[2] / "docs/training_run_lcf_rev_3200/adapter"
+    code = ("import sys; from lcf_jax.adapters import export_format as F; m = F.read_meta(sys.argv[1]); "
+            "t = F.read_tensors_numpy(sys.argv[1], m); assert 'jax' not in sys.modules, 'jax imported'; "
+            "print(sorted({str(v.dtype) for v in t.values()}))")
+    out = subprocess.run([sys.executable, "-c", code, str(adapter)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "['bfloat16']"
