@@ -9,7 +9,8 @@ only the receiver is right; one that only perturbs the receiver moves both cells
 adapter row's accuracy (%) with its 95% bootstrap interval. When the results hold each question's choice (T1 runs
 since 2026-12-03), a second table gives how often each row picks the sharer alone's choice, against the receiver alone;
 when they hold each question's gold-choice log-probability, a third gives it paired against the receiver alone and
-against each adapter row's control.
+against each adapter row's control. With --against ROW, a last table gives every row's accuracy paired against that
+row (e.g. each pruned LCF against C2C).
 """
 import argparse
 import json
@@ -23,12 +24,13 @@ def main() -> None:
     ap.add_argument("--results", required=True)
     ap.add_argument("--receiver", required=True, help="the receiver-alone row's method name")
     ap.add_argument("--sharer", required=True, help="the sharer-alone row's method name")
+    ap.add_argument("--against", default=None, help="a row to pair every other row's accuracy against")
     args = ap.parse_args()
     rows = json.load(open(args.results))
     per = defaultdict(list)   # method -> correctness over every question, sets in file order
     for r in rows:
         per[r["method"]].extend(r["correct_per_question"])
-    for name in (args.receiver, args.sharer):
+    for name in (args.receiver, args.sharer) + ((args.against,) if args.against else ()):
         if name not in per:
             raise SystemExit(f"no row {name!r} in {args.results}; rows: {sorted(per)}")
     cells = {"both right": (True, True), "only the sharer right": (False, True),
@@ -68,6 +70,13 @@ def main() -> None:
             d = "—" if m == args.receiver else three(paired_difference(gold[m], gold[args.receiver]))
             c = three(paired_difference(gold[m], gold[control_of[m]])) if m in control_of else "—"
             print(f"| {m} | {three(mean_interval(gold[m]))} | {d} | {c} |")
+    if args.against:
+        print(f"\n| row | accuracy (%, every question pooled) | Δ vs {args.against} |")
+        print("|---|---|---|")
+        for m in per:
+            if m != args.against:
+                print(f"| {m} | {format_interval(mean_interval(per[m]))} | "
+                      f"{format_interval(paired_difference(per[m], per[args.against]))} |")
 
 
 if __name__ == "__main__":

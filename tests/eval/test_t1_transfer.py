@@ -42,3 +42,20 @@ def test_gold_logprob_table_pairs_each_adapter_row_with_the_receiver_and_its_con
     gold_table = out.split("gold choice log-probability")[1]
     assert "| lcf | -1.000 [-1.500, -0.500] | 0.500 [0.500, 0.500] | -0.250 [-0.250, -0.250] |" in gold_table
     assert "| lcf control | -0.750 [-1.250, -0.250] | 0.750 [0.750, 0.750] | — |" in gold_table
+
+
+def test_every_row_is_paired_against_the_row_named_by_against(tmp_path):
+    gold = [0, 0, 0, 0]
+    rows = [_row("recv", [0, 1, 1, 1], gold), _row("shar", [0, 0, 1, 1], gold), _row("c2c", [1, 1, 1, 1], gold),
+            _row("lcf", [0, 0, 0, 1], gold)]
+    path = tmp_path / "t1.json"
+    path.write_text(json.dumps(rows))
+    out = subprocess.run([sys.executable, str(SCRIPT), "--results", str(path), "--receiver", "recv", "--sharer", "shar",
+                          "--against", "c2c"], capture_output=True, text=True, check=True).stdout
+    table = out.split("Δ vs c2c")[1]
+    assert "| lcf | 75.0" in table and table.count("|\n") >= 3
+    assert [line.split(" | ")[-1][:6] for line in table.splitlines() if line.startswith("| lcf ")] == ["75.0 ["]
+    assert "| c2c |" not in table
+    bad = subprocess.run([sys.executable, str(SCRIPT), "--results", str(path), "--receiver", "recv", "--sharer", "shar",
+                          "--against", "nope"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "no row 'nope'" in bad.stderr
