@@ -113,3 +113,27 @@ def test_temperature_schedule():
     assert float(c2c_temperature(cfg, 10 * cfg.anneal_steps)) == pytest.approx(0.001, rel=1e-4)
     mid = float(c2c_temperature(cfg, cfg.anneal_steps // 2))
     assert 0.001 < mid < 1.0 and mid == pytest.approx(0.001 ** (964 / 1929), rel=1e-4)
+
+
+def test_c2c_gates_script_counts_the_gates_open_at_evaluation(tmp_path):
+    """scripts/c2c_gates.py on an export whose key gate is open on its last layer only (logit > 0 opens a gate)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from lcf_jax.adapters.export_jax import export_adapter
+
+    s, r, *_, p = _setup()
+    p = _with_gate(p, -0.5)
+    logits = np.full(p["key"]["gate_logit"].shape, -0.5, np.float32)
+    logits[-1] = 0.25
+    p["key"]["gate_logit"] = jnp.asarray(logits)
+    export_adapter(tmp_path / "c2c", p, SMALL, s, r, dtype="bfloat16")
+    script = Path(__file__).resolve().parents[2] / "scripts" / "c2c_gates.py"
+    out = subprocess.run([sys.executable, str(script), str(tmp_path / "c2c")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    n = len(c2c_layers(SMALL, s, r)[0])
+    assert f"key: 1 of {n} open (layers [{n - 1}])" in out.stdout
+    assert f"value: 0 of {n} open (layers [])" in out.stdout
+    assert out.stdout.strip().endswith(f"open at evaluation: 1 of {2 * n} gates")
