@@ -243,8 +243,9 @@ def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_
                 "(the one half-way around it), cut or repeated to the length of its own reading, while the receiver "
                 "reads its own; Δ vs its control: paired over every question. A gain the control shares is format, "
                 "not information."] if controls else []),
-             "text-to-text is empty: in multiple choice with a shared context both models already read the "
-             "whole question, so a text message adds no information the receiver lacks; not run."
+             "text-to-text is empty: not built. Both models read the question, but not the choices (each choice "
+             "is scored as a continuation), so the sharer's cache holds its reading of the question only; a text "
+             "message would be the sharer's own answer, read by the receiver before it scores the choices."
              + (f" Rows without numbers ({', '.join(missing)}): no such adapter was given." if missing else "")]
     table = Table("T1: shared context, multiple choice (test splits)",
                   ["method"] + [s.split("/")[-1] for s in sets] + ["mean", "Δ vs receiver alone"]
