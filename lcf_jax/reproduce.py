@@ -46,6 +46,18 @@ def _names(flag: str, names: list[str], known) -> None:
         raise UserError(f"{flag}: unknown {bad}; known: {list(known)} (comma-separated, no spaces)")
 
 
+def text_pairs(spec: str) -> list[tuple[str, str]]:
+    """'SHARER->RECEIVER,...' -> [(sharer, receiver), ...] of the bundled models; a clear error for anything else."""
+    out = []
+    for item in filter(None, (x.strip() for x in spec.split(","))):
+        pair = tuple(x.strip() for x in item.split("->"))
+        if len(pair) != 2 or pair not in BUNDLED_PAIRS:
+            raise UserError(f"--t1-text {item!r} must be SHARER->RECEIVER of the bundled pairs: "
+                            + ", ".join(f"{a}->{b}" for a, b in BUNDLED_PAIRS))
+        out.append(pair)
+    return out
+
+
 def check_args(args, tables: list[str]) -> None:
     """Numbers, names and paths, before any model loads (a bad one used to fail minutes later, or not at all)."""
     from lcf_jax.eval.tables import T2_SETS, TEXT_PROMPTS
@@ -81,6 +93,11 @@ def check_args(args, tables: list[str]) -> None:
                 raise UserError(f"--ladder-reuse {reuse} is not a file (a ladder .json written by --table ladder)")
         if args.ladder_run and not Path(args.ladder_run).is_dir():
             raise UserError(f"--ladder-run {args.ladder_run} is not a directory (a training run or an exported adapter)")
+    text_pairs(args.t1_text)
+    if args.t1_text and "t1" not in tables:
+        raise UserError("--t1-text adds T1 rows: give --table t1 (or all)")
+    if args.t1_text and args.n < 2:
+        raise UserError(f"--n must be at least 2 for --t1-text (its control rows pair questions), got {args.n}")
     for flag, spec in (("--t1-adapters", args.t1_adapters), ("--t2-adapters", args.t2_adapters),
                        ("--ablation-runs", args.ablation_runs)):
         _named_paths(spec, flag)
@@ -124,6 +141,10 @@ def build_parser() -> ArgumentParser:
                     help="T1 adapter rows to follow with their control, NAME,... of --t1-adapters, or 'all': the same "
                          "adapter with the sharer reading an unrelated question of the same set (a gain the control "
                          "shares is format, not information)")
+    ap.add_argument("--t1-text", default="",
+                    help="T1 text-to-text rows, SHARER->RECEIVER,... of the bundled models (e.g. "
+                         "'gemma3-270m->smollm2-135m-instruct'): the receiver reads the sharer's text answer before it "
+                         "scores the choices, each row followed by its control (the answer to an unrelated question)")
     ap.add_argument("--t2-adapters", default="",
                     help="more T2 LCF-X rows, NAME=DIR,... (NAME without commas): exported LCF-X adapters of either "
                          "direction, each with its own control row, e.g. 'm32=runs/exports/lcfx_m32'")
@@ -183,8 +204,9 @@ def _main(argv, agents: dict | None = None) -> None:
         agents = agents or {name: Agent.load(name) for name in dict(BUNDLED_PAIRS)}
     if "t1" in tables:
         t1_adapters = {name: shared_context_adapter(path, agents) for name, path in _named_paths(args.t1_adapters)}
+        t1_texts = {f"text-to-text ({s} → {r})": (agents[s], agents[r]) for s, r in text_pairs(args.t1_text)}
         t1, t1_results = R.table_shared_context({f"{n} alone": a for n, a in agents.items()}, n=args.n,
-                                                adapters=t1_adapters, rows_dir=args.out / "t1_rows",
+                                                adapters=t1_adapters, rows_dir=args.out / "t1_rows", texts=t1_texts,
                                                 controls=(list(t1_adapters) if args.t1_controls == "all"
                                                           else [c for c in args.t1_controls.split(",") if c]))
         args.out.mkdir(parents=True, exist_ok=True)

@@ -79,15 +79,16 @@ def table_sizes(pairs: Sequence[tuple[str, str]], dtype: str = "bfloat16", prune
 
 
 # -- T1: shared context, multiple choice ---------------------------------------------------------
-def mc_loglik(agent, question: str, choices: Sequence[str]) -> list[float]:
-    """Sum of log-probabilities of each choice's tokens after the question (one batched forward).
+def mc_loglik(agent, question: str, choices: Sequence[str], prompt: Optional[str] = None) -> list[float]:
+    """Sum of log-probabilities of each choice's tokens after the question (one batched forward); `prompt`: the text
+    before the choices when it is not the question's MC prompt (the text-to-text row's).
 
     The LM head runs only on the positions that predict a choice token: Gemma3's 262k-word softmax over the
     whole prompt was most of the cost, and the scored log-probabilities are the same."""
     import jax.numpy as jnp
 
     from lcf_jax.eval import shared_mc
-    prompt = agent.encode(shared_mc.MC_PROMPT.format(question=question))
+    prompt = agent.encode(shared_mc.MC_PROMPT.format(question=question) if prompt is None else prompt)
     rows = [prompt + agent.encode(" " + c, special=False) for c in choices]
     width = -(-max(len(r) - len(prompt) for r in rows) // 16) * 16   # scored positions, bucketed (few compiles)
     n = -(-max(max(len(r) for r in rows), len(prompt) + width) // 32) * 32
@@ -102,23 +103,34 @@ def mc_loglik(agent, question: str, choices: Sequence[str]) -> list[float]:
     return [float(logp[i, :len(r) - len(prompt)].sum()) for i, r in enumerate(rows)]
 
 
+def unrelated_index(n: int, i: int) -> int:
+    """The control's pairing: question i of n is given the one half-way around its set (another question, same
+    format)."""
+    return (i + max(n // 2, 1)) % n
+
+
 def unrelated_question(examples: Sequence[dict], i: int) -> str:
-    """The control's question for example i: the one half-way around its set (another question, same format)."""
-    return examples[(i + max(len(examples) // 2, 1)) % len(examples)]["question"]
+    return examples[unrelated_index(len(examples), i)]["question"]
 
 
-def score_choices(examples: Sequence[dict], *, agent=None, adapter: Optional[dict] = None, control: bool = False):
+def score_choices(examples: Sequence[dict], *, agent=None, adapter: Optional[dict] = None, control: bool = False,
+                  messages=None):
     """(log-likelihood of each choice, each choice's token count >= 1) per example: by `agent` alone, or
-    with an adapter (dict(setup, params, frozen, features)) fusing the sharer's cache into the receiver's;
-    control: the sharer reads an unrelated question of the same set instead (`unrelated_question`)."""
-    from lcf_jax.eval import shared_mc
+    with an adapter (dict(setup, params, frozen, features)) fusing the sharer's cache into the receiver's, or by
+    `agent` reading the sharer's text answer first (`messages()`: one per example, `text_mc`);
+    control: the sharer reads an unrelated question of the same set instead (`unrelated_index`)."""
+    from lcf_jax.eval import shared_mc, text_mc
 
-    if control and (adapter is None or len(examples) < 2):
-        raise ValueError("the control needs an adapter and at least two questions")
+    if control and ((adapter is None and messages is None) or len(examples) < 2):
+        raise ValueError("the control needs an adapter or messages and at least two questions")
+    msgs = messages() if messages is not None else None
     lls, lens = [], []
     for i, e in enumerate(examples):
         if adapter is None:
-            lls.append(mc_loglik(agent, e["question"], e["choices"]))
+            prompt = None
+            if msgs is not None:
+                prompt = text_mc.text_prompt(e["question"], msgs[unrelated_index(len(examples), i) if control else i])
+            lls.append(mc_loglik(agent, e["question"], e["choices"], prompt))
             lens.append([max(len(agent.encode(" " + c, special=False)), 1) for c in e["choices"]])
         else:
             ll, n = shared_mc.mc_loglik_fused(adapter["setup"], adapter["params"], adapter["frozen"],
@@ -148,13 +160,18 @@ def scorer_fingerprint(agent=None, adapter: Optional[dict] = None) -> str:
 SCORING_VERSION = 1
 
 
+def row_key(fingerprint: str, name: str, split: str, examples: Sequence[dict]) -> dict:
+    """What a kept row (or a text row's kept messages) is valid for: the scoring code, the scorer, the questions."""
+    return {"scoring": SCORING_VERSION, "scorer": fingerprint, "set": name, "split": split, "n": len(examples),
+            "questions": hashlib.sha256(json.dumps([e["question"] for e in examples]).encode()).hexdigest()[:16]}
+
+
 def scored_rows(role: str, fingerprint: str, name: str, split: str, examples: Sequence[dict], score,
                 rows_dir: Optional[Path] = None):
     """score(examples) -> (log-likelihoods, lengths), kept in rows_dir/<role>__<set>.json and reused when the
     scorer, the set, its split and its questions are the same: a long T1 run resumes where it stopped, and a
     new adapter row does not rescore the receiver alone."""
-    key = {"scoring": SCORING_VERSION, "scorer": fingerprint, "set": name, "split": split, "n": len(examples),
-           "questions": hashlib.sha256(json.dumps([e["question"] for e in examples]).encode()).hexdigest()[:16]}
+    key = row_key(fingerprint, name, split, examples)
     path = None
     if rows_dir is not None:
         slug = "".join(c if c.isalnum() or c in "-._" else "_" for c in f"{role}__{name}")
@@ -173,11 +190,33 @@ def scored_rows(role: str, fingerprint: str, name: str, split: str, examples: Se
     return ll, lens
 
 
+def kept_messages(role: str, key: dict, make, rows_dir: Optional[Path] = None) -> list[str]:
+    """make() -> the sharer's text answers of a set, kept beside the scored rows (rows_dir/<role>__<set>.messages.json)
+    and reused when the key (sharer, receiver, prompts, set, split, questions) is the same."""
+    path = None
+    if rows_dir is not None:
+        slug = "".join(c if c.isalnum() or c in "-._" else "_" for c in f"{role}__{key['set']}")
+        path = Path(rows_dir) / f"{slug}.messages.json"
+        if path.exists():
+            kept = json.loads(path.read_text())
+            if kept["key"] == key:
+                return kept["messages"]
+    t0 = time.time()
+    messages = make()
+    print(f"T1 {role} {key['set']}: {len(messages)} sharer answers in {time.time() - t0:.0f} s", flush=True)
+    if path is not None:
+        from lcf_jax.fileio import atomic_write_text
+        atomic_write_text(path, json.dumps({"key": key, "messages": messages}, indent=0))
+    return messages
+
+
 def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_dir=None,
-                         adapters: Optional[dict] = None, rows_dir: Optional[Path] = None, controls: Sequence[str] = ()
-                         ) -> tuple[Table, list[dict]]:
+                         adapters: Optional[dict] = None, rows_dir: Optional[Path] = None, controls: Sequence[str] = (),
+                         texts: Optional[dict] = None) -> tuple[Table, list[dict]]:
     """T1. agents: row name -> Agent (each alone). adapters: row name -> dict(setup, params, frozen, features, mb),
-    each scored with the sharer's cache fused into the receiver's (`eval/shared_mc.py`).
+    each scored with the sharer's cache fused into the receiver's (`eval/shared_mc.py`). texts: row name ->
+    (sharer Agent, receiver Agent): the receiver reads the sharer's text answer before the choices (`eval/text_mc.py`),
+    always followed by its control (the answer to an unrelated question).
 
     rows_dir: where each row's scores per set are kept and reused (`scored_rows`); None keeps nothing.
     controls: names of adapter rows each followed by its control, "<row> control (unrelated question)": the same
@@ -189,7 +228,9 @@ def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_
     from lcf_jax.data import sources
     from lcf_jax.eval.bootstrap import format_interval, mean_interval, paired_difference
 
-    adapters = adapters or {}
+    from lcf_jax.eval import text_mc
+
+    adapters, texts = adapters or {}, texts or {}
     unknown = [c for c in controls if c not in adapters]
     if unknown:
         raise ValueError(f"controls {unknown} name no adapter row; rows: {list(adapters)}")
@@ -202,12 +243,25 @@ def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_
         if role in controls:
             entries.append((control_name(role), fp + ":control",
                             functools.partial(score_choices, adapter=a, control=True), a["mb"], role))
+    receiver_of = {role: a["setup"].receiver.name for role, a in adapters.items()}
+    for role, (sharer, receiver) in texts.items():
+        receiver_of[role] = receiver.name
+        controls = [*controls, role]
     results: list[dict] = []
     correct: dict[str, dict[str, list[float]]] = {}
     for name, split in sets.items():
         exs = sources.read(name, split, data_dir=data_dir, max_examples=n)
         golds = [int(e["gold"]) for e in exs]
-        for role, fp, score, mb, of in entries:
+        set_entries = list(entries)
+        for role, (sharer, receiver) in texts.items():
+            fp = text_mc.fingerprint(sharer.name, receiver.name)
+            answers = functools.partial(text_mc.sharer_answers, sharer, [e["question"] for e in exs])
+            messages = functools.cache(functools.partial(kept_messages, role, row_key(fp, name, split, exs), answers,
+                                                         rows_dir))   # generated once for the row and its control
+            score = functools.partial(score_choices, agent=receiver, messages=messages)
+            set_entries += [(role, fp, score, None, None),
+                            (control_name(role), fp + ":control", functools.partial(score, control=True), None, role)]
+        for role, fp, score, mb, of in set_entries:
             ll, lens = scored_rows(role, fp, name, split, exs, score, rows_dir)
             preds = metrics.mc_predictions(ll, True, lens)
             right = [100.0 * (p == g) for p, g in zip(preds, golds)]
@@ -219,20 +273,22 @@ def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_
     receiver_alone = {agent.name: role for role, agent in agents.items()}
     pooled = lambda r: [x for s in sets for x in correct[r][s]]  # noqa: E731
     rows = []
-    for role, _, _, mb, of in entries:
+    all_entries = entries + [e for role in texts for e in ((role, None, None, None, None),
+                                                          (control_name(role), None, None, None, role))]
+    for role, _, _, mb, of in all_entries:
         cells = [format_interval(mean_interval(correct[role][s])) for s in sets]
         mean = float(np.mean([np.mean(correct[role][s]) for s in sets]))
         delta = vs_control = None
-        adapter = adapters.get(of or role)
-        if adapter is not None:
-            alone = receiver_alone.get(adapter["setup"].receiver.name)
+        receiver = receiver_of.get(of or role)
+        if receiver is not None:
+            alone = receiver_alone.get(receiver)
             if alone is not None:
                 delta = format_interval(paired_difference(pooled(role), pooled(alone)))
             if role in controls:
                 vs_control = format_interval(paired_difference(pooled(role), pooled(control_name(role))))
         rows.append([role] + cells + [mean, delta] + ([vs_control] if controls else []) + [mb])
     missing = [m for m in ("C2C", "LCF", "LCF pruned") if not any(r.startswith(m) for r in adapters)]
-    for method in ["text-to-text"] + missing:
+    for method in ([] if texts else ["text-to-text"]) + missing:
         rows.append([method] + [None] * (len(sets) + 3 + bool(controls)))
     notes = [f"accuracy (%) by length-normalised log-likelihood of each choice, with its 95% bootstrap interval, first "
              f"{n} rows of each test split (index % 2 == 1); mean: of the sets. Δ vs receiver alone: the paired "
@@ -243,16 +299,23 @@ def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_
                 "(the one half-way around it), cut or repeated to the length of its own reading, while the receiver "
                 "reads its own; Δ vs its control: paired over every question. A gain the control shares is format, "
                 "not information."] if controls else []),
-             "text-to-text is empty: not built. Both models read the question, but not the choices (each choice "
-             "is scored as a continuation), so the sharer's cache holds its reading of the question only; a text "
-             "message would be the sharer's own answer, read by the receiver before it scores the choices."
+             ("Text-to-text rows: the sharer's greedy answer to the question prompt (first line, at most "
+              f"{text_mc.MAX_NEW_TOKENS} tokens), read by the receiver before it scores the choices "
+              f"({text_mc.TEXT_MC_PROMPT!r}); its control gives the receiver the sharer's answer to the unrelated "
+              "question. Both models read the question but not the choices, so the answer carries what the sharer "
+              "knows, which its cache of the question may not." if texts else
+              "text-to-text is empty: not built. Both models read the question, but not the choices (each choice "
+              "is scored as a continuation), so the sharer's cache holds its reading of the question only; a text "
+              "message would be the sharer's own answer, read by the receiver before it scores the choices.")
              + (f" Rows without numbers ({', '.join(missing)}): no such adapter was given." if missing else "")]
     table = Table("T1: shared context, multiple choice (test splits)",
                   ["method"] + [s.split("/")[-1] for s in sets] + ["mean", "Δ vs receiver alone"]
                   + (["Δ vs its control"] if controls else []) + ["adapter MB"],
                   rows, notes, {"sets": sets, "n": n, "agents": {k: v.name for k, v in agents.items()},
                                 "adapters": {k: a.get("source", "") for k, a in adapters.items()},
-                                "controls": list(controls)})
+                                "controls": list(controls),
+                                **({"texts": {k: f"{s_.name} -> {r_.name}" for k, (s_, r_) in texts.items()}}
+                                   if texts else {})})
     return table, results
 
 

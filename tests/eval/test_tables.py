@@ -203,3 +203,29 @@ def test_kept_rows_are_reused_only_for_the_same_scoring_version(tmp_path, monkey
     monkeypatch.setattr(R, "SCORING_VERSION", 2)
     R.scored_rows(*args)
     assert calls == [2, 2]                                            # new scoring code: scored again
+
+
+def test_t1_text_rows_read_the_sharers_answer_and_its_control_the_answer_to_another_question(session, tmp_path, capsys):
+    from lcf_jax.data import sources as S
+    from lcf_jax.eval import text_mc
+
+    s, r = session.sharer, session.receiver
+    texts = {"text": (s, r)}
+    t1, res = R.table_shared_context({"tiny alone": r}, {"mc/arc_easy": "test"}, n=4, texts=texts, rows_dir=tmp_path)
+    names = [row[0] for row in t1.rows]
+    assert names == ["tiny alone", "text", "text control (unrelated question)", "C2C", "LCF", "LCF pruned"]
+    delta, vs_control = (t1.columns.index(c) for c in ("Δ vs receiver alone", "Δ vs its control"))
+    assert t1.rows[1][delta] is not None and t1.rows[1][vs_control] is not None and t1.rows[2][vs_control] is None
+    assert "sharer answers" in capsys.readouterr().out             # generated once for the row and its control
+    kept = json.loads(next(tmp_path.glob("*.messages.json")).read_text())
+    msgs = kept["messages"]
+    assert len(msgs) == 4 and kept["key"]["scorer"] == text_mc.fingerprint(s.name, r.name)
+    exs = S.read("mc/arc_easy", "test", max_examples=4)
+    want = [R.mc_loglik(r, e["question"], e["choices"], text_mc.text_prompt(e["question"], msgs[(i + 2) % 4]))
+            for i, e in enumerate(exs)]
+    control = [x for x in res if x["control_of"] == "text"][0]
+    got = R.score_choices(exs, agent=r, messages=lambda: msgs, control=True)[0]
+    assert got == want and len(control["choice_per_question"]) == 4
+    again, res2 = R.table_shared_context({"tiny alone": r}, {"mc/arc_easy": "test"}, n=4, texts=texts, rows_dir=tmp_path)
+    out = capsys.readouterr().out
+    assert "sharer answers" not in out and out.count("reused") == 3 and res2 == res
