@@ -47,13 +47,13 @@ def _names(flag: str, names: list[str], known) -> None:
 
 
 def text_pairs(spec: str) -> list[tuple[str, str]]:
-    """'SHARER->RECEIVER,...' -> [(sharer, receiver), ...] of the bundled models; a clear error for anything else."""
+    """'SHARER:RECEIVER,...' -> [(sharer, receiver), ...] of the bundled models; a clear error for anything else."""
     out = []
     for item in filter(None, (x.strip() for x in spec.split(","))):
-        pair = tuple(x.strip() for x in item.split("->"))
+        pair = tuple(x.strip() for x in item.split(":"))
         if len(pair) != 2 or pair not in BUNDLED_PAIRS:
-            raise UserError(f"--t1-text {item!r} must be SHARER->RECEIVER of the bundled pairs: "
-                            + ", ".join(f"{a}->{b}" for a, b in BUNDLED_PAIRS))
+            raise UserError(f"--t1-text {item!r} must be SHARER:RECEIVER of the bundled pairs: "
+                            + ", ".join(f"{a}:{b}" for a, b in BUNDLED_PAIRS))
         out.append(pair)
     return out
 
@@ -142,8 +142,8 @@ def build_parser() -> ArgumentParser:
                          "adapter with the sharer reading an unrelated question of the same set (a gain the control "
                          "shares is format, not information)")
     ap.add_argument("--t1-text", default="",
-                    help="T1 text-to-text rows, SHARER->RECEIVER,... of the bundled models (e.g. "
-                         "'gemma3-270m->smollm2-135m-instruct'): the receiver reads the sharer's text answer before it "
+                    help="T1 text-to-text rows, SHARER:RECEIVER,... of the bundled models (e.g. "
+                         "'gemma3-270m:smollm2-135m-instruct'): the receiver reads the sharer's text answer before it "
                          "scores the choices, each row followed by its control (the answer to an unrelated question)")
     ap.add_argument("--t2-adapters", default="",
                     help="more T2 LCF-X rows, NAME=DIR,... (NAME without commas): exported LCF-X adapters of either "
