@@ -154,7 +154,10 @@ def apply_overrides(c: ml_collections.ConfigDict, overrides: dict[str, Any]) -> 
         try:
             node[parts[-1]] = value
         except TypeError as e:
-            raise TypeError(f"config key {key!r}: {e}") from e
+            current = node[parts[-1]]
+            spelling = " (Python's spelling: True or False)" if isinstance(current, bool) else ""
+            raise TypeError(f"config key {key!r} takes {type(current).__name__} values like {current!r}, got {value!r}"
+                            f"{spelling}") from e
     return validate(c)
 
 
