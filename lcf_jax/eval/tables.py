@@ -166,48 +166,44 @@ def row_key(fingerprint: str, name: str, split: str, examples: Sequence[dict]) -
             "questions": hashlib.sha256(json.dumps([e["question"] for e in examples]).encode()).hexdigest()[:16]}
 
 
+def kept(rows_dir: Optional[Path], role: str, key: dict, suffix: str, make, what: str) -> dict:
+    """make() -> a dict of a row's results for one set, kept in rows_dir/<role>__<set><suffix> and reused when its
+    key is the same (rows kept before the scoring version existed read as version 1); rows_dir None keeps nothing."""
+    from lcf_jax.fileio import atomic_write_text
+
+    path = None
+    if rows_dir is not None:
+        slug = "".join(c if c.isalnum() or c in "-._" else "_" for c in f"{role}__{key['set']}")
+        path = Path(rows_dir) / f"{slug}{suffix}"
+        if path.exists():
+            found = json.loads(path.read_text())
+            if {"scoring": 1, **found["key"]} == key:
+                print(f"T1 {role} {key['set']}: reused {path}", flush=True)
+                return found
+    t0 = time.time()
+    out = make()
+    print(f"T1 {role} {key['set']}: {key['n']} {what} in {time.time() - t0:.0f} s", flush=True)
+    if path is not None:
+        atomic_write_text(path, json.dumps({"key": key, **out}))
+    return out
+
+
 def scored_rows(role: str, fingerprint: str, name: str, split: str, examples: Sequence[dict], score,
                 rows_dir: Optional[Path] = None):
     """score(examples) -> (log-likelihoods, lengths), kept in rows_dir/<role>__<set>.json and reused when the
     scorer, the set, its split and its questions are the same: a long T1 run resumes where it stopped, and a
     new adapter row does not rescore the receiver alone."""
-    key = row_key(fingerprint, name, split, examples)
-    path = None
-    if rows_dir is not None:
-        slug = "".join(c if c.isalnum() or c in "-._" else "_" for c in f"{role}__{name}")
-        path = Path(rows_dir) / f"{slug}.json"
-        if path.exists():
-            kept = json.loads(path.read_text())
-            if {"scoring": 1, **kept["key"]} == key:   # rows kept before the field existed were version 1
-                print(f"T1 {role} {name}: reused {path}", flush=True)
-                return kept["logliks"], kept["lengths"]
-    t0 = time.time()
-    ll, lens = score(examples)
-    print(f"T1 {role} {name}: {len(examples)} questions in {time.time() - t0:.0f} s", flush=True)
-    if path is not None:
-        from lcf_jax.fileio import atomic_write_text
-        atomic_write_text(path, json.dumps({"key": key, "logliks": ll, "lengths": lens}))
-    return ll, lens
+    def make():
+        ll, lens = score(examples)
+        return {"logliks": ll, "lengths": lens}
+    out = kept(rows_dir, role, row_key(fingerprint, name, split, examples), ".json", make, "questions")
+    return out["logliks"], out["lengths"]
 
 
 def kept_messages(role: str, key: dict, make, rows_dir: Optional[Path] = None) -> list[str]:
     """make() -> the sharer's text answers of a set, kept beside the scored rows (rows_dir/<role>__<set>.messages.json)
     and reused when the key (sharer, receiver, prompts, set, split, questions) is the same."""
-    path = None
-    if rows_dir is not None:
-        slug = "".join(c if c.isalnum() or c in "-._" else "_" for c in f"{role}__{key['set']}")
-        path = Path(rows_dir) / f"{slug}.messages.json"
-        if path.exists():
-            kept = json.loads(path.read_text())
-            if kept["key"] == key:
-                return kept["messages"]
-    t0 = time.time()
-    messages = make()
-    print(f"T1 {role} {key['set']}: {len(messages)} sharer answers in {time.time() - t0:.0f} s", flush=True)
-    if path is not None:
-        from lcf_jax.fileio import atomic_write_text
-        atomic_write_text(path, json.dumps({"key": key, "messages": messages}, indent=0))
-    return messages
+    return kept(rows_dir, role, key, ".messages.json", lambda: {"messages": make()}, "sharer answers")["messages"]
 
 
 def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_dir=None,
