@@ -7,7 +7,7 @@ import argparse
 
 import numpy as np
 
-from lcf_jax.adapters.export_format import read_meta, read_tensors_numpy
+from lcf_jax.adapters.export_format import read_meta, read_tensors_numpy, tensors_to_params
 
 
 def main() -> None:
@@ -17,15 +17,13 @@ def main() -> None:
     meta = read_meta(args.adapter)
     if meta.kind != "c2c":
         raise SystemExit(f"{args.adapter} holds a {meta.kind} adapter; this script reads C2C gates")
-    tensors = read_tensors_numpy(args.adapter, meta)
+    params = tensors_to_params(meta.table, read_tensors_numpy(args.adapter, meta))   # the one name table
+    layers = meta.raw["layer_map"]["receiver_layers"]   # the receiver layer of each stacked projector
     total = 0
     for branch in ("key", "value"):
-        logits = {int(name.split(".")[2]): float(np.asarray(t, np.float32).ravel()[0]) for name, t in tensors.items()
-                  if name.startswith(f"{branch}.layers.") and name.endswith(".gate_logit")}
-        layers = sorted(logits)
-        open_ = [i for i in layers if logits[i] > 0]
+        values = np.asarray(params[branch]["gate_logit"], np.float32).reshape(len(layers))
+        open_ = [layer for layer, v in zip(layers, values) if v > 0]
         total += len(open_)
-        values = np.array([logits[i] for i in layers])
         print(f"{branch}: {len(open_)} of {len(layers)} open (layers {open_}); logits from {values.min():+.5f} to "
               f"{values.max():+.5f}, median |logit| {np.median(np.abs(values)):.5f}")
     print(f"open at evaluation: {total} of {2 * len(layers)} gates")
