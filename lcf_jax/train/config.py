@@ -85,6 +85,9 @@ def base_config() -> ml_collections.ConfigDict:
         # (compiles included, the context store's build not), checkpointed there; a rerun continues from it.
         # Compares methods at equal wall time (C2C at LCF's), or keeps a run inside a session.
         max_seconds=0.0,
+        # > 0: this run stops after this step (evaluated and checkpointed as an end is) while its learning-rate
+        # schedule stays that of train.steps: a replicate stopped where another run's dev chose its checkpoint.
+        stop_after_step=0,
         lr=1e-3,
         warmup_steps=50,
         weight_decay=0.01,
@@ -189,6 +192,9 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ValueError("train.sharer_cache='stored' stores shared contexts: it needs a shared-context adapter "
                          f"(lcf, c2c) on data.task='instruct', got adapter.kind={c.adapter.kind!r}, "
                          f"data.task={c.data.task!r}")
+    if not 0 <= c.train.stop_after_step <= c.train.steps:
+        raise ValueError(f"train.stop_after_step must be between 0 (run to train.steps) and train.steps="
+                         f"{c.train.steps}, got {c.train.stop_after_step}")
     if not (math.isfinite(c.train.max_seconds) and c.train.max_seconds >= 0):
         raise ValueError(f"train.max_seconds must be a finite number of seconds >= 0 (0: no limit), "
                          f"got {c.train.max_seconds}")

@@ -119,14 +119,17 @@ def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None, make_eva
                       config=cfg.to_dict(), metrics=metrics)
 
         end = None if max_steps_this_run is None else int(state.step) + max_steps_this_run
+        if cfg.train.stop_after_step:
+            end = cfg.train.stop_after_step if end is None else min(end, cfg.train.stop_after_step)
         state, last = phase.run(main, state, step_fn, log=log.write, log_every=cfg.train.log_every,
                                 put=lambda b: sharding.put_global(b, batch_sh), evaluate=evaluate,
                                 eval_every=cfg.train.eval_every, checkpoint=save, ckpt_every=cfg.train.ckpt_every,
                                 end=end, progress=progress if bar is not None else None,
                                 max_seconds=cfg.train.max_seconds)
         if lead and int(state.step) < (cfg.train.steps if end is None else min(end, cfg.train.steps)):
-            print(f"stopped at step {int(state.step)} of {cfg.train.steps}: train.max_seconds="
-                  f"{cfg.train.max_seconds:g} reached (checkpointed; the same command continues)", flush=True)
+            why = (f"train.stop_after_step={cfg.train.stop_after_step}" if int(state.step) == cfg.train.stop_after_step
+                   else f"train.max_seconds={cfg.train.max_seconds:g} reached")
+            print(f"stopped at step {int(state.step)} of {cfg.train.steps}: {why} (checkpointed)", flush=True)
     finally:
         ckpt.wait()
         ckpt.close()

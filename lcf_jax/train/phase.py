@@ -66,8 +66,8 @@ def run(phase: Phase, state: TrainState, step_fn, *, log=None, log_every: int = 
         end: Optional[int] = None, progress=None, max_seconds: float = 0.0) -> tuple[TrainState, dict]:
     """Steps `state` to `end` (default phase.steps). Every `log_every` steps (and the last) the metrics go to
     `log(step, kind, values)` and a non-finite loss raises NonFiniteLossError naming the phase and the step.
-    `evaluate(params, step) -> dict` runs every `eval_every` steps and at the phase's end;
-    `checkpoint(step, state, metrics)` runs every `ckpt_every` steps, after an evaluation and at the phase's end.
+    `evaluate(params, step) -> dict` runs every `eval_every` steps and at `end` (a stop before the phase's end too);
+    `checkpoint(step, state, metrics)` runs every `ckpt_every` steps, after an evaluation and at `end`.
     max_seconds > 0: the first step that ends that long after this call (compiles included) is the last; it is
     logged, evaluated and checkpointed as an end is, so a rerun resumes after it. Returns (state, the last logged
     metrics)."""
@@ -100,11 +100,11 @@ def run(phase: Phase, state: TrainState, step_fn, *, log=None, log_every: int = 
         if progress is not None:
             progress(i, last)
         metrics = None
-        if evaluate is not None and (i % eval_every == 0 or i == phase.steps or out_of_time):
+        if evaluate is not None and (i % eval_every == 0 or i == end or out_of_time):
             metrics = evaluate(state.params, i)
             if log is not None:
                 log(i, "eval", metrics)
-        if checkpoint is not None and (i % ckpt_every == 0 or i == phase.steps or metrics is not None or out_of_time):
+        if checkpoint is not None and (i % ckpt_every == 0 or i == end or metrics is not None or out_of_time):
             checkpoint(i, state, metrics)
         if out_of_time:
             break

@@ -187,3 +187,23 @@ def test_max_seconds_stops_at_a_checkpointed_step_and_the_same_command_continues
     assert _losses(tmp_path / "budget")[-1] == _losses(tmp_path / "straight")[-1]
     with pytest.raises(ValueError, match="train.max_seconds must be a finite number"):
         _cfg(tmp_path, "bad", "--config.train.max_seconds=-1")
+
+
+def test_stop_after_step_keeps_the_schedule_of_train_steps(tmp_path):
+    """A run stopped after step 3 of a 6-step schedule is evaluated and checkpointed there, and its losses and
+    learning rates are the 6-step run's first three (a 3-step schedule would decay faster)."""
+    common = ["--config.train.ckpt_every=100", "--config.train.log_every=1", "--config.train.warmup_steps=2",
+              "--config.mesh.num_devices=1", "--config.mesh.data=1"]
+    evaluated = []
+    loop.train(_cfg(tmp_path, "stopped", *common, "--config.train.steps=6", "--config.train.stop_after_step=3"),
+               evaluate=lambda params, step: evaluated.append(step) or {"f1": 1.0})
+    loop.train(_cfg(tmp_path, "full", *common, "--config.train.steps=6"))
+    loop.train(_cfg(tmp_path, "short", *common, "--config.train.steps=3"))
+    rows = lambda name: [(r["step"], r["loss"], r["lr"]) for r in run_log.read_metrics(tmp_path / name)  # noqa: E731
+                         if r["kind"] == "train"]
+    assert rows("stopped") == rows("full")[:3]
+    assert [r[2] for r in rows("short")] != [r[2] for r in rows("stopped")]
+    assert evaluated == [3]
+    assert sorted(os.listdir(tmp_path / "stopped" / "checkpoints")) == ["3"]
+    with pytest.raises(ValueError, match="train.stop_after_step must be between 0"):
+        _cfg(tmp_path, "bad", "--config.train.steps=6", "--config.train.stop_after_step=7")
