@@ -12,6 +12,7 @@ import numpy as np
 from lcf_jax.models import generate, registry, transformer
 from lcf_jax.models.cache import ExtraKV, KVCache
 from lcf_jax.models.config import ModelConfig
+from lcf_jax.models.generate import first_line  # noqa: F401  (answers' one rule; protocols read it here)
 
 
 @dataclasses.dataclass
@@ -43,11 +44,6 @@ def prefill_cache(params, tokens, mask, *, config: ModelConfig) -> KVCache:
     _, cache = transformer.forward(params, tokens, transformer.positions_from_mask(mask), None, config=config,
                                    token_mask=mask, last_logits_only=True, causal_blocks=True)
     return cache
-
-
-def first_line(text: str) -> str:
-    """Answers end at the first newline (base models continue with the next 'Question:')."""
-    return text.strip().split("\n")[0].strip()
 
 
 def generate_answers(agent: Agent, prompts: Sequence[Sequence[int]], *, max_new_tokens: int,

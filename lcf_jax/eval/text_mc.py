@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 from typing import Sequence
 
-import numpy as np
-
 TEXT_MC_PROMPT = "Question: {question}\nAnother model's answer: {message}\nAnswer:"
 MAX_NEW_TOKENS = 16
 
@@ -31,15 +29,10 @@ def sharer_answers(agent, questions: Sequence[str], *, max_new_tokens: int = MAX
     """The sharer's greedy answer (first line) to each question's MC prompt, batched shortest first."""
     from lcf_jax.comm.agents import generate_answers
     from lcf_jax.eval.shared_mc import MC_PROMPT
+    from lcf_jax.models.generate import in_length_order
 
     rows = [agent.encode(MC_PROMPT.format(question=q)) for q in questions]
-    order = np.argsort([len(r) for r in rows], kind="stable")
-    out = [""] * len(rows)
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        for i, answer in zip(idx, generate_answers(agent, [rows[i] for i in idx], max_new_tokens=max_new_tokens)):
-            out[i] = answer
-    return out
+    return in_length_order(rows, batch_size, lambda batch: generate_answers(agent, batch, max_new_tokens=max_new_tokens))
 
 
 def text_prompt(question: str, message: str) -> str:

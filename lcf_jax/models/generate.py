@@ -6,7 +6,7 @@ every row has stopped or `max_new_tokens` is reached. Sampling is greedy at temp
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -41,6 +41,27 @@ def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, length: Optional[int] 
             tokens[i, n - len(r):] = r
             mask[i, n - len(r):] = True
     return tokens, mask
+
+
+def first_line(text: str) -> str:
+    """A decoded answer's first line of text, without the spaces around it (a base model runs on into the next
+    'Question:' or example)."""
+    return text.strip().split("\n")[0].strip()
+
+
+def in_length_order(rows: Sequence[Sequence[int]], batch_size: int, answer: Callable[[list], Sequence],
+                    progress: Optional[Callable[[int, int], None]] = None) -> list:
+    """`answer(batch)` over `rows` in batches of up to batch_size, shortest rows first (little padding, few padded
+    lengths), its results back in the rows' order. progress(done, total) after each batch."""
+    order = np.argsort([len(r) for r in rows], kind="stable")
+    out: list = [None] * len(rows)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        for i, result in zip(idx, answer([rows[i] for i in idx])):
+            out[i] = result
+        if progress is not None:
+            progress(min(start + batch_size, len(rows)), len(rows))
+    return out
 
 
 def check_prompt_length(config: ModelConfig, prompt_len: int, max_new_tokens: int) -> None:

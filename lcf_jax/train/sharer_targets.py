@@ -24,13 +24,6 @@ import numpy as np
 from lcf_jax.cli_errors import ArgumentParser, positive, run_main
 
 
-def first_line(text: str) -> str:
-    """The continuation's first line of text, without the spaces and line breaks around it."""
-    text = text.lstrip()
-    cut = text.find("\n")
-    return (text if cut < 0 else text[:cut]).rstrip()
-
-
 def context_rows(examples: Sequence[dict], tokenizer, max_len: int) -> list[list[int]]:
     """Each example's context in sharer tokens, cut as training cuts it (`tokenize_pair(keep="end")`: BOS and the
     last tokens, at a token boundary)."""
@@ -47,24 +40,22 @@ def continuations(params, config, tokenizer, rows: Sequence[Sequence[int]], *, m
     import jax
     import jax.numpy as jnp
 
-    from lcf_jax.models.generate import generate, pad_batch
+    from lcf_jax.models.generate import first_line, generate, in_length_order, pad_batch
 
-    order = np.argsort([len(r) for r in rows], kind="stable")
-    out: list[Optional[str]] = [None] * len(rows)
     t0 = time.time()
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        tokens, mask = pad_batch([rows[i] for i in idx], config.pad_token_id, multiple=16)
-        if len(idx) < batch_size:   # one batch shape per padded length: pad the last batch with copies
-            tokens = np.concatenate([tokens, np.repeat(tokens[-1:], batch_size - len(idx), 0)])
-            mask = np.concatenate([mask, np.repeat(mask[-1:], batch_size - len(idx), 0)])
+
+    def answer(batch):
+        tokens, mask = pad_batch(batch, config.pad_token_id, multiple=16)
+        if len(batch) < batch_size:   # one batch shape per padded length: pad the last batch with copies
+            tokens = np.concatenate([tokens, np.repeat(tokens[-1:], batch_size - len(batch), 0)])
+            mask = np.concatenate([mask, np.repeat(mask[-1:], batch_size - len(batch), 0)])
         gen = generate(params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.PRNGKey(0), config=config,
                        max_new_tokens=max_new_tokens)
         toks, lens = np.asarray(gen.tokens), np.asarray(gen.lengths)
-        for j, i in enumerate(idx):
-            out[i] = first_line(tokenizer.decode(toks[j, :lens[j]], skip_special_tokens=True))
-        log(f"sharer targets: {min(start + batch_size, len(rows))}/{len(rows)} in {time.time() - t0:.0f} s")
-    return out  # type: ignore[return-value]
+        return [first_line(tokenizer.decode(toks[j, :lens[j]], skip_special_tokens=True)) for j in range(len(batch))]
+
+    return in_length_order(rows, batch_size, answer,
+                           lambda done, total: log(f"sharer targets: {done}/{total} in {time.time() - t0:.0f} s"))
 
 
 def _main(argv: list[str]) -> None:
