@@ -206,6 +206,33 @@ def kept_messages(role: str, key: dict, make, rows_dir: Optional[Path] = None) -
     return kept(rows_dir, role, key, ".messages.json", lambda: {"messages": make()}, "sharer answers")["messages"]
 
 
+def set_free(score):
+    """A scorer of examples alone as T1's rows call one: score(examples, name=set name, split=split)."""
+    return lambda examples, name, split: score(examples)
+
+
+def text_rows(role: str, sharer, receiver, rows_dir: Optional[Path]) -> list[tuple]:
+    """T1's text-to-text row and its control, as `table_shared_context` entries: the sharer's answers to a set's
+    questions are generated (or read back from rows_dir) once per set and shared by the two rows."""
+    from lcf_jax.eval import text_mc
+
+    fp = text_mc.fingerprint(sharer.name, receiver.name)
+    per_set: dict = {}
+
+    def messages(examples, name, split):
+        if name not in per_set:
+            answers = functools.partial(text_mc.sharer_answers, sharer, [e["question"] for e in examples])
+            per_set[name] = functools.cache(functools.partial(kept_messages, role, row_key(fp, name, split, examples),
+                                                              answers, rows_dir))
+        return per_set[name]
+
+    def score(examples, name, split, control=False):
+        return score_choices(examples, agent=receiver, messages=messages(examples, name, split), control=control)
+
+    return [(role, fp, score, None, None),
+            (control_name(role), fp + ":control", functools.partial(score, control=True), None, role)]
+
+
 def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_dir=None,
                          adapters: Optional[dict] = None, rows_dir: Optional[Path] = None, controls: Sequence[str] = (),
                          texts: Optional[dict] = None) -> tuple[Table, list[dict]]:
@@ -230,17 +257,18 @@ def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_
     unknown = [c for c in controls if c not in adapters]
     if unknown:
         raise ValueError(f"controls {unknown} name no adapter row; rows: {list(adapters)}")
-    # Every row: (name, what its scores depend on, how to score a set, adapter MB, the adapter row it controls).
-    entries = [(role, scorer_fingerprint(agent=agent), functools.partial(score_choices, agent=agent), None, None)
-               for role, agent in agents.items()]
+    # Every row: (name, what its scores depend on, score(examples, set name, split), adapter MB, the row it controls).
+    entries = [(role, scorer_fingerprint(agent=agent), set_free(functools.partial(score_choices, agent=agent)), None,
+                None) for role, agent in agents.items()]
     for role, a in adapters.items():
         fp = scorer_fingerprint(adapter=a)
-        entries.append((role, fp, functools.partial(score_choices, adapter=a), a["mb"], None))
+        entries.append((role, fp, set_free(functools.partial(score_choices, adapter=a)), a["mb"], None))
         if role in controls:
             entries.append((control_name(role), fp + ":control",
-                            functools.partial(score_choices, adapter=a, control=True), a["mb"], role))
+                            set_free(functools.partial(score_choices, adapter=a, control=True)), a["mb"], role))
     receiver_of = {role: a["setup"].receiver.name for role, a in adapters.items()}
     for role, (sharer, receiver) in texts.items():
+        entries += text_rows(role, sharer, receiver, rows_dir)
         receiver_of[role] = receiver.name
         controls = [*controls, role]
     results: list[dict] = []
@@ -248,17 +276,9 @@ def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_
     for name, split in sets.items():
         exs = sources.read(name, split, data_dir=data_dir, max_examples=n)
         golds = [int(e["gold"]) for e in exs]
-        set_entries = list(entries)
-        for role, (sharer, receiver) in texts.items():
-            fp = text_mc.fingerprint(sharer.name, receiver.name)
-            answers = functools.partial(text_mc.sharer_answers, sharer, [e["question"] for e in exs])
-            messages = functools.cache(functools.partial(kept_messages, role, row_key(fp, name, split, exs), answers,
-                                                         rows_dir))   # generated once for the row and its control
-            score = functools.partial(score_choices, agent=receiver, messages=messages)
-            set_entries += [(role, fp, score, None, None),
-                            (control_name(role), fp + ":control", functools.partial(score, control=True), None, role)]
-        for role, fp, score, mb, of in set_entries:
-            ll, lens = scored_rows(role, fp, name, split, exs, score, rows_dir)
+        for role, fp, score, mb, of in entries:
+            ll, lens = scored_rows(role, fp, name, split, exs, functools.partial(score, name=name, split=split),
+                                   rows_dir)
             preds = metrics.mc_predictions(ll, True, lens)
             right = [100.0 * (p == g) for p, g in zip(preds, golds)]
             correct.setdefault(role, {})[name] = right
@@ -269,9 +289,7 @@ def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_
     receiver_alone = {agent.name: role for role, agent in agents.items()}
     pooled = lambda r: [x for s in sets for x in correct[r][s]]  # noqa: E731
     rows = []
-    all_entries = entries + [e for role in texts for e in ((role, None, None, None, None),
-                                                          (control_name(role), None, None, None, role))]
-    for role, _, _, mb, of in all_entries:
+    for role, _, _, mb, of in entries:
         cells = [format_interval(mean_interval(correct[role][s])) for s in sets]
         mean = float(np.mean([np.mean(correct[role][s]) for s in sets]))
         delta = vs_control = None
