@@ -126,10 +126,12 @@ def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None, make_eva
                                 eval_every=cfg.train.eval_every, checkpoint=save, ckpt_every=cfg.train.ckpt_every,
                                 end=end, progress=progress if bar is not None else None,
                                 max_seconds=cfg.train.max_seconds)
-        if lead and int(state.step) < (cfg.train.steps if end is None else min(end, cfg.train.steps)):
-            why = (f"train.stop_after_step={cfg.train.stop_after_step}" if int(state.step) == cfg.train.stop_after_step
-                   else f"train.max_seconds={cfg.train.max_seconds:g} reached")
-            print(f"stopped at step {int(state.step)} of {cfg.train.steps}: {why} (checkpointed)", flush=True)
+        stop = int(state.step)
+        if lead and stop < cfg.train.steps and (stop < (end or cfg.train.steps) or stop == cfg.train.stop_after_step):
+            why = (f"train.stop_after_step={stop} (checkpointed; a larger one, or 0, continues from it)"
+                   if stop == cfg.train.stop_after_step else
+                   f"train.max_seconds={cfg.train.max_seconds:g} reached (checkpointed; the same command continues)")
+            print(f"stopped at step {stop} of {cfg.train.steps}: {why}", flush=True)
     finally:
         ckpt.wait()
         ckpt.close()

@@ -189,7 +189,7 @@ def test_max_seconds_stops_at_a_checkpointed_step_and_the_same_command_continues
         _cfg(tmp_path, "bad", "--config.train.max_seconds=-1")
 
 
-def test_stop_after_step_keeps_the_schedule_of_train_steps(tmp_path):
+def test_stop_after_step_keeps_the_schedule_of_train_steps(tmp_path, capsys):
     """A run stopped after step 3 of a 6-step schedule is evaluated and checkpointed there, and its losses and
     learning rates are the 6-step run's first three (a 3-step schedule would decay faster)."""
     common = ["--config.train.ckpt_every=100", "--config.train.log_every=1", "--config.train.warmup_steps=2",
@@ -204,6 +204,7 @@ def test_stop_after_step_keeps_the_schedule_of_train_steps(tmp_path):
     assert rows("stopped") == rows("full")[:3]
     assert [r[2] for r in rows("short")] != [r[2] for r in rows("stopped")]
     assert evaluated == [3]
+    assert "stopped at step 3 of 6: train.stop_after_step=3" in capsys.readouterr().out
     assert sorted(os.listdir(tmp_path / "stopped" / "checkpoints")) == ["3"]
     with pytest.raises(ValueError, match="train.stop_after_step must be between 0"):
         _cfg(tmp_path, "bad", "--config.train.steps=6", "--config.train.stop_after_step=7")
