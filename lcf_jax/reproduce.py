@@ -201,10 +201,11 @@ def _main(argv, agents: dict | None = None) -> None:
     if {"t1", "t2", "ablations", "ladder"} & set(tables):
         from lcf_jax.comm import protocols, shipped
         from lcf_jax.comm.agents import Agent
+        from lcf_jax.eval import text_mc
         agents = agents or {name: Agent.load(name) for name in dict(BUNDLED_PAIRS)}
     if "t1" in tables:
         t1_adapters = {name: shared_context_adapter(path, agents) for name, path in _named_paths(args.t1_adapters)}
-        t1_texts = {f"text-to-text ({s} → {r})": (agents[s], agents[r]) for s, r in text_pairs(args.t1_text)}
+        t1_texts = {text_mc.row_name(s, r): (agents[s], agents[r]) for s, r in text_pairs(args.t1_text)}
         t1, t1_results = R.table_shared_context({f"{n} alone": a for n, a in agents.items()}, n=args.n,
                                                 adapters=t1_adapters, rows_dir=args.out / "t1_rows", texts=t1_texts,
                                                 controls=(list(t1_adapters) if args.t1_controls == "all"

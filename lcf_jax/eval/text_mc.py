@@ -16,6 +16,11 @@ TEXT_MC_PROMPT = "Question: {question}\nAnother model's answer: {message}\nAnswe
 MAX_NEW_TOKENS = 16
 
 
+def row_name(sharer_name: str, receiver_name: str) -> str:
+    """The text-to-text row's name in T1 and beside it (its kept rows are found by it)."""
+    return f"text-to-text ({sharer_name} → {receiver_name})"
+
+
 def fingerprint(sharer_name: str, receiver_name: str, max_new_tokens: int = MAX_NEW_TOKENS) -> str:
     """What a text row's scores depend on besides the questions: both models, the prompt and the answer length."""
     from lcf_jax.eval.shared_mc import MC_PROMPT
