@@ -143,3 +143,20 @@ def leaves(batch, prefix: str = "") -> dict[str, Array]:
             out.update(leaves(getattr(batch, f), f"{prefix}{f}."))
         return out
     return {prefix[:-1]: batch}
+
+
+CACHES = (SharerKV, ReceiverKV)   # the layouts whose batch axis is 1 ([layers, batch, ...]), every other array's is 0
+
+
+def map_rows(fn, batch):
+    """fn(array, batch_axis) on every array of a batch, its layout kept (None stays None): the one rule for where
+    a batch's rows are (data-parallel sharding splits them, gradient accumulation cuts them into micro-batches)."""
+    if batch is None:
+        return None
+    if isinstance(batch, CACHES):
+        return type(batch)(fn(batch.keys, 1), fn(batch.values, 1))
+    if is_namedtuple(batch):
+        return type(batch)(*(map_rows(fn, x) for x in batch))
+    if isinstance(batch, dict):
+        return {k: map_rows(fn, v) for k, v in batch.items()}
+    return fn(batch, 0)

@@ -88,6 +88,10 @@ def base_config() -> ml_collections.ConfigDict:
         # > 0: this run stops after this step (evaluated and checkpointed as an end is) while its learning-rate
         # schedule stays that of train.steps: a replicate stopped where another run's dev chose its checkpoint.
         stop_after_step=0,
+        # > 1: each step's gradient is accumulated over this many micro-batches of data.batch_size / it rows, one
+        # at a time, so a step holds one micro-batch's activations (same gradient to float rounding; C2C's
+        # 417M-parameter fuser does not fit a batch of 8 in 24 GiB of host memory at once).
+        grad_accum_steps=1,
         lr=1e-3,
         warmup_steps=50,
         weight_decay=0.01,
@@ -192,6 +196,9 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ValueError("train.sharer_cache='stored' stores shared contexts: it needs a shared-context adapter "
                          f"(lcf, c2c) on data.task='instruct', got adapter.kind={c.adapter.kind!r}, "
                          f"data.task={c.data.task!r}")
+    if c.train.grad_accum_steps < 1 or c.data.batch_size % c.train.grad_accum_steps:
+        raise ValueError(f"train.grad_accum_steps must be >= 1 and divide data.batch_size={c.data.batch_size}, "
+                         f"got {c.train.grad_accum_steps}")
     if not 0 <= c.train.stop_after_step <= c.train.steps:
         raise ValueError(f"train.stop_after_step must be between 0 (run to train.steps) and train.steps="
                          f"{c.train.steps}, got {c.train.stop_after_step}")

@@ -101,7 +101,8 @@ def train(cfg, evaluate=None, max_steps_this_run: Optional[int] = None, make_eva
         feed.restore(before_peek)
         main = phase.Phase("main", cfg.train.steps, functools.partial(main_loss, setup=setup), run.optimizer, feed,
                            frozen, schedule=optim.make_schedule(cfg.train.lr, cfg.train.warmup_steps, cfg.train.steps))
-        step_fn = jit_train_step(setup, run.optimizer, run.mesh, run.state_sh, run.frozen_sh, batch_sh)
+        step_fn = jit_train_step(setup, run.optimizer, run.mesh, run.state_sh, run.frozen_sh, batch_sh,
+                                 accum=cfg.train.grad_accum_steps)
         if lead:
             from tqdm import tqdm
             bar = tqdm(total=cfg.train.steps, initial=int(state.step), desc=cfg.name, dynamic_ncols=True)

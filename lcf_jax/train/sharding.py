@@ -12,7 +12,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-from lcf_jax.data.batches import ReceiverKV, SharerKV
+from lcf_jax.data.batches import map_rows
 from lcf_jax.train.mesh_shape import check_batch, resolve_mesh
 
 MESH_AXES = ("data", "model")
@@ -92,13 +92,7 @@ def batch_sharding(batch, mesh: Mesh):
         spec[axis] = "data"
         return NamedSharding(mesh, P(*spec))
 
-    caches = (SharerKV, ReceiverKV)
-
-    def part(x):
-        if isinstance(x, caches):
-            return type(x)(one(x.keys, 1), one(x.values, 1))
-        return one(x)
-    return jax.tree.map(part, batch, is_leaf=lambda x: isinstance(x, caches))
+    return map_rows(one, batch)
 
 
 def check_global_batch(global_batch: int, mesh: Mesh) -> None:

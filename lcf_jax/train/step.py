@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lcf_jax.data.batches import map_rows
 from lcf_jax.train import objective, sharding
 from lcf_jax.train.objective import Setup
 
@@ -50,15 +51,61 @@ def split(params: dict, trained: Optional[tuple[str, ...]]) -> tuple[dict, dict]
     return {k: params[k] for k in trained}, {k: v for k, v in params.items() if k not in trained}
 
 
+def micro_batches(batch, accum: int):
+    """The batch's rows cut into `accum` micro-batches stacked on a new leading axis (for `lax.scan`). Micro-batch
+    j holds rows j, j + accum, j + 2 * accum, ...: every data-parallel shard's contiguous block of rows gives each
+    micro-batch its share, so no micro-batch lives on a few devices."""
+    def cut(x, axis):
+        rows = x.shape[axis]
+        if rows % accum:
+            raise ValueError(f"train.grad_accum_steps={accum} must divide the batch's {rows} rows")
+        x = x.reshape(x.shape[:axis] + (rows // accum, accum) + x.shape[axis + 1:])
+        return jnp.moveaxis(x, axis + 1, 0)
+    return map_rows(cut, batch)
+
+
+def accumulated_value_and_grad(loss_of: Callable, diff, batch, rng, accum: int):
+    """((loss, aux), grads) of the whole batch from `accum` micro-batches, one at a time (`lax.scan`: the
+    activations of one micro-batch alive at once). Each micro-batch's gradient and metrics are weighted by its
+    share of the supervised tokens (aux["target_tokens"]), so a loss that is a mean over those tokens gets the
+    full batch's value and gradient to float rounding; target_tokens is summed."""
+    grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+
+    def body(carry, xs):
+        g_sum, aux_sum = carry
+        mb, key = xs
+        (_, aux), g = grad_fn(diff, mb, key)
+        n = aux["target_tokens"].astype(jnp.float32)
+        g_sum = jax.tree.map(lambda a, b: a + n * b, g_sum, g)
+        aux_sum = {k: aux_sum[k] + (aux[k] if k == "target_tokens" else n * aux[k]) for k in aux_sum}
+        return (g_sum, aux_sum), None
+
+    keys = jax.random.split(rng, accum)
+    mbs = micro_batches(batch, accum)
+    _, aux_shape = jax.eval_shape(grad_fn, diff, jax.tree.map(lambda x: x[0], mbs), keys[0])[0]
+    zeros = (jax.tree.map(jnp.zeros_like, diff), {k: jnp.zeros(v.shape, jnp.float32) for k, v in aux_shape.items()})
+    (g_sum, aux_sum), _ = jax.lax.scan(body, zeros, (mbs, keys))
+    total = jnp.maximum(aux_sum["target_tokens"], 1.0)
+    grads = jax.tree.map(lambda g: (g / total).astype(g.dtype), g_sum)
+    aux = {k: v if k == "target_tokens" else v / total for k, v in aux_sum.items()}
+    return (aux["loss"], aux), grads
+
+
 def update(state: TrainState, frozen, batch, *, loss: Callable, optimizer: optax.GradientTransformation,
-           trained: Optional[tuple[str, ...]] = None) -> tuple[TrainState, dict]:
+           trained: Optional[tuple[str, ...]] = None, accum: int = 1) -> tuple[TrainState, dict]:
     """The one training step of every phase (`phase.py`): the value and gradient of
     loss(params, frozen, batch, rng=, step=) -> (loss, aux) on the `trained` parameters (None: all), then the
-    guarded AdamW update."""
+    guarded AdamW update. accum > 1: the gradient is accumulated over that many micro-batches
+    (`accumulated_value_and_grad`; the loss's aux must count its supervised tokens as "target_tokens")."""
     rng, sub = jax.random.split(state.rng)
     diff, fixed = split(state.params, trained)
-    (_, aux), grads = jax.value_and_grad(
-        lambda d: loss({**fixed, **d} if fixed else d, frozen, batch, rng=sub, step=state.step), has_aux=True)(diff)
+
+    def loss_of(d, b, key):
+        return loss({**fixed, **d} if fixed else d, frozen, b, rng=key, step=state.step)
+    if accum > 1:
+        (_, aux), grads = accumulated_value_and_grad(loss_of, diff, batch, sub, accum)
+    else:
+        (_, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(diff, batch, sub)
     new, opt_state, finite = guarded_update(optimizer, grads, state.opt_state, diff, aux["loss"])
     params = {**fixed, **new} if fixed else new
     metrics = {**aux, "grad_norm": optax.tree.norm(grads), "finite": finite}
@@ -71,8 +118,9 @@ def main_loss(params: Any, frozen: tuple, batch, *, setup: Setup, rng=None, step
 
 
 def train_step(state: TrainState, frozen: tuple, batch, *, setup: Setup,
-               optimizer: optax.GradientTransformation) -> tuple[TrainState, dict]:
-    return update(state, frozen, batch, loss=functools.partial(main_loss, setup=setup), optimizer=optimizer)
+               optimizer: optax.GradientTransformation, accum: int = 1) -> tuple[TrainState, dict]:
+    return update(state, frozen, batch, loss=functools.partial(main_loss, setup=setup), optimizer=optimizer,
+                  accum=accum)
 
 
 def metric_names(setup: Setup) -> list[str]:
@@ -85,8 +133,9 @@ def eval_step(params: Any, frozen: tuple, batch, *, setup: Setup) -> dict:
     return aux
 
 
-def jit_train_step(setup: Setup, optimizer, mesh, state_shardings, frozen_shardings, batch_shardings):
-    step = functools.partial(train_step, setup=setup, optimizer=optimizer)
+def jit_train_step(setup: Setup, optimizer, mesh, state_shardings, frozen_shardings, batch_shardings,
+                   accum: int = 1):
+    step = functools.partial(train_step, setup=setup, optimizer=optimizer, accum=accum)
     return jax.jit(step, in_shardings=(state_shardings, frozen_shardings, batch_shardings),
                    out_shardings=(state_shardings, sharding.replicated(dict.fromkeys(metric_names(setup), 0), mesh)),
                    donate_argnums=(0,))

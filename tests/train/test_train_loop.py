@@ -208,3 +208,21 @@ def test_stop_after_step_keeps_the_schedule_of_train_steps(tmp_path, capsys):
     assert sorted(os.listdir(tmp_path / "stopped" / "checkpoints")) == ["3"]
     with pytest.raises(ValueError, match="train.stop_after_step must be between 0"):
         _cfg(tmp_path, "bad", "--config.train.steps=6", "--config.train.stop_after_step=7")
+
+
+@pytest.mark.parametrize("kind", ["lcf", "lcfx", "c2c"])
+def test_gradient_accumulation_gives_the_full_batch_step(tmp_path, kind):
+    """Two or four micro-batches of the same batch give the one-batch losses to float rounding (each micro-batch's
+    gradient weighted by its share of the supervised tokens). C2C trains through Gumbel gates and dropout drawn per
+    micro-batch, so its losses agree to the noise, not to rounding."""
+    common = ["--config.mesh.num_devices=1", "--config.mesh.data=1", f"--config.adapter.kind='{kind}'",
+              "--config.train.steps=4", "--config.train.lr=1e-3"]
+    loop.train(_cfg(tmp_path, "one", *common))
+    loop.train(_cfg(tmp_path, "two", *common, "--config.train.grad_accum_steps=2"))
+    loop.train(_cfg(tmp_path, "four", *common, "--config.train.grad_accum_steps=4"))
+    one = _losses(tmp_path / "one")
+    atol = 0.05 if kind == "c2c" else 2e-5
+    np.testing.assert_allclose(_losses(tmp_path / "two"), one, atol=atol, rtol=0)
+    np.testing.assert_allclose(_losses(tmp_path / "four"), one, atol=atol, rtol=0)
+    with pytest.raises(ValueError, match="train.grad_accum_steps must be >= 1 and divide data.batch_size"):
+        _cfg(tmp_path, "bad", "--config.train.grad_accum_steps=3")
