@@ -1,6 +1,7 @@
 """T1 scoring through a shared-context adapter, same run: questions per second when every choice row reads the
-question itself (both models over the whole row) against reading it once per question and continuing each choice
-from those caches (`eval.shared_mc.context_read_once`, what `mc_loglik_fused` does).
+question itself (both models and the adapter's fusion over the whole row) against reading and fusing it once per
+question and continuing each choice from that fused cache (`eval.shared_mc.context_read_once` and
+`objective.receiver_hidden(same_context=True)`, what `mc_loglik_fused` does). C2C's fusion is most of its work.
 
     .venv/bin/python benchmarks/bench_t1_scoring.py [--direction reverse|forward] [--kind lcf|c2c] [--n 12]
 

@@ -5,7 +5,7 @@ The context is the question prompt (the same `Question: ...\\nAnswer:` that the 
 of T1 scores with, `tables.mc_loglik`); each choice " {choice}" is a continuation. The scoring
 runs exactly the training forward (`train.objective.receiver_hidden`, evaluation mode: C2C's gate
 is hard), on one batch whose rows are the choices of one question. The rows share their context, so both models
-read it once and every choice continues from those caches (as a step on the context store does).
+read it once, the adapter fuses it once, and every choice continues from that fused cache.
 """
 from __future__ import annotations
 
@@ -48,11 +48,13 @@ def context_read_once(sharer_params, receiver_params, batch: SharedContextBatch,
 
 @functools.partial(jax.jit, static_argnames=("setup", "read_once"))
 def choice_logliks(adapter_params, sharer_params, receiver_params, batch, *, setup: Setup, read_once: bool = True):
-    """[B] sum of log-probabilities of each row's continuation; read_once=False makes every row read the context
-    itself (the reference `benchmarks/bench_t1_scoring.py` times against)."""
+    """[B] sum of log-probabilities of each row's continuation. read_once: both models read the context and the
+    adapter fuses it once for all rows; False makes every row read and fuse it itself (the reference
+    `benchmarks/bench_t1_scoring.py` times against)."""
     if read_once:
         batch = context_read_once(sharer_params, receiver_params, batch, setup)
-    hidden = objective.receiver_hidden(adapter_params, sharer_params, receiver_params, batch, setup, train=False)
+    hidden = objective.receiver_hidden(adapter_params, sharer_params, receiver_params, batch, setup, train=False,
+                                       same_context=read_once)
     logits = transformer.lm_head(receiver_params, hidden[:, :-1], config=setup.receiver)
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     tgt = batch.receiver_ids[:, 1:]

@@ -50,6 +50,18 @@ class KVCache(NamedTuple):
                              f"cache's {self.keys.shape}")
         return self._replace(keys=keys.astype(self.keys.dtype), values=values.astype(self.values.dtype))
 
+    def first_rows(self, n: int) -> "KVCache":
+        """The cache of the first n batch rows."""
+        return self._replace(keys=self.keys[:, :n], values=self.values[:, :n], positions=self.positions[:n],
+                             mask=self.mask[:n])
+
+    def repeat_rows(self, n: int) -> "KVCache":
+        """A one-row cache given to n rows (rows that share a context share its cache)."""
+        if self.keys.shape[1] != 1:
+            raise ValueError(f"repeat_rows takes a one-row cache, got {self.keys.shape[1]} rows")
+        return self._replace(keys=jnp.repeat(self.keys, n, axis=1), values=jnp.repeat(self.values, n, axis=1),
+                             positions=jnp.repeat(self.positions, n, axis=0), mask=jnp.repeat(self.mask, n, axis=0))
+
     def add_kv_delta(self, dk: jax.Array, dv: jax.Array) -> "KVCache":
         """Per-token additive deltas; shapes as `replace_kv`."""
         return self.replace_kv(self.keys + dk, self.values + dv)

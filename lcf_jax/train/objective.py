@@ -97,9 +97,18 @@ def _right_padded_positions(mask: jax.Array, offset=0) -> jax.Array:
 
 def receiver_hidden(adapter_params: dict, sharer_params: dict, receiver_params: dict,
                     batch: Union[QABatch, SharedContextBatch], setup: Setup, *,
-                    train: bool = True, rng: Optional[jax.Array] = None, step=0) -> jax.Array:
+                    train: bool = True, rng: Optional[jax.Array] = None, step=0, same_context: bool = False
+                    ) -> jax.Array:
     """Receiver final hidden states [B, Tr, D] over `receiver_ids` with what the adapter's two halves give it
-    (`adapters.interface`): a fused cache of the shared context, or a message prefix."""
+    (`adapters.interface`): a fused cache of the shared context, or a message prefix.
+
+    same_context (evaluation of a shared-context adapter only): every row continues the same context (the choices
+    of one question), so its fused cache is computed once, from the first row, and given to every row: exact, and
+    a row's share of the fusion work (most of C2C's) instead of all of it."""
+    if same_context and (train or not ADAPTER_KINDS[setup.kind].shared_context):
+        raise ValueError("same_context=True fuses one row's context for every row: it needs train=False (training "
+                         "draws noise per row) and a shared-context adapter kind (lcf, c2c), "
+                         f"got train={train}, kind={setup.kind!r}")
     dt = setup.dtype
     kind = ADAPTER_KINDS[setup.kind]
     frozen_s, frozen_r = jax.lax.stop_gradient(_cast(sharer_params, dt)), jax.lax.stop_gradient(_cast(receiver_params, dt))
@@ -133,7 +142,11 @@ def receiver_hidden(adapter_params: dict, sharer_params: dict, receiver_params: 
     else:
         r_cache = receiver_context_cache(frozen_r, batch.receiver_ctx_ids, ctx_mask, tr, setup)
     alignment = jnp.concatenate([batch.alignment, jnp.full((ids.shape[0], tr), -1, jnp.int32)], axis=1)
+    if same_context:
+        s_cache, r_cache, alignment = s_cache.first_rows(1), r_cache.first_rows(1), alignment[:1]
     fused = kind.receive(ap, kind.send(ap, s_cache, None, **halves), (r_cache, alignment), **halves, **options)
+    if same_context:
+        fused = fused.repeat_rows(ids.shape[0])
     offset = jnp.sum(ctx_mask, axis=1, dtype=jnp.int32)[:, None]
     hidden, _ = transformer.forward(frozen_r, ids, _right_padded_positions(mask, offset), fused,
                                     config=setup.receiver, token_mask=mask, hidden_only=True)

@@ -121,6 +121,11 @@ def test_choices_read_their_shared_context_once_as_every_row_reading_it(kind):
     got = objective.receiver_hidden(params, s[1], r[1], once, setup, train=False)
     m = np.asarray(batch.receiver_mask, bool)
     np.testing.assert_allclose(np.asarray(got)[m], np.asarray(want)[m], rtol=1e-4, atol=1e-4)
+    # ... and fused once for every row (what T1 scoring does)
+    fused_once = objective.receiver_hidden(params, s[1], r[1], once, setup, train=False, same_context=True)
+    np.testing.assert_allclose(np.asarray(fused_once)[m], np.asarray(want)[m], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="train=False"):
+        objective.receiver_hidden(params, s[1], r[1], once, setup, train=True, rng=jax.random.key(2), same_context=True)
     # another question's context read once gives other states (the comparison can fail)
     other = shared_mc.context_read_once(s[1], r[1], jax.tree.map(jnp.asarray, f.collate(others, key=key)), setup)
     wrong = objective.receiver_hidden(params, s[1], r[1], once._replace(receiver_kv=other.receiver_kv,
