@@ -11,21 +11,22 @@ they do not bound it. A recipe whose seed mean is above the receiver by an inter
 mean by one too carries something the sharer read; one above the receiver only changes how the receiver scores.
 """
 import argparse
-import json
 from collections import defaultdict
 
 import numpy as np
 
+from lcf_jax.eval import t1_results
 from lcf_jax.eval.bootstrap import format_interval, mean_interval, paired_difference
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", required=True)
+    ap.add_argument("--results", required=True, nargs="+",
+                    help="t1_shared_context.json of one T1 run, or of several (rows merged, paired over the same questions)")
     ap.add_argument("--receiver", required=True, help="the receiver-alone row's method name")
     ap.add_argument("--seeds", required=True, help="comma-separated row names, one per seed of the recipe")
     args = ap.parse_args()
-    rows = json.load(open(args.results))
+    rows = t1_results.read(args.results)
     per, control_of = defaultdict(list), {}
     for r in rows:
         per[r["method"]].extend(r["correct_per_question"])
@@ -34,7 +35,7 @@ def main() -> None:
     seeds = [s.strip() for s in args.seeds.split(",") if s.strip()]
     missing = [m for m in [args.receiver] + seeds if m not in per]
     if missing:
-        raise SystemExit(f"no row {missing[0]!r} in {args.results}; rows: {sorted(per)}")
+        raise SystemExit(f"no row {missing[0]!r} in {' '.join(args.results)}; rows: {sorted(per)}")
     if len(seeds) < 2:
         raise SystemExit(f"--seeds needs at least two rows (one per seed), got {seeds}")
     receiver = per[args.receiver]

@@ -13,26 +13,27 @@ against each adapter row's control. With --against ROW, a last table gives every
 row (e.g. each pruned LCF against C2C).
 """
 import argparse
-import json
 from collections import defaultdict
 
+from lcf_jax.eval import t1_results
 from lcf_jax.eval.bootstrap import format_interval, mean_interval, paired_difference
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", required=True)
+    ap.add_argument("--results", required=True, nargs="+",
+                    help="t1_shared_context.json of one T1 run, or of several (rows merged, paired over the same questions)")
     ap.add_argument("--receiver", required=True, help="the receiver-alone row's method name")
     ap.add_argument("--sharer", required=True, help="the sharer-alone row's method name")
     ap.add_argument("--against", default=None, help="a row to pair every other row's accuracy against")
     args = ap.parse_args()
-    rows = json.load(open(args.results))
+    rows = t1_results.read(args.results)
     per = defaultdict(list)   # method -> correctness over every question, sets in file order
     for r in rows:
         per[r["method"]].extend(r["correct_per_question"])
     for name in (args.receiver, args.sharer) + ((args.against,) if args.against else ()):
         if name not in per:
-            raise SystemExit(f"no row {name!r} in {args.results}; rows: {sorted(per)}")
+            raise SystemExit(f"no row {name!r} in {' '.join(args.results)}; rows: {sorted(per)}")
     cells = {"both right": (True, True), "only the sharer right": (False, True),
              "only the receiver right": (True, False), "neither right": (False, False)}
     adapters = [m for m in per if m not in (args.receiver, args.sharer)]
