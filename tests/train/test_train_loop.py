@@ -110,7 +110,9 @@ def test_precomputed_and_on_the_fly_sharer_caches_give_the_same_loss(tmp_path):
     # And through the loop's precomputed path.
     loop.train(_cfg(tmp_path, "pre", "--config.train.sharer_cache='precomputed'", "--config.train.steps=4"))
     loop.train(_cfg(tmp_path, "fly", "--config.train.steps=4"))
-    np.testing.assert_array_equal(_losses(tmp_path / "pre"), _losses(tmp_path / "fly"))
+    # Two jitted steps (the sharer's forward inside one, outside the other) round differently on some CPUs: after the
+    # first update the losses may differ in the last bit (seen: 1e-6 on a 2-core machine, 2026-12-03).
+    np.testing.assert_allclose(_losses(tmp_path / "pre"), _losses(tmp_path / "fly"), rtol=1e-6, atol=0)
 
 
 def test_only_adapter_params_are_trained(tmp_path):
