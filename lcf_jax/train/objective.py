@@ -104,8 +104,7 @@ def receiver_hidden(adapter_params: dict, sharer_params: dict, receiver_params: 
 
     same_context (evaluation of a shared-context adapter only): every row continues the same context (the choices
     of one question), so its fused cache is computed once, from the first row, and given to every row (the same to
-    float rounding), and
-    a row's share of the fusion work (most of C2C's) instead of all of it."""
+    float rounding), and a row's share of the fusion work (most of C2C's) instead of all of it."""
     if same_context and (train or not ADAPTER_KINDS[setup.kind].shared_context):
         raise ValueError("same_context=True fuses one row's context for every row: it needs train=False (training "
                          "draws noise per row) and a shared-context adapter kind (lcf, c2c), "
