@@ -318,9 +318,9 @@ def table_shared_context(agents: dict, sets: dict = T1_SETS, n: int = 100, data_
               f"({text_mc.TEXT_MC_PROMPT!r}); its control gives the receiver the sharer's answer to the unrelated "
               "question. Both models read the question but not the choices, so the answer carries what the sharer "
               "knows, which its cache of the question may not." if texts else
-              "text-to-text is empty: not built. Both models read the question, but not the choices (each choice "
-              "is scored as a continuation), so the sharer's cache holds its reading of the question only; a text "
-              "message would be the sharer's own answer, read by the receiver before it scores the choices.")
+              "text-to-text is empty: not asked for (--t1-text SHARER:RECEIVER scores it). Both models read the "
+              "question, but not the choices (each choice is scored as a continuation), so the sharer's cache holds "
+              "its reading of the question only; the text row gives the receiver the sharer's own answer.")
              + (f" Rows without numbers ({', '.join(missing)}): no such adapter was given." if missing else "")]
     table = Table("T1: shared context, multiple choice (test splits)",
                   ["method"] + [s.split("/")[-1] for s in sets] + ["mean", "Δ vs receiver alone"]
