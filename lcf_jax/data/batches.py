@@ -89,6 +89,10 @@ class SharedContextBatch(NamedTuple):
     example_mask: Array
     sharer_kv: Optional[SharerKV] = None
     receiver_kv: Optional[ReceiverKV] = None
+    # Choice distillation (`data.choice_questions.ChoiceBatches`): rows are the choices of consecutive questions,
+    # data.choice_group rows each (example_mask False on a question's padding rows), every row the same context
+    # as the others of its question; [B] the teacher's mean log-probability of each row's choice.
+    choice_teacher: Optional[Array] = None
 
 
 class PassagePairBatch(NamedTuple):

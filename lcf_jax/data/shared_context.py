@@ -28,6 +28,8 @@ from lcf_jax.data.pipeline import BucketedBatches, bucket_for, default_buckets, 
 
 DEFAULT_CONTEXT_TEMPLATE = "{prompt}\n"
 DEFAULT_TARGET_TEMPLATE = "{completion}"
+# How a multiple-choice question is read (T1, and choice distillation): each choice " {choice}" continues it.
+MC_PROMPT = "Question: {question}\nAnswer:"
 
 
 @dataclasses.dataclass
@@ -104,6 +106,13 @@ class SharedContextFeatures:
             loss[i, 1: nt + 1] = True
         return SharedContextBatch(SharerRows(s_ids, s_mask, positions_from_mask(s_mask)), c_ids, c_mask, alignment,
                                   r_ids, r_mask, loss, np.ones(b, bool))
+
+
+def mc_features(sharer_tok, receiver_tok, max_context_len: int = 512, max_choice_len: int = 64) -> SharedContextFeatures:
+    """Features of multiple-choice rows: the context is `MC_PROMPT` as it is, each continuation " {choice}"."""
+    return SharedContextFeatures(sharer_tok, receiver_tok, max_context_len=max_context_len,
+                                 max_target_len=max_choice_len, context_template="{prompt}",
+                                 target_template=" {completion}", append_eos=False)
 
 
 class SharedContextBatches:

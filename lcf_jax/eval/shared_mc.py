@@ -18,18 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from lcf_jax.data.batches import ReceiverKV, SharedContextBatch, SharerKV
-from lcf_jax.data.shared_context import SharedContextFeatures
+from lcf_jax.data.shared_context import MC_PROMPT, SharedContextFeatures, mc_features  # noqa: F401 (read here)
 from lcf_jax.models import transformer
 from lcf_jax.train import objective
 from lcf_jax.train.objective import Setup
-
-MC_PROMPT = "Question: {question}\nAnswer:"
-
-
-def mc_features(sharer_tok, receiver_tok, max_context_len: int = 512, max_choice_len: int = 64) -> SharedContextFeatures:
-    return SharedContextFeatures(sharer_tok, receiver_tok, max_context_len=max_context_len,
-                                 max_target_len=max_choice_len, context_template="{prompt}",
-                                 target_template=" {completion}", append_eos=False)
 
 
 def context_read_once(sharer_params, receiver_params, batch: SharedContextBatch, setup: Setup) -> SharedContextBatch:

@@ -56,9 +56,7 @@ class KVCache(NamedTuple):
                              mask=self.mask[:n])
 
     def repeat_rows(self, n: int) -> "KVCache":
-        """A one-row cache given to n rows (rows that share a context share its cache)."""
-        if self.keys.shape[1] != 1:
-            raise ValueError(f"repeat_rows takes a one-row cache, got {self.keys.shape[1]} rows")
+        """Each row's cache given to n consecutive rows (rows that share a context share its cache)."""
         return self._replace(keys=jnp.repeat(self.keys, n, axis=1), values=jnp.repeat(self.values, n, axis=1),
                              positions=jnp.repeat(self.positions, n, axis=0), mask=jnp.repeat(self.mask, n, axis=0))
 

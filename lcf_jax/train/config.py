@@ -73,6 +73,12 @@ def base_config() -> ml_collections.ConfigDict:
         # e.g. the sharer's own continuation (python -m lcf_jax.train.sharer_targets): the receiver can predict it
         # only through what the adapter carries. "": the data's completions.
         targets_file="",
+        # Shared context: choice distillation instead of completions. A file of T0 multiple-choice questions with the
+        # sharer's score of each choice (python -m lcf_jax.train.choice_targets); a step reads data.batch_size
+        # questions, choice_group rows each, and trains the fused receiver's choice distribution towards the
+        # sharer's (distill.temperature). "": train on completions.
+        choice_file="",
+        choice_group=4,
         context_store="",
         context_store_dtype="bfloat16",
         seed=0,
@@ -223,6 +229,15 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                          "passage length in receiver tokens)")
     if c.data.task not in ("qa", "instruct", "synthetic"):
         raise ValueError(f"data.task must be qa, instruct or synthetic, got {c.data.task!r}")
+    if c.data.choice_file:
+        if c.data.task != "instruct" or not ADAPTER_KINDS[c.adapter.kind].shared_context:
+            raise ValueError("data.choice_file trains a shared-context adapter (lcf, c2c) on data.task='instruct', got "
+                             f"adapter.kind={c.adapter.kind!r}, data.task={c.data.task!r}")
+        if c.train.sharer_cache != "on_the_fly" or c.data.targets_file or c.distill.kl_weight or c.distill.hidden_weight:
+            raise ValueError("data.choice_file reads its questions' contexts in the step: it takes "
+                             "train.sharer_cache='on_the_fly' and no data.targets_file or distill weights")
+        if c.data.choice_group < 2:
+            raise ValueError(f"data.choice_group must be >= 2 (a question's rows), got {c.data.choice_group}")
     if c.data.mc_eval_examples > 0:
         if not ADAPTER_KINDS[c.adapter.kind].shared_context:
             raise ValueError("data.mc_eval_examples > 0 evaluates a shared-context adapter (lcf, c2c); "

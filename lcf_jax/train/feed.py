@@ -180,6 +180,23 @@ class SharedContextData:
         return shared_context.SharedContextBatches(self.features, self.train_tokens, self.batch_size, self.seed)
 
 
+class ChoiceData:
+    """Choice-distillation questions (`data.choice_file`) tokenised for one model pair, read as T1 reads its own."""
+
+    def __init__(self, cfg, sharer_tok, receiver_tok):
+        from lcf_jax.data import choice_questions, shared_context
+
+        d = cfg.data
+        self.features = shared_context.mc_features(sharer_tok, receiver_tok, max_context_len=d.max_sharer_len,
+                                                   max_choice_len=d.max_target_len)
+        self.questions = choice_questions.read_scored(d.choice_file)
+        self.group, self.batch_size, self.seed = d.choice_group, d.batch_size, d.seed
+
+    def train_iterator(self):
+        from lcf_jax.data.choice_questions import ChoiceBatches
+        return ChoiceBatches(self.features, self.questions, self.group, self.batch_size, self.seed)
+
+
 TASK_ROLES = {"qa": (False,), "instruct": (True,), "synthetic": (False, True)}   # task -> shared_context roles
 
 
@@ -197,7 +214,7 @@ def make_feed(cfg, kind: str, sharer: ModelConfig, receiver: ModelConfig, tokeni
     if tokenizers is None:
         raise ValueError(f"data.task={task!r} needs the models' tokenizers (bundled models)")
     if task == "instruct":
-        return SharedContextData(cfg, *tokenizers).train_iterator(), None
+        return (ChoiceData if cfg.data.choice_file else SharedContextData)(cfg, *tokenizers).train_iterator(), None
     qa = QAData(cfg, *tokenizers)
     return qa.train_iterator(), qa
 

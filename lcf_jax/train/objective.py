@@ -44,6 +44,9 @@ class Setup:
     kl_weight: float = 0.0
     hidden_weight: float = 0.0
     kl_temperature: float = 1.0
+    # Choice distillation (> 0: rows come in groups of this many, the choices of one question, `batch.choice_teacher`
+    # their teacher's scores): KL(teacher || student) over each question's choices, at kl_temperature.
+    choice_group: int = 0
 
     @property
     def distills(self) -> bool:
@@ -97,22 +100,33 @@ def _right_padded_positions(mask: jax.Array, offset=0) -> jax.Array:
 
 def receiver_hidden(adapter_params: dict, sharer_params: dict, receiver_params: dict,
                     batch: Union[QABatch, SharedContextBatch], setup: Setup, *,
-                    train: bool = True, rng: Optional[jax.Array] = None, step=0, same_context: bool = False
-                    ) -> jax.Array:
+                    train: bool = True, rng: Optional[jax.Array] = None, step=0, same_context: bool = False,
+                    group: int = 1) -> jax.Array:
     """Receiver final hidden states [B, Tr, D] over `receiver_ids` with what the adapter's two halves give it
     (`adapters.interface`): a fused cache of the shared context, or a message prefix.
 
     same_context (evaluation of a shared-context adapter only): every row continues the same context (the choices
     of one question), so its fused cache is computed once, from the first row, and given to every row (the same to
-    float rounding), and a row's share of the fusion work (most of C2C's) instead of all of it."""
+    float rounding), and a row's share of the fusion work (most of C2C's) instead of all of it.
+    group (shared context): rows come in runs of `group` that share a context (choice distillation); both models
+    read and the adapter fuses each run's context once, from its first row."""
     if same_context and (train or not ADAPTER_KINDS[setup.kind].shared_context):
         raise ValueError("same_context=True fuses one row's context for every row: it needs train=False (training "
                          "draws noise per row) and a shared-context adapter kind (lcf, c2c), "
                          f"got train={train}, kind={setup.kind!r}")
+    if group > 1 and (same_context or not ADAPTER_KINDS[setup.kind].shared_context):
+        raise ValueError(f"group={group} shares a context per run of rows: it needs a shared-context adapter kind "
+                         f"(lcf, c2c) and same_context=False, got kind={setup.kind!r}, same_context={same_context}")
     dt = setup.dtype
     kind = ADAPTER_KINDS[setup.kind]
     frozen_s, frozen_r = jax.lax.stop_gradient(_cast(sharer_params, dt)), jax.lax.stop_gradient(_cast(receiver_params, dt))
     ap = _cast(adapter_params, dt) if dt != jnp.float32 else adapter_params
+    if group > 1:   # one context per run of rows (their continuation rows stay): read and fuse it once
+        every = lambda x: None if x is None else x[::group] if x.ndim < 5 else x[:, ::group]  # noqa: E731 (caches: axis 1)
+        batch = batch._replace(sharer=jax.tree.map(every, batch.sharer), receiver_ctx_ids=every(batch.receiver_ctx_ids),
+                               receiver_ctx_mask=every(batch.receiver_ctx_mask), alignment=every(batch.alignment),
+                               sharer_kv=jax.tree.map(every, batch.sharer_kv),
+                               receiver_kv=jax.tree.map(every, batch.receiver_kv))
     s_cache = sharer_cache(frozen_s, batch.sharer, setup, batch.sharer_kv)
     ids, mask = batch.receiver_ids, batch.receiver_mask
     halves = dict(cfg=setup.adapter, sharer_cfg=setup.sharer, receiver_cfg=setup.receiver)
@@ -137,17 +151,19 @@ def receiver_hidden(adapter_params: dict, sharer_params: dict, receiver_params: 
     # Shared context: the receiver's own cache of the context (stored, or prefilled now), fused, then the
     # continuation on the fused cache.
     ctx_mask, tr = batch.receiver_ctx_mask, ids.shape[1]
+    offset = jnp.repeat(jnp.sum(ctx_mask, axis=1, dtype=jnp.int32)[:, None], group, axis=0)
     if batch.receiver_kv is not None:
         r_cache = stored_context_cache(batch.receiver_kv, ctx_mask, tr, setup)
     else:
         r_cache = receiver_context_cache(frozen_r, batch.receiver_ctx_ids, ctx_mask, tr, setup)
-    alignment = jnp.concatenate([batch.alignment, jnp.full((ids.shape[0], tr), -1, jnp.int32)], axis=1)
+    alignment = jnp.concatenate([batch.alignment, jnp.full((ctx_mask.shape[0], tr), -1, jnp.int32)], axis=1)
     if same_context:
         s_cache, r_cache, alignment = s_cache.first_rows(1), r_cache.first_rows(1), alignment[:1]
     fused = kind.receive(ap, kind.send(ap, s_cache, None, **halves), (r_cache, alignment), **halves, **options)
     if same_context:
         fused = fused.repeat_rows(ids.shape[0])
-    offset = jnp.sum(ctx_mask, axis=1, dtype=jnp.int32)[:, None]
+    elif group > 1:
+        fused = fused.repeat_rows(group)
     hidden, _ = transformer.forward(frozen_r, ids, _right_padded_positions(mask, offset), fused,
                                     config=setup.receiver, token_mask=mask, hidden_only=True)
     return hidden
@@ -230,9 +246,46 @@ def target_cross_entropy(hidden: jax.Array, receiver_params: dict, ids: jax.Arra
     return jnp.sum(nll * w) / jnp.maximum(n, 1.0), n
 
 
+def choice_scores(hidden: jax.Array, receiver_params: dict, ids: jax.Array, weights: jax.Array, setup: Setup
+                  ) -> jax.Array:
+    """[B] each row's mean log-probability of its continuation tokens (T1's length-normalised score of a choice)."""
+    h, tgt, w = hidden[:, :-1], ids[:, 1:], weights[:, 1:].astype(jnp.float32)
+    logits = transformer.lm_head(jax.lax.stop_gradient(_cast(receiver_params, h.dtype)), h, config=setup.receiver)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    tok = jnp.take_along_axis(logp, tgt[..., None], axis=-1)[..., 0]
+    return jnp.sum(tok * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)
+
+
+def choice_distill_losses(scores: jax.Array, teacher: jax.Array, valid: jax.Array, group: int, temperature: float
+                          ) -> dict:
+    """KL(teacher || student) between the two distributions over each question's choices (softmax of the scores at
+    `temperature`, padding rows left out), averaged over questions; "agree": how often the student's top choice is
+    the teacher's. scores, teacher, valid: [Q * group], a question's rows consecutive."""
+    valid = valid.reshape(-1, group).astype(bool)
+    s = jnp.where(valid, scores.reshape(-1, group) / temperature, -1e9)
+    t = jnp.where(valid, jax.lax.stop_gradient(teacher.astype(jnp.float32)).reshape(-1, group) / temperature, -1e9)
+    s_logp, t_logp = jax.nn.log_softmax(s, axis=-1), jax.nn.log_softmax(t, axis=-1)
+    kl = jnp.sum(jnp.where(valid, jnp.exp(t_logp) * (t_logp - s_logp), 0.0), axis=-1)
+    questions = jnp.any(valid, axis=-1).astype(jnp.float32)
+    n = jnp.maximum(jnp.sum(questions), 1.0)
+    agree = (jnp.argmax(s, axis=-1) == jnp.argmax(t, axis=-1)).astype(jnp.float32)
+    loss = jnp.sum(kl * questions) / n * temperature * temperature
+    return {"loss": loss, "kl": loss, "agree": jnp.sum(agree * questions) / n}
+
+
 def loss_fn(adapter_params: dict, sharer_params: dict, receiver_params: dict,
             batch: Union[QABatch, SharedContextBatch], setup: Setup, *,
             train: bool = True, rng: Optional[jax.Array] = None, step=0):
+    if setup.choice_group:
+        if getattr(batch, "choice_teacher", None) is None:
+            raise ValueError("choice distillation needs batches with choice_teacher (set data.choice_file)")
+        hidden = receiver_hidden(adapter_params, sharer_params, receiver_params, batch, setup, train=train, rng=rng,
+                                 step=step, group=setup.choice_group)
+        valid = batch.example_mask.astype(bool)
+        scores = choice_scores(hidden, receiver_params, batch.receiver_ids, batch.loss_mask, setup)
+        out = choice_distill_losses(scores, batch.choice_teacher, valid, setup.choice_group, setup.kl_temperature)
+        out["target_tokens"] = jnp.sum(batch.loss_mask.astype(jnp.float32) * valid[:, None])
+        return out["loss"], out
     hidden = receiver_hidden(adapter_params, sharer_params, receiver_params, batch, setup, train=train, rng=rng,
                              step=step)
     examples = batch.example_mask.astype(bool)[:, None]
