@@ -50,14 +50,20 @@ def mc_logliks_read_once(agent, questions: Sequence[tuple[str, Sequence[str]]]) 
     return [[float(logp[i * group + j]) for j in range(len(c))] for i, c in enumerate(conts)]
 
 
-def _main(argv: list[str]) -> None:
+def build_parser() -> ArgumentParser:
     ap = ArgumentParser(prog="python -m lcf_jax.train.choice_targets", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True, help="the training config (its sharer, data_dir and data.seed); "
+                    "--config.key=value overrides follow it")
     ap.add_argument("--out", required=True, help="the JSON-lines file to write")
     ap.add_argument("--per-template", type=int, default=40)
     ap.add_argument("--max-choices", type=int, default=4)
     ap.add_argument("--max-chars", type=int, default=600)
     ap.add_argument("--batch-size", type=int, default=8, help="questions per forward")
-    args, rest = ap.parse_known_args(argv)
+    return ap
+
+
+def _main(argv: list[str]) -> None:
+    args, rest = build_parser().parse_known_args(argv)
     for name in ("per_template", "max_choices", "max_chars", "batch_size"):
         positive("--" + name.replace("_", "-"), getattr(args, name))
     from lcf_jax.comm.agents import Agent
@@ -66,7 +72,7 @@ def _main(argv: list[str]) -> None:
     from lcf_jax.train.__main__ import parse_config
     from lcf_jax.train.run_setup import enable_compilation_cache
 
-    cfg = parse_config(rest)
+    cfg = parse_config([f"--config={args.config}"] + rest)
     stats: dict = {}
     questions = t0_choice_questions(cfg.data.data_dir or None, per_template=args.per_template,
                                     max_choices=args.max_choices, max_chars=args.max_chars, seed=cfg.data.seed,
