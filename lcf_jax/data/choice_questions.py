@@ -116,6 +116,14 @@ def t0_choice_questions(data_dir=None, *, per_template: int = 40, max_choices: i
 
 
 # -- training batches ----------------------------------------------------------------------------------------------
+GOLD_OFF = -1e4   # the gold teacher's score of a wrong choice: its distribution is the gold choice's one-hot
+
+
+def gold_scores(question: dict) -> list[float]:
+    """The gold teacher's scores of a question's choices: 0 for the answer, GOLD_OFF for the others."""
+    return [0.0 if i == question["gold"] else GOLD_OFF for i in range(len(question["choices"]))]
+
+
 class ChoiceFileError(ValueError):
     """data.choice_file is missing or is not a file of scored questions."""
 
@@ -141,15 +149,22 @@ def read_scored(path: str) -> list[dict]:
 class ChoiceBatches:
     """Resumable iterator of choice-distillation batches: `batch_size` questions, `group` rows each (one per choice,
     padding rows copy the first with example_mask False), `batches.SharedContextBatch` with `choice_teacher`.
-    Questions are bucketed by context length; every continuation pads to the features' max_target_len."""
+    Questions are bucketed by context length; every continuation pads to the features' max_target_len.
 
-    def __init__(self, features, questions: list[dict], group: int, batch_size: int, seed: int = 0):
+    controls: the batch also holds every question's rows again, after all of them, with the sharer reading the
+    next question of the batch instead (`shared_context.unrelated_sharer_tokens`, as T1's control reads another
+    question): 2 * batch_size * group rows, the control half's teacher a copy of the first's."""
+
+    def __init__(self, features, questions: list[dict], group: int, batch_size: int, seed: int = 0,
+                 controls: bool = False):
         from lcf_jax.data.pipeline import BucketedBatches
         from lcf_jax.data.shared_context import MC_PROMPT
 
         if group < 2:
             raise ValueError(f"data.choice_group must be >= 2 (a choice needs another to be chosen over), got {group}")
-        self.features, self.group = features, int(group)
+        if controls and batch_size < 2:
+            raise ValueError(f"a control reads another question of the batch: it needs batch_size >= 2, got {batch_size}")
+        self.features, self.group, self.controls = features, int(group), bool(controls)
         self.items = []   # (rows, teacher scores), one per question
         for q in questions:
             if len(q["choices"]) > group:
@@ -173,14 +188,25 @@ class ChoiceBatches:
     def collate_rows(self, questions):
         from lcf_jax.data.pipeline import bucket_for
 
+        import dataclasses
+
+        from lcf_jax.data.shared_context import unrelated_sharer_tokens
+
         f, g = self.features, self.group
         rows, teacher, real = [], [], []
+        questions = [int(i) for i in questions]
         for i in questions:
-            toks, scores = self.items[int(i)]
+            toks, scores = self.items[i]
             pad = g - len(toks)
             rows += toks + [toks[0]] * pad
             teacher += scores + [0.0] * pad
             real += [True] * len(toks) + [False] * pad
+        if self.controls:   # question k's rows, its sharer reading question k + 1 of the batch (cut or repeated)
+            for k, i in enumerate(questions):
+                other = self.items[questions[(k + 1) % len(questions)]][0][0].sharer
+                rows += [dataclasses.replace(r, sharer=unrelated_sharer_tokens(other, len(r.sharer)))
+                         for r in rows[k * g:(k + 1) * g]]
+            teacher, real = teacher * 2, real * 2
         ctx = max(max(f.bucket_key(r)[:2]) for r in rows)
         batch = f.collate(rows, key=(ctx, ctx, bucket_for(f.max_target_len + 1, f.target_buckets)))
         return batch._replace(example_mask=np.asarray(real), choice_teacher=np.asarray(teacher, np.float32))

@@ -140,3 +140,11 @@ class SharedContextBatches:
 
     def restore(self, state: dict) -> None:
         self.index.restore(state)
+
+
+def unrelated_sharer_tokens(other: np.ndarray, n: int) -> np.ndarray:
+    """n sharer tokens of another question: its first n, or its first token then the rest repeated (never a
+    second BOS) when it is shorter. The control keeps the length, so every alignment index stays in range."""
+    if len(other) >= n:
+        return other[:n]
+    return np.concatenate([other[:1], np.resize(other[1:] if len(other) > 1 else other, n - 1)]).astype(other.dtype)

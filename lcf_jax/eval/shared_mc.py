@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lcf_jax.data.batches import ReceiverKV, SharedContextBatch, SharerKV
-from lcf_jax.data.shared_context import MC_PROMPT, SharedContextFeatures, mc_features  # noqa: F401 (read here)
+from lcf_jax.data.shared_context import (MC_PROMPT, SharedContextFeatures, mc_features,  # noqa: F401 (read here)
+                                         unrelated_sharer_tokens)
 from lcf_jax.models import transformer
 from lcf_jax.train import objective
 from lcf_jax.train.objective import Setup
@@ -63,14 +64,6 @@ def choice_token_logprobs(params, toks, pos, mask, start, *, config, width: int)
     target = jax.lax.dynamic_slice_in_dim(toks, start, width, axis=1)
     logp = jax.nn.log_softmax(transformer.lm_head(params, h, config=config), axis=-1)
     return jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
-
-
-def unrelated_sharer_tokens(other: np.ndarray, n: int) -> np.ndarray:
-    """n sharer tokens of another question: its first n, or its first token then the rest repeated (never a
-    second BOS) when it is shorter. The control keeps the length, so every alignment index stays in range."""
-    if len(other) >= n:
-        return other[:n]
-    return np.concatenate([other[:1], np.resize(other[1:] if len(other) > 1 else other, n - 1)]).astype(other.dtype)
 
 
 def choice_batch(features: SharedContextFeatures, question: str, choices: Sequence[str], sharer_question: str = ""

@@ -1,7 +1,7 @@
 """The sharer alone's scores of the choices of T0 multiple-choice questions: the teacher of choice distillation.
 
     python -m lcf_jax.train.choice_targets --config=configs/X.py [--config.key=value ...] --out FILE \
-        [--per-template 40] [--max-choices 4] [--max-chars 600] [--batch-size 8]
+        [--per-template 40] [--max-choices 4] [--max-chars 600] [--batch-size 8] [--teacher sharer|gold]
 
 Trained on instruction completions, a fused receiver learns what it can predict from the instruction it reads
 itself (the T1 controls say so). T1 asks which choice is right, and the sharer's answer is what it could add. Each
@@ -11,6 +11,10 @@ choice (each prompt read once, `mc_logliks_read_once`), length-normalised as T1 
 (`objective.choice_distill_losses`), which the receiver can match beyond its own prior only through what the
 adapter carries. One JSON line per question:
 {"id", "question", "choices", "gold", "source", "teacher": [mean log-probability of each choice's tokens]}.
+
+--teacher gold writes the answer key instead (`choice_questions.gold_scores`: the gold choice's one-hot; no model
+runs, seconds): a teacher that knows the answer, which the receiver can match beyond its own prior only where the
+sharer's cache says which choice it is.
 """
 from __future__ import annotations
 
@@ -59,6 +63,8 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--max-choices", type=int, default=4)
     ap.add_argument("--max-chars", type=int, default=600)
     ap.add_argument("--batch-size", type=int, default=8, help="questions per forward")
+    ap.add_argument("--teacher", choices=("sharer", "gold"), default="sharer",
+                    help="sharer: the sharer alone's scores; gold: the answer key (no model runs)")
     return ap
 
 
@@ -67,7 +73,7 @@ def _main(argv: list[str]) -> None:
     for name in ("per_template", "max_choices", "max_chars", "batch_size"):
         positive("--" + name.replace("_", "-"), getattr(args, name))
     from lcf_jax.comm.agents import Agent
-    from lcf_jax.data.choice_questions import t0_choice_questions
+    from lcf_jax.data.choice_questions import gold_scores, t0_choice_questions
     from lcf_jax.fileio import atomic_write_text
     from lcf_jax.train.__main__ import parse_config
     from lcf_jax.train.run_setup import enable_compilation_cache
@@ -79,6 +85,10 @@ def _main(argv: list[str]) -> None:
                                     stats=stats)
     print(f"{len(questions)} questions from {stats.get('templates', 0)} T0 templates "
           f"({stats.get('excluded_templates', 0)} templates of evaluated sets left out)", flush=True)
+    if args.teacher == "gold":
+        atomic_write_text(args.out, "".join(json.dumps(dict(q, teacher=gold_scores(q))) + "\n" for q in questions))
+        print(f"wrote the answer key of {len(questions)} questions to {args.out}")
+        return
     enable_compilation_cache()
     agent = Agent.load(cfg.model.sharer)
     t0, scores = time.time(), [None] * len(questions)

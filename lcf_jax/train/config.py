@@ -84,7 +84,10 @@ def base_config() -> ml_collections.ConfigDict:
         seed=0,
     ))
     # LCF-X loss weights (train/objective.Setup): kl and hidden distil from the teacher that reads the passage.
-    c.distill = ml_collections.ConfigDict(dict(ce_weight=1.0, kl_weight=0.0, hidden_weight=0.0, temperature=1.0))
+    # control_weight (choice distillation): each question also read with the sharer reading an unrelated question,
+    # that fused receiver's choices pulled towards the receiver alone's by KL at this weight (objective.Setup).
+    c.distill = ml_collections.ConfigDict(dict(ce_weight=1.0, kl_weight=0.0, hidden_weight=0.0, temperature=1.0,
+                                               control_weight=0.0))
     c.train = ml_collections.ConfigDict(dict(
         steps=1000,
         # > 0: this run stops after the first step that ends this many seconds after the main stage began
@@ -238,6 +241,12 @@ def validate(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                              "train.sharer_cache='on_the_fly' and no data.targets_file or distill weights")
         if c.data.choice_group < 2:
             raise ValueError(f"data.choice_group must be >= 2 (a question's rows), got {c.data.choice_group}")
+        if c.distill.control_weight > 0 and c.data.batch_size < 2:
+            raise ValueError("distill.control_weight > 0 reads each question's control from another question of the "
+                             f"batch: it needs data.batch_size >= 2, got {c.data.batch_size}")
+    if c.distill.control_weight < 0 or (c.distill.control_weight > 0 and not c.data.choice_file):
+        raise ValueError(f"distill.control_weight must be >= 0 and is read by choice distillation only (set "
+                         f"data.choice_file), got {c.distill.control_weight}")
     if c.data.mc_eval_examples > 0:
         if not ADAPTER_KINDS[c.adapter.kind].shared_context:
             raise ValueError("data.mc_eval_examples > 0 evaluates a shared-context adapter (lcf, c2c); "

@@ -191,10 +191,12 @@ class ChoiceData:
                                                    max_choice_len=d.max_target_len)
         self.questions = choice_questions.read_scored(d.choice_file)
         self.group, self.batch_size, self.seed = d.choice_group, d.batch_size, d.seed
+        self.controls = cfg.distill.control_weight > 0
 
     def train_iterator(self):
         from lcf_jax.data.choice_questions import ChoiceBatches
-        return ChoiceBatches(self.features, self.questions, self.group, self.batch_size, self.seed)
+        return ChoiceBatches(self.features, self.questions, self.group, self.batch_size, self.seed,
+                             controls=self.controls)
 
 
 TASK_ROLES = {"qa": (False,), "instruct": (True,), "synthetic": (False, True)}   # task -> shared_context roles

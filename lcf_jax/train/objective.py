@@ -47,6 +47,10 @@ class Setup:
     # Choice distillation (> 0: rows come in groups of this many, the choices of one question, `batch.choice_teacher`
     # their teacher's scores): KL(teacher || student) over each question's choices, at kl_temperature.
     choice_group: int = 0
+    # > 0 (choice distillation): the batch's second half holds each question again with the sharer reading an
+    # unrelated question (`ChoiceBatches(controls=True)`); this weights KL(receiver alone || that fused receiver)
+    # over its choices: a message that carries nothing of the question should change no choice.
+    choice_control_weight: float = 0.0
 
     @property
     def distills(self) -> bool:
@@ -169,6 +173,21 @@ def receiver_hidden(adapter_params: dict, sharer_params: dict, receiver_params: 
     return hidden
 
 
+def receiver_alone_hidden(receiver_params: dict, batch: SharedContextBatch, setup: Setup, group: int = 1
+                          ) -> jax.Array:
+    """The receiver alone's final hidden states [B, Tr, D] over `receiver_ids` after its own cache of the context
+    (read once per run of `group` rows), no adapter; no gradient."""
+    frozen_r = jax.lax.stop_gradient(_cast(receiver_params, setup.dtype))
+    ids, mask = batch.receiver_ids, batch.receiver_mask
+    ctx_ids, ctx_mask = batch.receiver_ctx_ids[::group], batch.receiver_ctx_mask[::group]
+    cache = receiver_context_cache(frozen_r, ctx_ids, ctx_mask, ids.shape[1], setup)
+    offset = jnp.repeat(jnp.sum(ctx_mask, axis=1, dtype=jnp.int32)[:, None], group, axis=0)
+    hidden, _ = transformer.forward(frozen_r, ids, _right_padded_positions(mask, offset),
+                                    cache.repeat_rows(group) if group > 1 else cache, config=setup.receiver,
+                                    token_mask=mask, hidden_only=True)
+    return jax.lax.stop_gradient(hidden)
+
+
 def _after_prefix_hidden(prefix: KVCache, frozen_r, ids, mask, setup: Setup) -> jax.Array:
     """Receiver hidden states [B, Tr, D] over right-padded rows [prefix | prompt + target] whose first P
     tokens (its BOS) and the message slots are already in `prefix`; the P prefix rows of the result are
@@ -281,10 +300,22 @@ def loss_fn(adapter_params: dict, sharer_params: dict, receiver_params: dict,
             raise ValueError("choice distillation needs batches with choice_teacher (set data.choice_file)")
         hidden = receiver_hidden(adapter_params, sharer_params, receiver_params, batch, setup, train=train, rng=rng,
                                  step=step, group=setup.choice_group)
+        g, t = setup.choice_group, setup.kl_temperature
         valid = batch.example_mask.astype(bool)
         scores = choice_scores(hidden, receiver_params, batch.receiver_ids, batch.loss_mask, setup)
-        out = choice_distill_losses(scores, batch.choice_teacher, valid, setup.choice_group, setup.kl_temperature)
-        out["target_tokens"] = jnp.sum(batch.loss_mask.astype(jnp.float32) * valid[:, None])
+        if not setup.choice_control_weight:
+            out = choice_distill_losses(scores, batch.choice_teacher, valid, g, t)
+            out["target_tokens"] = jnp.sum(batch.loss_mask.astype(jnp.float32) * valid[:, None])
+            return out["loss"], out
+        n = scores.shape[0] // 2   # [questions | the same questions, the sharer reading an unrelated one]
+        own = batch._replace(**{f: getattr(batch, f)[:n] for f in ("receiver_ids", "receiver_mask",
+                                                                  "receiver_ctx_ids", "receiver_ctx_mask")})
+        alone = choice_scores(receiver_alone_hidden(receiver_params, own, setup, group=g), receiver_params,
+                              own.receiver_ids, batch.loss_mask[:n], setup)
+        out = choice_distill_losses(scores[:n], batch.choice_teacher[:n], valid[:n], g, t)
+        control = choice_distill_losses(scores[n:], alone, valid[n:], g, t)
+        out.update(loss=out["loss"] + setup.choice_control_weight * control["loss"], control_kl=control["kl"],
+                   target_tokens=jnp.sum(batch.loss_mask.astype(jnp.float32) * valid[:, None]))
         return out["loss"], out
     hidden = receiver_hidden(adapter_params, sharer_params, receiver_params, batch, setup, train=train, rng=rng,
                              step=step)

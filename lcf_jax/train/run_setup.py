@@ -47,7 +47,8 @@ def build(cfg) -> BuiltRun:
     setup = Setup(kind, acfg, s_cfg, r_cfg, cfg.train.compute_dtype, loss_positions=cfg.data.max_target_len,
                   ce_weight=dist.ce_weight, kl_weight=dist.kl_weight, hidden_weight=dist.hidden_weight,
                   kl_temperature=dist.temperature,
-                  choice_group=cfg.data.choice_group if cfg.data.choice_file else 0)
+                  choice_group=cfg.data.choice_group if cfg.data.choice_file else 0,
+                  choice_control_weight=dist.control_weight if cfg.data.choice_file else 0.0)
     mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.model,
                               jax.devices()[:cfg.mesh.num_devices] if cfg.mesh.num_devices > 0 else None)
     sharding.check_global_batch(cfg.data.batch_size, mesh)

@@ -125,7 +125,8 @@ def train_step(state: TrainState, frozen: tuple, batch, *, setup: Setup,
 
 def metric_names(setup: Setup) -> list[str]:
     """The metrics of a main-stage step."""
-    extra = ["kl", "agree"] if setup.choice_group else ["ce", "kl", "hidden"] if setup.distills else []
+    extra = (["kl", "agree"] + (["control_kl"] if setup.choice_control_weight else []) if setup.choice_group
+             else ["ce", "kl", "hidden"] if setup.distills else [])
     return ["loss", "target_tokens", "grad_norm", "finite"] + extra
 
 

@@ -8,6 +8,7 @@ from lcf_jax.adapters import ADAPTER_KINDS
 from lcf_jax.adapters.lcf import LCFConfig
 from lcf_jax.adapters.c2c import C2CConfig
 from lcf_jax.data.batches import leaves
+from lcf_jax.data import shared_context
 from lcf_jax.data.shared_context import SharedContextBatches, SharedContextFeatures
 from lcf_jax.eval import shared_mc
 from lcf_jax.models import registry, transformer
@@ -147,5 +148,5 @@ def test_the_control_changes_only_what_the_sharer_reads():
         assert not np.array_equal(np.asarray(ctl.sharer.ids), np.asarray(own.sharer.ids))
     same, _ = shared_mc.choice_batch(f, question, choices, sharer_question=question)
     np.testing.assert_array_equal(same.sharer.ids, own.sharer.ids)
-    assert shared_mc.unrelated_sharer_tokens(np.array([1, 7, 8]), 6).tolist() == [1, 7, 8, 7, 8, 7]
-    assert shared_mc.unrelated_sharer_tokens(np.array([1, 7, 8, 9]), 2).tolist() == [1, 7]
+    assert shared_context.unrelated_sharer_tokens(np.array([1, 7, 8]), 6).tolist() == [1, 7, 8, 7, 8, 7]
+    assert shared_context.unrelated_sharer_tokens(np.array([1, 7, 8, 9]), 2).tolist() == [1, 7]

@@ -160,3 +160,80 @@ def test_the_teacher_reading_the_prompt_once_scores_as_reading_it_per_choice(mod
         np.testing.assert_allclose(g, mc_loglik(agent, question, choices), rtol=1e-4, atol=1e-4)
     swapped = mc_logliks_read_once(agent, [(questions[1][0], questions[0][1]), (questions[0][0], questions[1][1])])
     assert not np.allclose(swapped[0], got[0], atol=1e-3)
+
+
+def test_the_gold_teacher_is_the_answer_s_cross_entropy():
+    q = {"question": "q", "choices": ["a", "b", "c"], "gold": 1}
+    teacher = jnp.asarray(cq.gold_scores(q) + [0.0])
+    scores = jnp.asarray([-1.0, -2.0, -0.5, 0.0])
+    valid = jnp.asarray([True, True, True, False])
+    got = objective.choice_distill_losses(scores, teacher, valid, 4, 1.0)
+    assert float(got["loss"]) == pytest.approx(float(-jax.nn.log_softmax(scores[:3])[1]), rel=1e-5)
+    assert float(got["agree"]) == 0.0   # the student's top choice is c, the answer b
+
+
+def test_a_control_batch_repeats_each_question_with_the_sharer_reading_the_next_one():
+    f = _features()
+    own = cq.ChoiceBatches(f, QUESTIONS, group=4, batch_size=2, seed=0)
+    both = cq.ChoiceBatches(f, QUESTIONS, group=4, batch_size=2, seed=0, controls=True)
+    a, b = next(own), next(both)
+    assert b.receiver_ids.shape[0] == 16
+    for field in ("receiver_ids", "receiver_mask", "receiver_ctx_ids", "alignment", "loss_mask", "example_mask",
+                  "choice_teacher"):
+        np.testing.assert_array_equal(np.asarray(getattr(b, field))[:8], np.asarray(getattr(a, field)))
+        np.testing.assert_array_equal(np.asarray(getattr(b, field))[8:], np.asarray(getattr(a, field)))
+    ids, mask = np.asarray(b.sharer.ids), np.asarray(b.sharer.mask)
+    np.testing.assert_array_equal(mask[8:], mask[:8])   # the control keeps each question's sharer length
+    for k, other in ((0, 1), (1, 0)):                    # question k's control reads question k + 1 of the batch
+        n = int(mask[4 * k].sum())
+        theirs = ids[4 * other][mask[4 * other].astype(bool)]
+        mine = ids[8 + 4 * k][mask[8 + 4 * k].astype(bool)]
+        assert len(mine) == n and mine[0] == theirs[0]
+        assert (mine[1:min(n, len(theirs))] == theirs[1:min(n, len(theirs))]).all()
+        assert not np.array_equal(mine, ids[4 * k][mask[4 * k].astype(bool)])
+    with pytest.raises(ValueError, match="batch_size >= 2"):
+        cq.ChoiceBatches(f, QUESTIONS, group=4, batch_size=1, controls=True)
+
+
+def test_the_receiver_alone_is_the_fused_receiver_of_a_no_op_adapter():
+    s, r, acfg, params = _tiny()
+    setup = Setup("lcf", acfg, s[0], r[0])
+    batch = jax.tree.map(jnp.asarray, next(cq.ChoiceBatches(_features(), QUESTIONS, group=4, batch_size=2)))
+    no_op = ADAPTER_KINDS["lcf"].init(jax.random.key(0), acfg, s[0], r[0])   # LCF starts as an exact no-op
+    alone = objective.receiver_alone_hidden(r[1], batch, setup, group=4)
+    m = np.asarray(batch.receiver_mask, bool)
+    fused = objective.receiver_hidden(no_op, s[1], r[1], batch, setup, train=False, group=4)
+    np.testing.assert_allclose(np.asarray(alone)[m], np.asarray(fused)[m], rtol=1e-4, atol=1e-4)
+    moved = objective.receiver_hidden(params, s[1], r[1], batch, setup, train=False, group=4)
+    assert not np.allclose(np.asarray(alone)[m], np.asarray(moved)[m], atol=1e-3)
+
+
+def test_the_control_term_is_zero_for_a_no_op_adapter_and_trains_a_moved_one():
+    s, r, acfg, params = _tiny()
+    setup = Setup("lcf", acfg, s[0], r[0], choice_group=4, choice_control_weight=1.0)
+    batch = jax.tree.map(jnp.asarray, next(cq.ChoiceBatches(_features(), QUESTIONS, group=4, batch_size=2,
+                                                             controls=True)))
+    no_op = ADAPTER_KINDS["lcf"].init(jax.random.key(0), acfg, s[0], r[0])
+    _, aux = objective.loss_fn(no_op, s[1], r[1], batch, setup, train=False)
+    assert float(aux["control_kl"]) == pytest.approx(0.0, abs=1e-5)
+    plain = Setup("lcf", acfg, s[0], r[0], choice_group=4)
+    _, own = objective.loss_fn(no_op, s[1], r[1], jax.tree.map(lambda x: x[:8] if x.ndim else x, batch), plain,
+                               train=False)
+    assert float(aux["kl"]) == pytest.approx(float(own["kl"]), rel=1e-5)   # the first half is the plain loss
+    (loss, aux), g = jax.value_and_grad(objective.loss_fn, has_aux=True)(params, s[1], r[1], batch, setup,
+                                                                         train=False)
+    assert float(aux["control_kl"]) > 1e-4
+    assert float(loss) == pytest.approx(float(aux["kl"]) + float(aux["control_kl"]), rel=1e-5)
+    assert float(jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(g)))) > 0
+
+
+def test_the_control_weight_is_refused_without_choice_distillation_or_a_second_question():
+    from lcf_jax.train import config as config_lib
+
+    c = config_lib.base_config()
+    c.adapter.kind, c.data.task, c.distill.control_weight = "lcf", "instruct", 1.0
+    with pytest.raises(ValueError, match="read by choice distillation only"):
+        config_lib.validate(c)
+    c.data.choice_file, c.data.batch_size = "x.jsonl", 1
+    with pytest.raises(ValueError, match="needs data.batch_size >= 2"):
+        config_lib.validate(c)
