@@ -48,11 +48,7 @@ def choice_logliks(adapter_params, sharer_params, receiver_params, batch, *, set
         batch = context_read_once(sharer_params, receiver_params, batch, setup)
     hidden = objective.receiver_hidden(adapter_params, sharer_params, receiver_params, batch, setup, train=False,
                                        same_context=read_once)
-    logits = transformer.lm_head(receiver_params, hidden[:, :-1], config=setup.receiver)
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    tgt = batch.receiver_ids[:, 1:]
-    tok = jnp.take_along_axis(logp, tgt[..., None], axis=-1)[..., 0]
-    return jnp.sum(tok * batch.loss_mask[:, 1:], axis=1)
+    return objective.continuation_logprob(hidden, receiver_params, batch.receiver_ids, batch.loss_mask, setup)[0]
 
 
 @functools.partial(jax.jit, static_argnames=("config", "width"))

@@ -265,14 +265,21 @@ def target_cross_entropy(hidden: jax.Array, receiver_params: dict, ids: jax.Arra
     return jnp.sum(nll * w) / jnp.maximum(n, 1.0), n
 
 
-def choice_scores(hidden: jax.Array, receiver_params: dict, ids: jax.Array, weights: jax.Array, setup: Setup
-                  ) -> jax.Array:
-    """[B] each row's mean log-probability of its continuation tokens (T1's length-normalised score of a choice)."""
+def continuation_logprob(hidden: jax.Array, receiver_params: dict, ids: jax.Array, weights: jax.Array, setup: Setup
+                         ) -> tuple[jax.Array, jax.Array]:
+    """([B] sum of the log-probabilities of each row's continuation tokens (weights > 0), [B] their count)."""
     h, tgt, w = hidden[:, :-1], ids[:, 1:], weights[:, 1:].astype(jnp.float32)
     logits = transformer.lm_head(jax.lax.stop_gradient(_cast(receiver_params, h.dtype)), h, config=setup.receiver)
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     tok = jnp.take_along_axis(logp, tgt[..., None], axis=-1)[..., 0]
-    return jnp.sum(tok * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)
+    return jnp.sum(tok * w, axis=1), jnp.sum(w, axis=1)
+
+
+def choice_scores(hidden: jax.Array, receiver_params: dict, ids: jax.Array, weights: jax.Array, setup: Setup
+                  ) -> jax.Array:
+    """[B] each row's mean log-probability of its continuation tokens (T1's length-normalised score of a choice)."""
+    total, count = continuation_logprob(hidden, receiver_params, ids, weights, setup)
+    return total / jnp.maximum(count, 1.0)
 
 
 def choice_distill_losses(scores: jax.Array, teacher: jax.Array, valid: jax.Array, group: int, temperature: float
