@@ -237,3 +237,17 @@ def test_the_control_weight_is_refused_without_choice_distillation_or_a_second_q
     c.data.choice_file, c.data.batch_size = "x.jsonl", 1
     with pytest.raises(ValueError, match="needs data.batch_size >= 2"):
         config_lib.validate(c)
+
+
+def test_the_gold_teacher_file_is_the_answer_key_and_reads_back(tmp_path):
+    from lcf_jax.train.choice_targets import main
+
+    t0 = tmp_path / "instruct" / "t0"
+    t0.mkdir(parents=True)
+    (t0 / "sciq_a.jsonl").write_text(json.dumps({"prompt": SCIQ, "completion": "protozoa<|endoftext|>"}) + "\n")
+    out = tmp_path / "gold.jsonl"
+    main(["--config=configs/gemma3_to_smollm2_lcf_gold_control.py", f"--config.data.data_dir={tmp_path}",
+          "--teacher", "gold", "--out", str(out)])
+    (q,) = cq.read_scored(str(out))
+    assert q["choices"][q["gold"]] == "protozoa" and q["teacher"] == cq.gold_scores(q)
+    assert q["teacher"][q["gold"]] == 0.0 and sorted(q["teacher"])[:-1] == [cq.GOLD_OFF] * (len(q["choices"]) - 1)
