@@ -15,6 +15,7 @@ Prompts longer than `max_chars` are dropped (a context is read whole, as T1 read
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import Optional
@@ -187,9 +188,6 @@ class ChoiceBatches:
 
     def collate_rows(self, questions):
         from lcf_jax.data.pipeline import bucket_for
-
-        import dataclasses
-
         from lcf_jax.data.shared_context import unrelated_sharer_tokens
 
         f, g = self.features, self.group
