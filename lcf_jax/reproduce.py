@@ -1,7 +1,8 @@
-"""python -m lcf_jax.reproduce --table {t1,t2,t3,ablations,ladder,all} [--n 50] [--out results]
+"""python -m lcf_jax.reproduce --table {t1,t2,t3,ablations,ladder,hint,all} [--n 50] [--out results]
 
 Writes results/<table>.md and .csv (with splits, n, seeds and a settings hash) and the plots.
 Ablations re-score finished training runs on dev splits: --ablation-runs "NAME=RUN_DIR,...".
+The hint probe (not part of all) asks what shared-context adapters carry: --hint-adapters "NAME=DIR,...".
 """
 from __future__ import annotations
 
@@ -93,13 +94,15 @@ def check_args(args, tables: list[str]) -> None:
                 raise UserError(f"--ladder-reuse {reuse} is not a file (a ladder .json written by --table ladder)")
         if args.ladder_run and not Path(args.ladder_run).is_dir():
             raise UserError(f"--ladder-run {args.ladder_run} is not a directory (a training run or an exported adapter)")
+    if "hint" in tables and not args.hint_adapters:
+        raise UserError("--table hint needs --hint-adapters NAME=DIR,... (exported shared-context adapters)")
     text_pairs(args.t1_text)
     if args.t1_text and "t1" not in tables:
         raise UserError("--t1-text adds T1 rows: give --table t1 (or all)")
     if args.t1_text and args.n < 2:
         raise UserError(f"--n must be at least 2 for --t1-text (its control rows pair questions), got {args.n}")
     for flag, spec in (("--t1-adapters", args.t1_adapters), ("--t2-adapters", args.t2_adapters),
-                       ("--ablation-runs", args.ablation_runs)):
+                       ("--ablation-runs", args.ablation_runs), ("--hint-adapters", args.hint_adapters)):
         _named_paths(spec, flag)
     if args.adapter is not None and not (Path(args.adapter) / "adapter.json").exists():
         raise UserError(f"--adapter {args.adapter} holds no exported adapter (adapter.json)")
@@ -116,7 +119,7 @@ def build_parser() -> ArgumentParser:
     """The command line's parser (the README test parses every documented command with it)."""
     ap = ArgumentParser(prog="python -m lcf_jax.reproduce", description=__doc__,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--table", choices=["t1", "t2", "t3", "ablations", "ladder", "all"], default="all")
+    ap.add_argument("--table", choices=["t1", "t2", "t3", "ablations", "ladder", "hint", "all"], default="all")
     ap.add_argument("--n", type=int, default=50, help="examples per data set")
     ap.add_argument("--out", type=Path, default=Path("results"))
     ap.add_argument("--adapter", default=None, help="exported LCF-X adapter (default: the shipped one)")
@@ -168,6 +171,13 @@ def build_parser() -> ArgumentParser:
     ap.add_argument("--ladder-split", default="", choices=["", "dev", "test"],
                     help="split of the ladder's sets (default dev; test only for final rows, never to choose)")
     ap.add_argument("--ladder-stem", default="ladder", help="file name (without extension) of the ladder table")
+    ap.add_argument("--hint-adapters", default="",
+                    help="hint-probe rows, NAME=DIR,... of exported shared-context adapters (lcf, c2c): the sharer "
+                         "alone reads 'Hint: the answer is X.' (the gold choice or a wrong one) before the question; "
+                         "gold - wrong is what the message carries (`eval/hint_probe.py`)")
+    ap.add_argument("--hint-split", default="dev", choices=["dev", "test"],
+                    help="split of the hint probe's sets (default dev: a diagnostic, not a final row)")
+    ap.add_argument("--hint-stem", default="hint_probe", help="file name (without extension) of the hint-probe table")
     return ap
 
 
@@ -198,7 +208,7 @@ def _main(argv, agents: dict | None = None) -> None:
         table.write(args.out, stem)
         print(table.markdown())
         tables = [t for t in tables if t != "t2"]
-    if {"t1", "t2", "ablations", "ladder"} & set(tables):
+    if {"t1", "t2", "ablations", "ladder", "hint"} & set(tables):
         from lcf_jax.comm import protocols, shipped
         from lcf_jax.comm.agents import Agent
         from lcf_jax.eval import text_mc
@@ -216,6 +226,16 @@ def _main(argv, agents: dict | None = None) -> None:
         if t1_adapters:
             R.plot_size_accuracy(t1_results, args.out / "t1_size_accuracy.png")
         print(t1.markdown())
+    if "hint" in tables:
+        from lcf_jax.eval import hint_probe as H
+        adapters = {name: shared_context_adapter(path, agents) for name, path in _named_paths(args.hint_adapters)}
+        table, results = H.table_hint_probe({f"{n} alone": a for n, a in agents.items()}, adapters,
+                                            sets={s: args.hint_split for s in H.HINT_SETS}, n=args.n,
+                                            rows_dir=args.out / "hint_rows")
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"{args.hint_stem}.json").write_text(json.dumps(results, indent=1))
+        table.write(args.out, args.hint_stem)
+        print(table.markdown())
     if "ablations" in tables:
         from lcf_jax.eval import ablations as A
         runs = {name: A.load_run(path, agents) for name, path in _named_paths(args.ablation_runs)}

@@ -74,6 +74,26 @@ class SharedContextFeatures:
         return TokenizedShared(str(example.get("id", "")), np.asarray(s_ids, np.int32), np.asarray(r_ids, np.int32),
                                np.asarray(align, np.int32), np.asarray(target, np.int32))
 
+    def tokenize_sharer_prefixed(self, example: dict, sharer_prefix: str) -> Optional[TokenizedShared]:
+        """As `tokenize`, with the sharer alone reading `sharer_prefix` before the prompt: its cache of the context
+        has attended to that text, the receiver's has not, and each receiver token stays fused with the sharer token
+        of its own characters (a long prefix loses its start, never the context). A probe of what the sharer's cache
+        can carry (`eval/hint_probe.py`)."""
+        tok = self.tokenize(example)
+        longer = self.tokenize({**example, "prompt": sharer_prefix + example["prompt"]})
+        if tok is None or longer is None:
+            return None
+        bos = getattr(self.sharer_tokenizer, "bos_token_id", None)
+        head = int(bos is not None and len(tok.sharer) > 0 and tok.sharer[0] == bos)   # the BOS stays first
+        m = len(longer.sharer) - len(tok.sharer)
+        if m <= 0 or list(longer.sharer[:head]) != list(tok.sharer[:head]) \
+                or list(longer.sharer[head + m:]) != list(tok.sharer[head:]):
+            raise ValueError(f"the sharer prefix {sharer_prefix[:40]!r} changes how the context "
+                             f"{example['prompt'][:40]!r} tokenizes, or leaves it no room (max_context_len "
+                             f"{self.max_context_len}): end the prefix with a newline and keep it short")
+        alignment = np.where(tok.alignment >= head, tok.alignment + m, tok.alignment).astype(np.int32)
+        return dataclasses.replace(tok, sharer=longer.sharer, alignment=alignment)
+
     def tokenize_many(self, examples: Sequence[dict]) -> list[TokenizedShared]:
         return [t for t in (self.tokenize(e) for e in examples) if t is not None]
 

@@ -62,12 +62,19 @@ def choice_token_logprobs(params, toks, pos, mask, start, *, config, width: int)
     return jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
 
 
-def choice_batch(features: SharedContextFeatures, question: str, choices: Sequence[str], sharer_question: str = ""
-                 ) -> tuple[SharedContextBatch, list[int]]:
+def choice_batch(features: SharedContextFeatures, question: str, choices: Sequence[str], sharer_question: str = "",
+                 sharer_prefix: str = "") -> tuple[SharedContextBatch, list[int]]:
     """(one row per choice: the question prompt as the shared context, " {choice}" as the continuation; each
     choice's token count). sharer_question (the control): the sharer reads that question instead, cut or repeated
-    to the length of its own reading, while the receiver reads its own."""
-    toks = [features.tokenize({"prompt": MC_PROMPT.format(question=question), "completion": c}) for c in choices]
+    to the length of its own reading, while the receiver reads its own. sharer_prefix (the hint probe): the sharer
+    alone reads this text before the question (`SharedContextFeatures.tokenize_sharer_prefixed`)."""
+    if sharer_question and sharer_prefix:
+        raise ValueError("give the sharer another question or a prefix, not both")
+    prompt = MC_PROMPT.format(question=question)
+    if sharer_prefix:
+        toks = [features.tokenize_sharer_prefixed({"prompt": prompt, "completion": c}, sharer_prefix) for c in choices]
+    else:
+        toks = [features.tokenize({"prompt": prompt, "completion": c}) for c in choices]
     if any(t is None for t in toks):
         raise ValueError(f"question {question[:60]!r} or one of its choices tokenizes to nothing")
     if sharer_question:
@@ -84,9 +91,10 @@ def choice_batch(features: SharedContextFeatures, question: str, choices: Sequen
 
 
 def mc_loglik_fused(setup: Setup, adapter_params, frozen: tuple, features: SharedContextFeatures, question: str,
-                    choices: Sequence[str], sharer_question: str = "") -> tuple[list[float], list[int]]:
+                    choices: Sequence[str], sharer_question: str = "", sharer_prefix: str = ""
+                    ) -> tuple[list[float], list[int]]:
     """(sum of log-probabilities of each choice's tokens, each choice's token count); sharer_question: the
-    control (`choice_batch`)."""
-    batch, counts = choice_batch(features, question, choices, sharer_question)
+    control, sharer_prefix: the hint probe (`choice_batch`)."""
+    batch, counts = choice_batch(features, question, choices, sharer_question, sharer_prefix)
     ll = choice_logliks(adapter_params, frozen[0], frozen[1], batch, setup=setup)
     return [float(x) for x in np.asarray(ll)], counts

@@ -179,6 +179,10 @@ CASES = [
        "--ladder-rungs: unknown ['R9']"),
     _c("reproduce-ablations-without-runs", reproduce.main, ["--table", "ablations", "--out", "{out}"],
        "--table ablations needs --ablation-runs"),
+    _c("reproduce-hint-without-adapters", reproduce.main, ["--table", "hint", "--out", "{out}"],
+       "--table hint needs --hint-adapters"),
+    _c("reproduce-hint-entry-missing-dir", reproduce.main, ["--table", "hint", "--hint-adapters", "m=/no/such/dir",
+                                                            "--out", "{out}"], "--hint-adapters", "is not a directory"),
     # demo
     _c("demo-zero-n", demo.main, ["--n", "0"], "--n must be at least 1"),
     _c("demo-missing-adapter", demo.main, ["--adapter", "{dir}/no_adapter"], "no_adapter does not exist"),

@@ -150,3 +150,41 @@ def test_the_control_changes_only_what_the_sharer_reads():
     np.testing.assert_array_equal(same.sharer.ids, own.sharer.ids)
     assert shared_context.unrelated_sharer_tokens(np.array([1, 7, 8]), 6).tolist() == [1, 7, 8, 7, 8, 7]
     assert shared_context.unrelated_sharer_tokens(np.array([1, 7, 8, 9]), 2).tolist() == [1, 7]
+
+
+@pytest.mark.parametrize("bos", [False, True])
+def test_a_sharer_prefix_changes_only_what_the_sharer_reads_and_keeps_each_token_aligned(bos):
+    # The hint probe: the sharer reads a text before the context; the receiver's rows are the question's own and
+    # each receiver token stays fused with the sharer token of its own characters, now after the prefix.
+    f = SharedContextFeatures(OffsetTok("bare", bos=bos), OffsetTok("chars"), max_context_len=32, max_target_len=8,
+                              context_template="{prompt}", target_template=" {completion}", append_eos=False)
+    ex = {"prompt": "Question: which is red?\nAnswer:", "completion": "a rose"}
+    own, hinted = f.tokenize(ex), f.tokenize_sharer_prefixed(ex, "Hint: the answer is a rose.\n")
+    np.testing.assert_array_equal(hinted.receiver_ctx, own.receiver_ctx)
+    np.testing.assert_array_equal(hinted.target, own.target)
+    m = len(hinted.sharer) - len(own.sharer)
+    assert m == 6                                                   # six words of hint
+    assert hinted.sharer[0] == own.sharer[0] or not bos             # the BOS stays first
+    np.testing.assert_array_equal(hinted.sharer[hinted.alignment], own.sharer[own.alignment])
+    assert (hinted.alignment[own.alignment >= int(bos)] == own.alignment[own.alignment >= int(bos)] + m).all()
+    with pytest.raises(ValueError, match="changes how the context"):
+        f.tokenize_sharer_prefixed(ex, "Hint:glued")                 # glued to the first word: another tokenization
+    long = f.tokenize_sharer_prefixed(ex, "Hint: " + "very " * 40 + "long.\n")   # the hint's start is cut off
+    assert 24 < len(long.sharer) <= 32
+    np.testing.assert_array_equal(long.sharer[long.alignment], own.sharer[own.alignment])
+
+
+def test_a_sharer_prefix_reaches_the_receiver_only_through_the_adapter():
+    s, r = registry.load_any("tiny-llama"), registry.load_any("tiny-gemma3")
+    acfg = LCFConfig(rank=16)
+    setup = Setup("lcf", acfg, s[0], r[0])
+    noop = ADAPTER_KINDS["lcf"].init(jax.random.key(0), acfg, s[0], r[0])
+    moved = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.key(1), x.shape, x.dtype), noop)
+    f = shared_mc.mc_features(OffsetTok("bare"), OffsetTok("chars"), max_context_len=64, max_choice_len=16)
+    question, choices = "Which is a colour?", ["red", "a cat", "twelve mats"]
+    score = lambda p, prefix: shared_mc.mc_loglik_fused(setup, p, (s[1], r[1]), f, question, choices,  # noqa: E731
+                                                        sharer_prefix=prefix)[0]
+    np.testing.assert_allclose(score(noop, "Hint: red.\n"), score(noop, ""), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(score(moved, "Hint: red.\n"), score(moved, ""), atol=1e-4)
+    with pytest.raises(ValueError, match="not both"):
+        shared_mc.choice_batch(f, question, choices, sharer_question="Is a mat a cat?", sharer_prefix="Hint: red.\n")
