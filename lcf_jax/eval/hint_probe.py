@@ -67,7 +67,8 @@ def table_hint_probe(agents: dict, adapters: dict, sets: dict = HINT_SETS, n: in
                      rows_dir: Optional[Path] = None) -> tuple[Table, list[dict]]:
     """agents: row name -> Agent (each alone reads the hint itself); adapters: row name -> dict(setup, params, frozen,
     features) (the sharer reads the hint). One row per subject: accuracy with no hint, the gold hint and a wrong hint
-    (mean of the sets, 95% bootstrap), gold − wrong and gold − none paired over every question of every set.
+    (pooled over the sets, 95% bootstrap), gold − wrong and gold − none paired over every question of every set, and
+    the gold choice's log-probability, gold hint − wrong hint, paired.
     Returns (the table, one result per subject, hint and set with the per-question correctness)."""
     from lcf_jax.data import sources
     from lcf_jax.eval.bootstrap import format_interval, mean_interval, paired_difference
@@ -78,6 +79,7 @@ def table_hint_probe(agents: dict, adapters: dict, sets: dict = HINT_SETS, n: in
                  for name, a in adapters.items()]
     results: list[dict] = []
     correct: dict = {}   # (subject, hint) -> correctness over every question, sets in order
+    gold_lp: dict = {}    # (subject, hint) -> the gold choice's log-probability over every question
     for set_name, split in sets.items():
         exs = sources.read(set_name, split, data_dir=data_dir, max_examples=n)
         golds = [int(e["gold"]) for e in exs]
@@ -89,16 +91,21 @@ def table_hint_probe(agents: dict, adapters: dict, sets: dict = HINT_SETS, n: in
                 preds = metrics.mc_predictions(ll, True, lens)
                 right = [100.0 * (p == g) for p, g in zip(preds, golds)]
                 hinted = [None if hint == "none" else e["choices"].index(hinted_choice(e, hint)) for e in exs]
+                lp = metrics.mc_gold_logprob(ll, lens, golds)
                 correct.setdefault((name, hint), []).extend(right)
+                gold_lp.setdefault((name, hint), []).extend(lp)
                 results.append({"set": set_name, "split": split, "method": name, "hint": hint, "n": len(right),
                                 "accuracy": float(np.mean(right)), "correct_per_question": right,
-                                "choice_per_question": [int(p) for p in preds], "hinted_per_question": hinted})
+                                "choice_per_question": [int(p) for p in preds], "hinted_per_question": hinted,
+                                "gold_logprob_per_question": lp})
     rows = []
     for name, _, _ in subjects:
         cells = [format_interval(mean_interval(correct[(name, h)])) for h in HINTS]
         rows.append([name, "sharer" if name in adapters else "itself"] + cells
                     + [format_interval(paired_difference(correct[(name, "gold")], correct[(name, "wrong")])),
-                       format_interval(paired_difference(correct[(name, "gold")], correct[(name, "none")]))])
+                       format_interval(paired_difference(correct[(name, "gold")], correct[(name, "none")])),
+                       "{:.4f} [{:.4f}, {:.4f}]".format(*paired_difference(gold_lp[(name, "gold")],
+                                                                           gold_lp[(name, "wrong")]))])
     notes = [f"accuracy (%) by length-normalised log-likelihood of each choice, pooled over the first {n} rows of "
              f"each set ({', '.join(f'{s} {sp}' for s, sp in sets.items())}), 95% bootstrap intervals; differences "
              "paired over the same questions.",
@@ -106,9 +113,12 @@ def table_hint_probe(agents: dict, adapters: dict, sets: dict = HINT_SETS, n: in
              "by the sharer only in an adapter row (the receiver reads the question alone and scores the choices on "
              "its cache fused with the sharer's). The wrong hint names the choice after the gold one.",
              "gold − wrong is what reaches the receiver: 0 for a message that carries nothing of the sharer's reading. "
-             "No adapter was trained with hints."]
+             "No adapter was trained with hints. Gold log-prob: the gold choice's log-probability under the softmax "
+             "over the length-normalised scores (`metrics.mc_gold_logprob`), gold hint − wrong hint, paired: it moves "
+             "before accuracy does."]
     table = Table("Hint probe: what a shared-context message carries",
-                  ["subject", "reads the hint", "no hint", "gold hint", "wrong hint", "gold − wrong", "gold − none"],
+                  ["subject", "reads the hint", "no hint", "gold hint", "wrong hint", "gold − wrong", "gold − none",
+                   "gold log-prob, gold − wrong"],
                   rows, notes, {"sets": sets, "n": n, "hint": HINT, "agents": {k: v.name for k, v in agents.items()},
                                 "adapters": {k: a.get("source", "") for k, a in adapters.items()}})
     return table, results

@@ -33,6 +33,7 @@ def test_hint_probe_rows_each_subject_with_every_hint(tmp_path):
                                                                    for h in H.HINTS)
     gold = next(x for x in res if x["method"] == "lcf" and x["hint"] == "gold")
     assert gold["split"] == "dev" and len(gold["hinted_per_question"]) == 3 and gold["n"] == 3
+    assert len(gold["gold_logprob_per_question"]) == 3 and max(gold["gold_logprob_per_question"]) <= 0.0
     assert len(list(tmp_path.glob("*.json"))) == 6                 # every subject and hint kept apart
     again, _ = H.table_hint_probe({"tiny alone": r}, {"lcf": adapter}, {"mc/arc_easy": "dev"}, n=3, rows_dir=tmp_path)
     assert again.rows == table.rows                                   # read back from the kept rows
