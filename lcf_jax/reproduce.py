@@ -228,12 +228,13 @@ def _main(argv, agents: dict | None = None) -> None:
         print(t1.markdown())
     if "hint" in tables:
         from lcf_jax.eval import hint_probe as H
+        from lcf_jax.fileio import atomic_write_text
         adapters = {name: shared_context_adapter(path, agents) for name, path in _named_paths(args.hint_adapters)}
         table, results = H.table_hint_probe({f"{n} alone": a for n, a in agents.items()}, adapters,
                                             sets={s: args.hint_split for s in H.HINT_SETS}, n=args.n,
                                             rows_dir=args.out / "hint_rows")
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"{args.hint_stem}.json").write_text(json.dumps(results, indent=1))
+        atomic_write_text(args.out / f"{args.hint_stem}.json", json.dumps(results, indent=1))
         table.write(args.out, args.hint_stem)
         print(table.markdown())
     if "ablations" in tables:

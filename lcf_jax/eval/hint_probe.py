@@ -6,8 +6,8 @@ alone reads a hint before the question, `Hint: the answer is {choice}.` with the
 receiver reads the question only, scoring the choices as T1 does. Its cache of the question has attended to the hint
 (`SharedContextFeatures.tokenize_sharer_prefixed`), so a message that carries the sharer's reading moves the
 receiver towards the hinted choice: gold − wrong is what the channel carries, 0 for a channel that carries nothing.
-No adapter was trained on hints. Two rows bound it: each model alone reading the hint itself (what the hint is worth
-to it), and the same difference with no hint at all is 0 by construction.
+No adapter was trained on hints. Each model alone reading the hint itself gives what the hint is worth when it is
+read directly.
 """
 from __future__ import annotations
 
