@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
 from lcf_jax.eval import metrics
-from lcf_jax.eval.tables import Table, mc_loglik, scored_rows, scorer_fingerprint
+from lcf_jax.eval.tables import Table, score_choices, scored_rows, scorer_fingerprint
 
 HINT = "Hint: the answer is {answer}.\n"
 HINT_SETS = {"mc/mmlu_redux": "dev", "mc/arc_challenge": "dev", "mc/arc_easy": "dev", "mc/openbook_qa": "dev"}
@@ -42,27 +42,6 @@ def hint_text(example: dict, hint: str) -> str:
     return "" if answer is None else HINT.format(answer=answer)
 
 
-def score_hinted(examples: Sequence[dict], hint: str, *, agent=None, adapter: Optional[dict] = None):
-    """(log-likelihood of each choice, token counts) per example: `agent` alone reading the hint before the question
-    prompt, or with `adapter` (dict(setup, params, frozen, features)) the sharer reading it while the receiver reads
-    the question only."""
-    from lcf_jax.eval import shared_mc
-
-    lls, lens = [], []
-    for e in examples:
-        prefix = hint_text(e, hint)
-        if adapter is None:
-            prompt = prefix + shared_mc.MC_PROMPT.format(question=e["question"])
-            lls.append(mc_loglik(agent, e["question"], e["choices"], prompt))
-            lens.append([max(len(agent.encode(" " + c, special=False)), 1) for c in e["choices"]])
-        else:
-            ll, n = shared_mc.mc_loglik_fused(adapter["setup"], adapter["params"], adapter["frozen"],
-                                              adapter["features"], e["question"], e["choices"], sharer_prefix=prefix)
-            lls.append(ll)
-            lens.append([max(x, 1) for x in n])
-    return lls, lens
-
-
 def table_hint_probe(agents: dict, adapters: dict, sets: dict = HINT_SETS, n: int = 100, data_dir=None,
                      rows_dir: Optional[Path] = None) -> tuple[Table, list[dict]]:
     """agents: row name -> Agent (each alone reads the hint itself); adapters: row name -> dict(setup, params, frozen,
@@ -73,9 +52,10 @@ def table_hint_probe(agents: dict, adapters: dict, sets: dict = HINT_SETS, n: in
     from lcf_jax.data import sources
     from lcf_jax.eval.bootstrap import format_interval, mean_interval, paired_difference
 
-    subjects = [(name, scorer_fingerprint(agent=a), functools.partial(score_hinted, agent=a))
+    # A model alone reads the hint itself; with an adapter the sharer reads it (`tables.score_choices(prefix=...)`).
+    subjects = [(name, scorer_fingerprint(agent=a), functools.partial(score_choices, agent=a))
                 for name, a in agents.items()]
-    subjects += [(name, scorer_fingerprint(adapter=a), functools.partial(score_hinted, adapter=a))
+    subjects += [(name, scorer_fingerprint(adapter=a), functools.partial(score_choices, adapter=a))
                  for name, a in adapters.items()]
     results: list[dict] = []
     correct: dict = {}   # (subject, hint) -> correctness over every question, sets in order
@@ -87,7 +67,8 @@ def table_hint_probe(agents: dict, adapters: dict, sets: dict = HINT_SETS, n: in
             for hint in HINTS:
                 role = name if hint == "none" else f"{name} [hint: {hint}]"
                 ll, lens = scored_rows(role, f"{fp}:hint-{hint}", set_name, split, exs,
-                                       functools.partial(score, hint=hint), rows_dir)
+                                       functools.partial(score, prefix=functools.partial(hint_text, hint=hint)),
+                                       rows_dir)
                 preds = metrics.mc_predictions(ll, True, lens)
                 right = [100.0 * (p == g) for p, g in zip(preds, golds)]
                 hinted = [None if hint == "none" else e["choices"].index(hinted_choice(e, hint)) for e in exs]

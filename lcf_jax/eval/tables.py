@@ -114,15 +114,19 @@ def unrelated_question(examples: Sequence[dict], i: int) -> str:
 
 
 def score_choices(examples: Sequence[dict], *, agent=None, adapter: Optional[dict] = None, control: bool = False,
-                  messages=None):
+                  messages=None, prefix=None):
     """(log-likelihood of each choice, each choice's token count >= 1) per example: by `agent` alone, or
     with an adapter (dict(setup, params, frozen, features)) fusing the sharer's cache into the receiver's, or by
     `agent` reading the sharer's text answer first (`messages()`: one per example, `text_mc`);
-    control: the sharer reads an unrelated question of the same set instead (`unrelated_index`)."""
+    control: the sharer reads an unrelated question of the same set instead (`unrelated_index`);
+    prefix(example) -> a text read before the question: by `agent` itself, or with an adapter by the sharer alone
+    (the hint probe, `eval/hint_probe.py`)."""
     from lcf_jax.eval import shared_mc, text_mc
 
     if control and ((adapter is None and messages is None) or len(examples) < 2):
         raise ValueError("the control needs an adapter or messages and at least two questions")
+    if prefix is not None and (control or messages is not None):
+        raise ValueError("a prefix is read instead of the question alone: not with a control or text messages")
     msgs = messages() if messages is not None else None
     lls, lens = [], []
     for i, e in enumerate(examples):
@@ -130,12 +134,15 @@ def score_choices(examples: Sequence[dict], *, agent=None, adapter: Optional[dic
             prompt = None
             if msgs is not None:
                 prompt = text_mc.text_prompt(e["question"], msgs[unrelated_index(len(examples), i) if control else i])
+            elif prefix is not None:
+                prompt = prefix(e) + shared_mc.MC_PROMPT.format(question=e["question"])
             lls.append(mc_loglik(agent, e["question"], e["choices"], prompt))
             lens.append([max(len(agent.encode(" " + c, special=False)), 1) for c in e["choices"]])
         else:
             ll, n = shared_mc.mc_loglik_fused(adapter["setup"], adapter["params"], adapter["frozen"],
                                               adapter["features"], e["question"], e["choices"],
-                                              unrelated_question(examples, i) if control else "")
+                                              unrelated_question(examples, i) if control else "",
+                                              prefix(e) if prefix is not None else "")
             lls.append(ll)
             lens.append([max(x, 1) for x in n])
     return lls, lens
